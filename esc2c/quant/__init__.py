@@ -1,0 +1,1 @@
+"""Quantization: the integer contract (intparams) and everything that trains or checks against it."""
