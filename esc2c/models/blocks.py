@@ -38,12 +38,19 @@ class ConvBNAct(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cmid: int, cout: int, stride: int = 1):
+    """``shortcut=None`` picks a 1x1 projection only when the stride or channel count changes; pass True to
+    force one (a pruned block keeps the projection its unpruned parent had even if cin == cout now)."""
+
+    def __init__(self, cin: int, cmid: int, cout: int, stride: int = 1, shortcut: bool | None = None):
         super().__init__()
+        if shortcut is None:
+            shortcut = stride != 1 or cin != cout
+        if not shortcut and (stride != 1 or cin != cout):
+            raise ValueError(f"BasicBlock without projection needs stride 1 and cin == cout (got {cin}->{cout}, "
+                             f"stride {stride})")
         self.conv1 = ConvBNAct(cin, cmid, 3, stride=stride, relu=True)
         self.conv2 = ConvBNAct(cmid, cout, 3, stride=1, relu=False)
-        self.shortcut = (ConvBNAct(cin, cout, 1, stride=stride, padding=0, relu=False)
-                         if stride != 1 or cin != cout else None)
+        self.shortcut = ConvBNAct(cin, cout, 1, stride=stride, padding=0, relu=False) if shortcut else None
 
     def forward(self, x):
         idn = x if self.shortcut is None else self.shortcut(x)
