@@ -1,0 +1,1 @@
+"""FP32 compression: teacher training, CUP pruning, distillation losses (PoKD and baselines), stage runner."""
