@@ -1,0 +1,201 @@
+"""The integer IR every back end of the compiler consumes (C/CMSIS-NN, integer-only ONNX, .tflite).
+
+A :class:`Graph` is a list of :class:`Op` in execution order over named int8 :class:`Tensor` s.
+The front end (``frontend.py``) builds it from a QDQ ONNX model in the ONNX layout (NCHW, weights OIHW);
+the passes then rewrite it in place:
+
+  fold_qdq        QDQ pairs -> int8 tensors with (scale, zero_point); int8 per-channel weights; int32 bias
+  fuse_activation Relu/Clip ops folded into the producing op's clamp (``Op.act``)
+  layout_nhwc     activations to NHWC, conv weights OIHW -> OHWI (depthwise: 1HWC), FC columns after a
+                  flatten reordered from CHW to HWC order
+  qparams         integer parameters from esc2c.quant.intparams (multiplier/shift, act_min/max, add params)
+  kernel_select   the C function for each op and its scratch-buffer size
+  memplan         arena offsets for every activation tensor and the scratch buffer
+
+After all passes, every op carries everything an executor needs; nothing is recomputed downstream.
+
+Op kinds and their fields (after all passes; shapes NHWC, N = 1):
+
+  ``conv``            inputs [x]; ``weights`` int8 [C_out, KH, KW, C_in]; ``bias`` int32 [C_out];
+                      attrs: kernel (kh, kw), stride (sh, sw), pads (top, left, bottom, right), dilation (1, 1);
+                      ``multiplier``/``shift`` int32 [C_out]; act_min/act_max
+  ``depthwise_conv``  as conv, weights int8 [1, KH, KW, C_out]; attrs also ch_mult
+  ``fully_connected`` inputs [x] (any shape, read as a flat vector of K); weights int8 [C_out, K];
+                      bias int32 [C_out]; per-tensor ``multiplier``/``shift`` (arrays of length 1) when
+                      the weight scales are all equal, otherwise per-channel (kernel_select then picks a
+                      1x1 convolution, which supports per-channel requantization)
+  ``max_pool``        attrs: kernel, stride, pads; act_min/act_max; input and output share scale/zp
+  ``avg_pool``        attrs: kernel, stride, pads (count excludes padding, like ONNX count_include_pad=0);
+                      when input and output qparams are equal: CMSIS-NN arithmetic (sum of raw int8 values,
+                      divided by the count, ties away from zero); otherwise ``avg_mult``/``avg_shift``
+                      tables indexed by the count: out = requant(sum(q - zp_in), M[count]) + zp_out
+  ``add``             inputs [a, b] (same shape); ``add`` dict from intparams.add_params; act_min/act_max
+  ``requantize``      inputs [x]; ``multiplier``/``shift`` length 1: out = requant(x - zp_in) + zp_out
+  ``reshape``         a view: the output aliases the input's bytes (flatten of NHWC data, or no-op)
+
+Tensor fields: name, shape, scale, zero_point; ``offset`` (arena byte offset) after memplan;
+``is_input``/``is_output``.
+
+The IR serialises to JSON (``Graph.to_json``) without the weight arrays' bytes (their shapes, hashes and
+integer parameters are included), for inspection as ``model.ir.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+OP_KINDS = ("conv", "depthwise_conv", "fully_connected", "max_pool", "avg_pool", "add", "requantize",
+            "reshape", "relu")
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    scale: float
+    zero_point: int
+    is_input: bool = False
+    is_output: bool = False
+    offset: int | None = None  # arena byte offset, set by memplan
+    alias_of: str | None = None  # a reshape view: shares the bytes of this tensor
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+@dataclass
+class Op:
+    name: str
+    kind: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    weights: np.ndarray | None = None  # int8
+    weight_scales: np.ndarray | None = None  # float64, per output channel
+    bias: np.ndarray | None = None  # int32
+    act: str | None = None  # fused activation before qparams: None | 'relu' | 'relu6' | ('clip', lo, hi)
+    # integer parameters (qparams pass)
+    multiplier: np.ndarray | None = None  # int32
+    shift: np.ndarray | None = None  # int32
+    act_min: int = -128
+    act_max: int = 127
+    add: dict | None = None
+    avg_mult: np.ndarray | None = None  # int32, indexed by the pooling count (index 0 unused)
+    avg_shift: np.ndarray | None = None
+    # kernel selection
+    kernel: str | None = None
+    scratch: int = 0
+    macs: int = 0
+
+    def __post_init__(self):
+        if self.kind not in OP_KINDS:
+            raise ValueError(f"unknown op kind {self.kind!r}")
+
+    @property
+    def output(self) -> str:
+        return self.outputs[0]
+
+
+@dataclass
+class Graph:
+    tensors: dict[str, Tensor]
+    ops: list[Op]
+    inputs: list[str]
+    outputs: list[str]
+    layout: str = "NCHW"
+    metadata: dict[str, str] = field(default_factory=dict)
+    arena_size: int | None = None  # memplan
+    scratch_offset: int | None = None
+    scratch_size: int = 0
+    plan_stats: dict[str, int] = field(default_factory=dict)
+
+    # ---------- queries ----------
+    def producer(self, tensor: str) -> Op | None:
+        for op in self.ops:
+            if tensor in op.outputs:
+                return op
+        return None
+
+    def consumers(self, tensor: str) -> list[Op]:
+        return [op for op in self.ops if tensor in op.inputs]
+
+    @property
+    def input(self) -> Tensor:
+        return self.tensors[self.inputs[0]]
+
+    @property
+    def output(self) -> Tensor:
+        return self.tensors[self.outputs[0]]
+
+    def layer_ops(self) -> list[Op]:
+        """Ops that run code (reshape views are free and are not layers)."""
+        return [op for op in self.ops if op.kind != "reshape"]
+
+    def weight_bytes(self) -> int:
+        n = 0
+        for op in self.ops:
+            if op.weights is not None:
+                n += op.weights.size
+            if op.bias is not None:
+                n += 4 * op.bias.size
+            if op.multiplier is not None:
+                n += 8 * op.multiplier.size
+        return n
+
+    def check(self) -> None:
+        """Structural invariants: every op input is defined before use, names unique."""
+        defined = set(self.inputs)
+        for op in self.ops:
+            for t in op.inputs:
+                if t not in defined:
+                    raise ValueError(f"op {op.name}: input {t} used before it is produced")
+                if t not in self.tensors:
+                    raise ValueError(f"op {op.name}: unknown tensor {t}")
+            for t in op.outputs:
+                if t in defined:
+                    raise ValueError(f"op {op.name}: tensor {t} produced twice")
+                defined.add(t)
+        for t in self.outputs:
+            if t not in defined:
+                raise ValueError(f"graph output {t} is never produced")
+
+    # ---------- serialisation ----------
+    def to_dict(self) -> dict:
+        def arr(a):
+            if a is None:
+                return None
+            a = np.asarray(a)
+            if a.size <= 64 and a.dtype.kind in "iu":
+                return a.tolist()
+            return {"shape": list(a.shape), "dtype": str(a.dtype),
+                    "sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]}
+
+        ops = []
+        for op in self.ops:
+            d = {"name": op.name, "kind": op.kind, "inputs": op.inputs, "outputs": op.outputs,
+                 "attrs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in op.attrs.items()},
+                 "act_min": op.act_min, "act_max": op.act_max, "kernel": op.kernel, "scratch": op.scratch,
+                 "macs": op.macs}
+            for k in ("weights", "bias", "multiplier", "shift", "avg_mult", "avg_shift"):
+                v = getattr(op, k)
+                if v is not None:
+                    d[k] = arr(v)
+            if op.add is not None:
+                d["add"] = op.add
+            ops.append(d)
+        return {
+            "layout": self.layout, "inputs": self.inputs, "outputs": self.outputs, "metadata": self.metadata,
+            "arena_size": self.arena_size, "scratch_offset": self.scratch_offset,
+            "scratch_size": self.scratch_size, "plan_stats": self.plan_stats,
+            "tensors": {n: dataclasses.asdict(t) | {"shape": list(t.shape)} for n, t in self.tensors.items()},
+            "ops": ops,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
