@@ -160,3 +160,44 @@ def quantize(x, scale, zero_point, axis: int | None = None) -> np.ndarray:
         zp = zp.reshape(shape)
     q = np.rint(x / scale) + zp
     return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def clip_range(scale: float, zero_point: int, lo: float | None = None, hi: float | None = None) -> tuple[int, int]:
+    """int8 clamp (act_min, act_max) for a fused real-valued clip [lo, hi] (None = unbounded).
+
+    Same rounding as :func:`activation_range`: relu is clip(0, None), relu6 is clip(0, 6).
+    """
+    qmin, qmax = INT8_MIN, INT8_MAX
+    if lo is not None and math.isfinite(lo):
+        qmin = max(qmin, int(zero_point + round_half_away(lo / scale)))
+    if hi is not None and math.isfinite(hi):
+        qmax = min(qmax, int(zero_point + round_half_away(hi / scale)))
+    if qmin > qmax:
+        raise ValueError(f"clip [{lo}, {hi}] is empty at scale {scale}, zero point {zero_point}")
+    return int(qmin), int(qmax)
+
+
+def rescale_params(s_in: float, s_out: float) -> tuple[int, int]:
+    """(multiplier, shift) of a pure rescale q_out = requant(q_in - zp_in, s_in / s_out) + zp_out."""
+    m, s = quantize_multiplier(float(s_in) / float(s_out))
+    return int(m[0]), int(s[0])
+
+
+def avgpool_rescale_table(s_in: float, s_out: float, max_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pooling-window count n (index n, 1..max_count; index 0 unused = 0): (multiplier, shift) of
+    s_in / (s_out * n), for an average pool whose output has its own scale:
+    q_out = requant(sum(q_in - zp_in), M[n]) + zp_out."""
+    counts = np.arange(1, max_count + 1, dtype=np.float64)
+    m, s = quantize_multiplier(float(s_in) / (float(s_out) * counts))
+    return (np.concatenate([[0], m]).astype(np.int32), np.concatenate([[0], s]).astype(np.int32))
+
+
+def add_s8(a, b, zp_a: int, zp_b: int, zp_out: int, params: dict, act_min: int = INT8_MIN,
+           act_max: int = INT8_MAX, rounding: str = "double") -> np.ndarray:
+    """TFLite ADD int8 on numpy arrays, with arm_nn_requantize rounding (the runtime's esc2c_add_s8)."""
+    a1 = (np.asarray(a, np.int64) - zp_a) << params["left_shift"]
+    b1 = (np.asarray(b, np.int64) - zp_b) << params["left_shift"]
+    a1 = requantize(a1, params["in1_mult"], params["in1_shift"], rounding)
+    b1 = requantize(b1, params["in2_mult"], params["in2_shift"], rounding)
+    out = requantize(a1 + b1, params["out_mult"], params["out_shift"], rounding) + zp_out
+    return np.clip(out, act_min, act_max).astype(np.int8)
