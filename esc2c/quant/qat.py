@@ -506,13 +506,9 @@ def run_integer(program: dict, x_int8, rounding: str = "double") -> dict[str, np
         elif op == "add":
             n1, n2 = L["inputs"]
             p = ip.add_params(float(T[n1]["scale"]), float(T[n2]["scale"]), float(so))
-            a = (vals[n1].astype(np.int64) - T[n1]["zero_point"]) << p["left_shift"]
-            b = (vals[n2].astype(np.int64) - T[n2]["zero_point"]) << p["left_shift"]
-            a = ip.requantize(a, p["in1_mult"], p["in1_shift"], rounding)
-            b = ip.requantize(b, p["in2_mult"], p["in2_shift"], rounding)
-            y = ip.requantize(a + b, p["out_mult"], p["out_shift"], rounding) + zo
             lo, hi = ip.activation_range(so, zo, L["act"])
-            vals[out] = np.clip(y, lo, hi).astype(np.int8)
+            vals[out] = ip.add_s8(vals[n1], vals[n2], T[n1]["zero_point"], T[n2]["zero_point"], zo, p, lo, hi,
+                                  rounding)
         else:
             raise Esc2cError(f"layer {L['name']}: unknown op {op!r}")
     return vals
