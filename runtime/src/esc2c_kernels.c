@@ -1,0 +1,117 @@
+/* esc2c runtime kernels: see include/esc2c_runtime.h for the contract. */
+#include "esc2c_runtime.h"
+
+static int32_t clamp_i32(int32_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+#if !defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+/* arm_nn_doubling_high_mult_no_sat */
+static int64_t doubling_high_mult(int64_t a, int32_t b)
+{
+    return (a * (int64_t)b + ((int64_t)1 << 30)) >> 31;
+}
+
+/* arm_nn_divide_by_power_of_two: arithmetic shift, ties away from zero */
+static int64_t divide_by_power_of_two(int64_t x, int32_t exponent)
+{
+    const int64_t mask = ((int64_t)1 << exponent) - 1;
+    const int64_t remainder = x & mask;
+    int64_t result = x >> exponent;
+    int64_t threshold = mask >> 1;
+    if (result < 0)
+    {
+        threshold++;
+    }
+    if (remainder > threshold)
+    {
+        result++;
+    }
+    return result;
+}
+#endif
+
+int32_t esc2c_requantize(int32_t val, int32_t multiplier, int32_t shift)
+{
+#if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+    const int32_t total_shift = 31 - shift;
+    const int64_t prod = (int64_t)val * (int64_t)multiplier;
+    const int64_t result = prod >> (total_shift - 1);
+    return (int32_t)((result + 1) >> 1);
+#else
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int64_t high = doubling_high_mult((int64_t)val * ((int64_t)1 << left), multiplier);
+    return (int32_t)divide_by_power_of_two(high, right);
+#endif
+}
+
+int esc2c_add_s8(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t size,
+                 int32_t in1_offset, int32_t in1_mult, int32_t in1_shift,
+                 int32_t in2_offset, int32_t in2_mult, int32_t in2_shift, int32_t left_shift,
+                 int32_t out_offset, int32_t out_mult, int32_t out_shift,
+                 int32_t act_min, int32_t act_max)
+{
+    for (int32_t i = 0; i < size; i++)
+    {
+        const int32_t a = esc2c_requantize((in1[i] + in1_offset) * (1 << left_shift), in1_mult, in1_shift);
+        const int32_t b = esc2c_requantize((in2[i] + in2_offset) * (1 << left_shift), in2_mult, in2_shift);
+        const int32_t sum = esc2c_requantize(a + b, out_mult, out_shift) + out_offset;
+        out[i] = (int8_t)clamp_i32(sum, act_min, act_max);
+    }
+    return 0;
+}
+
+int esc2c_requantize_s8(const int8_t *in, int8_t *out, int32_t size, int32_t in_offset,
+                        int32_t mult, int32_t shift, int32_t out_offset, int32_t act_min, int32_t act_max)
+{
+    for (int32_t i = 0; i < size; i++)
+    {
+        const int32_t v = esc2c_requantize(in[i] + in_offset, mult, shift) + out_offset;
+        out[i] = (int8_t)clamp_i32(v, act_min, act_max);
+    }
+    return 0;
+}
+
+int esc2c_avgpool_rescale_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t ch,
+                             int8_t *out, int32_t out_h, int32_t out_w,
+                             int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                             int32_t pad_h, int32_t pad_w, int32_t in_offset,
+                             const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                             int32_t act_min, int32_t act_max)
+{
+    for (int32_t oy = 0; oy < out_h; oy++)
+    {
+        const int32_t y0 = oy * stride_h - pad_h;
+        const int32_t ky0 = y0 < 0 ? -y0 : 0;
+        const int32_t ky1 = (in_h - y0) < kernel_h ? (in_h - y0) : kernel_h;
+        for (int32_t ox = 0; ox < out_w; ox++)
+        {
+            const int32_t x0 = ox * stride_w - pad_w;
+            const int32_t kx0 = x0 < 0 ? -x0 : 0;
+            const int32_t kx1 = (in_w - x0) < kernel_w ? (in_w - x0) : kernel_w;
+            const int32_t count = (ky1 - ky0) * (kx1 - kx0);
+            if (count <= 0)
+            {
+                return -1;
+            }
+            int8_t *dst = out + (oy * out_w + ox) * ch;
+            for (int32_t c = 0; c < ch; c++)
+            {
+                int32_t sum = 0;
+                for (int32_t ky = ky0; ky < ky1; ky++)
+                {
+                    const int8_t *row = in + ((y0 + ky) * in_w + x0) * ch + c;
+                    for (int32_t kx = kx0; kx < kx1; kx++)
+                    {
+                        sum += row[kx * ch] + in_offset;
+                    }
+                }
+                const int32_t v = esc2c_requantize(sum, mult[count], shift[count]) + out_offset;
+                dst[c] = (int8_t)clamp_i32(v, act_min, act_max);
+            }
+        }
+    }
+    return 0;
+}
