@@ -33,6 +33,7 @@ from esc2c.errors import Esc2cError
 WINDOWS = ("hann", "hamming")
 MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", None)
+_INT_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,12 @@ class FeatureSpec:
 
     def __post_init__(self):
         _validate(self)
+        # canonical types, so equal specs have equal keys (4 and 4.0 s are the same clip length)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                canon = int(v) if f.name in _INT_FIELDS else float(v)
+                object.__setattr__(self, f.name, canon)
 
     # ---- derived sizes -------------------------------------------------------------------------------------
     @property

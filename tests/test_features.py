@@ -99,6 +99,7 @@ def test_spec_round_trip_and_key():
     assert s.with_stats(1.0, 2.0).key() != s.key()
     assert FeatureSpec(hop_length=256).key() != FeatureSpec().key()
     assert s.with_stats(1.0, 2.0).mean == 1.0 and s.with_stats(1.0, 2.0).std == 2.0
+    assert FeatureSpec(clip_seconds=4, fmin=0, sample_rate=np.int64(16000)).key() == FeatureSpec().key()
 
 
 @pytest.mark.parametrize(
