@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from esc2c.data import load_clips, load_features
+from esc2c.data import default_spec, load_clips, load_features
 from esc2c.data.synthetic import CLASSES
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
@@ -47,7 +47,8 @@ def test_classes_are_learnable(tmp_path):
     # Classes differ clearly in their spectra: a nearest-centroid rule on time-pooled log-mel statistics,
     # trained on folds 1-4, gets well above the 10 % chance level on fold 5 (measured 0.40 at 1 s clips;
     # a small CNN reaches ~0.77 in 15 epochs: the set is learnable, not trivial).
-    fs = load_features("synthetic", None, None, FeatureSpec(clip_seconds=1.0), cache_dir=str(tmp_path), progress=False)
+    assert default_spec("synthetic") == FeatureSpec(clip_seconds=1.0)
+    fs = load_features("synthetic", None, None, default_spec("synthetic"), cache_dir=str(tmp_path), progress=False)
     assert fs.x.shape == (600, 1, 64, 30) and fs.class_names == list(CLASSES)
     f = np.concatenate([fs.x[:, 0].mean(-1), fs.x[:, 0].std(-1)], 1)
     f = (f - f.mean(0)) / f.std(0)

@@ -8,6 +8,7 @@ from esc2c.data.loader import (
     MissingClipsWarning,
     dataset_info,
     default_cache_dir,
+    default_spec,
     load_clips,
     load_features,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "MissingClipsWarning",
     "dataset_info",
     "default_cache_dir",
+    "default_spec",
     "load_clips",
     "load_features",
 ]

@@ -34,6 +34,17 @@ CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
 _CHUNK = 64  # clips decoded and transformed at a time
 
 
+CLIP_SECONDS = {"synthetic": 1.0, "esc50": 5.0, "esc10": 5.0, "urbansound8k": 4.0}  # each set's natural length
+
+
+def default_spec(dataset: str) -> FeatureSpec:
+    """The default :class:`FeatureSpec` with the dataset's natural clip length (ESC-50 clips are 5 s,
+    UrbanSound8K slices at most 4 s; the synthetic set uses 1 s so the whole chain runs in minutes)."""
+    if dataset not in CLIP_SECONDS:
+        raise Esc2cError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS + SUBSETS)})")
+    return FeatureSpec(clip_seconds=CLIP_SECONDS[dataset])
+
+
 class MissingClipsWarning(UserWarning):
     """Some listed clips have no audio file (the message gives the count)."""
 
