@@ -1,0 +1,219 @@
+"""The training loop shared by every stage: teacher training, fine-tuning and distillation.
+
+``train`` optimises a student (any module with ``forward_all(x) -> ModelOutput``, e.g. an ESCNet or a QAT
+wrapper) with a loss chosen by name (see :mod:`esc2c.compress.losses`) against an optional teacher that is
+frozen in eval mode. Adam (batch 64, lr 1e-3, weight decay 5e-4 by default) over the student's parameters and
+any the loss owns (FitNet's regressor). After every epoch the student is scored on the validation set; the
+state with the best validation accuracy is what the function leaves in the model and returns.
+
+Resuming: with ``checkpoint=path`` every epoch ends by writing (atomically) the student, loss and optimizer
+state, the best state so far and the history; a later call with the same path continues at the next epoch.
+Each epoch reseeds torch from ``seed + epoch`` and shuffles with its own generator, so an interrupted and
+resumed run on CPU gives the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from esc2c.compress.losses import Loss, make_loss
+from esc2c.errors import Esc2cError
+from esc2c.models.blocks import ESCNet
+from esc2c.models.registry import model_config
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    T: float = 4.0                 # distillation temperature (losses built by name)
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    best_val_acc: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict:
+        return {"best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch, "epochs": len(self.history),
+                "history": self.history}
+
+
+def resolve_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise Esc2cError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise Esc2cError("device 'cuda' requested but torch sees no CUDA GPU (use --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise Esc2cError(f"unsupported device {device!r}; use 'cpu' or 'cuda'")
+    return dev
+
+
+def _tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of a FeatureSet-like object (``.x``, ``.y`` as numpy arrays or tensors) or an (x, y) pair."""
+    x, y = (data.x, data.y) if hasattr(data, "x") else data
+    x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    y = torch.from_numpy(np.ascontiguousarray(y)) if isinstance(y, np.ndarray) else y
+    if x.dim() != 4 or len(x) != len(y) or len(x) == 0:
+        raise Esc2cError(f"training data must be x [N, 1, n_mels, frames] with N labels (got x {tuple(x.shape)}, "
+                         f"y {tuple(y.shape)})")
+    return x.float(), y.long()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data, device: str | torch.device = "cpu", batch_size: int = 256) -> dict:
+    """Accuracy and mean CE loss of ``model`` (eval mode) on ``data``."""
+    dev = resolve_device(str(device))
+    x, y = _tensors(data)
+    was = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
+        logits = model(xb)
+        correct += int((logits.argmax(1) == yb).sum())
+        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+    model.train(was)
+    return {"acc": correct / len(x), "loss": loss_sum / len(x)}
+
+
+def _state_cpu(module: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _optimizer_to(opt: torch.optim.Optimizer, dev: torch.device) -> None:
+    for st in opt.state.values():
+        for k, v in st.items():
+            if torch.is_tensor(v) and k != "step":
+                st[k] = v.to(dev)
+
+
+def save_atomic(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temporary sibling, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_aux",
+          teacher: nn.Module | None = None, cfg: TrainConfig | None = None,
+          model_prepare: Callable[[nn.Module], nn.Module] | None = None,
+          checkpoint: str | os.PathLike | None = None, checkpoint_extra: dict | None = None,
+          on_epoch_end: Callable[[int, dict], None] | None = None, loss_options: dict | None = None) -> TrainResult:
+    """Train ``student`` on ``train_data`` and keep the best state by accuracy on ``val_data``.
+
+    ``loss`` is a loss name or object; a name is built with ``make_loss(name, student, teacher, in_shape,
+    T=cfg.T, **loss_options)``. ``model_prepare(student) -> module`` runs first (e.g. QAT wrapping); the
+    returned module is the one trained and returned. ``on_epoch_end(epoch, metrics)`` runs after the epoch's
+    checkpoint is written (epochs count from 1). Returns the trained module (best state loaded).
+    """
+    cfg = cfg or TrainConfig()
+    if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.weight_decay < 0:
+        raise Esc2cError(f"bad training settings: epochs {cfg.epochs}, batch {cfg.batch_size}, lr {cfg.lr}, "
+                         f"weight decay {cfg.weight_decay}")
+    dev = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    x, y = _tensors(train_data)
+    if model_prepare is not None:
+        student = model_prepare(student)
+    student.to(dev)
+    if teacher is not None:
+        teacher.to(dev).eval()                   # frozen: run in eval mode under no_grad, never optimised
+    loss_fn = make_loss(loss, student, teacher, tuple(x.shape[1:]), T=cfg.T, **(loss_options or {})) \
+        if isinstance(loss, str) else loss
+    loss_fn.to(dev)
+    if loss_fn.needs_teacher and teacher is None:
+        raise Esc2cError(f"loss {loss_fn.name!r} needs a teacher model")
+    params = [p for p in list(student.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start, best_acc, best_epoch, best_state, history = 0, -1.0, 0, None, []
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        try:
+            st = torch.load(ckpt, map_location="cpu", weights_only=False)
+            student.load_state_dict(st["state_dict"])
+            loss_fn.load_state_dict(st["loss_state"])
+            opt.load_state_dict(st["optimizer"])
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's file to remove
+            raise Esc2cError(f"{ckpt}: cannot resume from this checkpoint ({e}); delete it to start over") from None
+        _optimizer_to(opt, dev)
+        start, best_acc, best_epoch = st["epoch"], st["best_val_acc"], st["best_epoch"]
+        best_state, history = st["best_state"], st["history"]
+
+    extra = dict(checkpoint_extra or {})
+    if isinstance(student, ESCNet):
+        extra.setdefault("model_config", model_config(student))
+    n = len(x)
+    for epoch in range(start, cfg.epochs):
+        torch.manual_seed(cfg.seed * 100003 + epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        student.train()
+        tot_loss, tot_correct, seen = 0.0, 0, 0
+        bar = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not cfg.progress, unit="batch")
+        for i in bar:
+            idx = order[i:i + cfg.batch_size]
+            xb, yb = x[idx].to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
+            t_out = None
+            if teacher is not None and loss_fn.needs_teacher:
+                with torch.no_grad():
+                    t_out = teacher.forward_all(xb)
+            s_out = student.forward_all(xb)
+            value, _parts = loss_fn(s_out, t_out, yb)
+            if not torch.isfinite(value):
+                raise Esc2cError(f"training diverged: loss {loss_fn.name!r} is {value.item()} at epoch {epoch + 1} "
+                                 "(lower the learning rate)")
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            b = len(idx)
+            tot_loss += value.item() * b
+            tot_correct += int((s_out.logits.detach().argmax(1) == yb).sum())
+            seen += b
+            bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}")
+        bar.close()
+        row = {"epoch": epoch + 1, "train_loss": tot_loss / seen, "train_acc": tot_correct / seen}
+        if val_data is not None:
+            v = evaluate(student, val_data, dev)
+            row.update(val_acc=v["acc"], val_loss=v["loss"])
+        score = row.get("val_acc", row["train_acc"])
+        if score > best_acc:
+            best_acc, best_epoch, best_state = score, epoch + 1, _state_cpu(student)
+        history.append(row)
+        if cfg.progress:
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
+                       + (f" val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""))
+        if ckpt is not None:
+            save_atomic({"epoch": epoch + 1, "state_dict": _state_cpu(student), "loss_state": _state_cpu(loss_fn),
+                         "optimizer": opt.state_dict(), "best_val_acc": best_acc, "best_epoch": best_epoch,
+                         "best_state": best_state, "history": history, **extra}, ckpt)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+    if best_state is not None:
+        student.load_state_dict(best_state)
+    return TrainResult(student, best_acc, best_epoch, copy.deepcopy(history))

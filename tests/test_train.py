@@ -1,0 +1,177 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from esc2c.compress.stages import Stage, StageResult, StageRunner, load_model, save_model
+from esc2c.compress.train import TrainConfig, evaluate, train
+from esc2c.errors import Esc2cError
+from esc2c.models.registry import build_model
+
+IN = (1, 16, 24)
+
+
+class Data:
+    """A FeatureSet look-alike: 4 classes, each a different bright band of the 'spectrogram' plus noise."""
+
+    def __init__(self, n, seed):
+        g = np.random.default_rng(seed)
+        self.y = g.integers(0, 4, n).astype(np.int64)
+        self.x = g.normal(0, 1, (n, *IN)).astype(np.float32)
+        for i, c in enumerate(self.y):
+            self.x[i, 0, 4 * c:4 * c + 4, :] += 1.5
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build_model("small", 4, width=0.5, in_shape=IN)
+
+
+CFG = dict(batch_size=32, progress=False, seed=1)
+
+
+def test_train_learns_and_keeps_best():
+    tr, va = Data(128, 0), Data(64, 1)
+    m = _model()
+    before = evaluate(m, va)["acc"]
+    res = train(m, tr, va, "ce_aux", cfg=TrainConfig(epochs=3, **{**CFG, "batch_size": 16}))
+    assert res.best_val_acc >= 0.8 and res.best_val_acc > before + 0.3
+    assert res.best_val_acc == max(h["val_acc"] for h in res.history)
+    assert evaluate(res.model, va)["acc"] == pytest.approx(res.best_val_acc)   # best state is loaded
+
+
+def test_deterministic_on_cpu():
+    tr = Data(64, 0)
+    a = train(_model(), tr, None, "ce", cfg=TrainConfig(epochs=2, **CFG)).model.state_dict()
+    b = train(_model(), tr, None, "ce", cfg=TrainConfig(epochs=2, **CFG)).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Kill(Exception):
+    pass
+
+
+def test_resume_continues_at_next_epoch(tmp_path):
+    tr, va = Data(64, 0), Data(32, 1)
+    cfg = TrainConfig(epochs=3, **CFG)
+    ref = train(_model(), tr, va, "ce_aux", cfg=cfg)
+    ck = tmp_path / "last.pt"
+
+    def kill_after_1(epoch, row):
+        if epoch == 1:
+            raise Kill
+    with pytest.raises(Kill):
+        train(_model(), tr, va, "ce_aux", cfg=cfg, checkpoint=ck, on_epoch_end=kill_after_1)
+    assert torch.load(ck, weights_only=False)["epoch"] == 1
+    seen = []
+    res = train(_model(seed=9), tr, va, "ce_aux", cfg=cfg, checkpoint=ck,
+                on_epoch_end=lambda e, row: seen.append(e))
+    assert seen == [2, 3]                                    # epoch 1 is not redone
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+    a, b = ref.model.state_dict(), res.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)           # same weights as the uninterrupted run
+
+
+def test_student_with_frozen_teacher():
+    tr = Data(64, 0)
+    teacher = _model(seed=3)
+    teacher.train()
+    t_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    for loss in ("pokd", "fitnet"):
+        res = train(_model(), tr, None, loss, teacher=teacher, cfg=TrainConfig(epochs=1, **CFG))
+        assert res.history[0]["train_loss"] > 0
+    assert not teacher.training
+    assert all(torch.equal(t_state[k], v) for k, v in teacher.state_dict().items())  # BN stats untouched too
+    with pytest.raises(Esc2cError, match="teacher"):
+        train(_model(), tr, None, "kd", cfg=TrainConfig(epochs=1, **CFG))
+
+
+def test_model_prepare_hook_and_device_errors():
+    tr = Data(32, 0)
+    calls = []
+
+    def prepare(m):
+        calls.append(type(m).__name__)
+        return m.drop_aux_heads()
+    res = train(_model(), tr, None, "ce", cfg=TrainConfig(epochs=1, **CFG), model_prepare=prepare)
+    assert calls == ["ESCNet"] and len(res.model.aux_heads) == 0
+    with pytest.raises(Esc2cError, match="device"):
+        train(_model(), tr, None, "ce", cfg=TrainConfig(epochs=1, device="tpu", **CFG))
+    if not torch.cuda.is_available():
+        with pytest.raises(Esc2cError, match="CUDA"):
+            train(_model(), tr, None, "ce", cfg=TrainConfig(epochs=1, device="cuda", **CFG))
+    with pytest.raises(Esc2cError, match="training data"):
+        train(_model(), (np.zeros((3, 16, 24), np.float32), np.zeros(3, np.int64)), None, "ce",
+              cfg=TrainConfig(epochs=1, **CFG))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_on_cuda():
+    res = train(_model(), Data(64, 0), Data(32, 1), "pokd", teacher=_model(3),
+                cfg=TrainConfig(epochs=1, device="cuda", **CFG))
+    assert next(res.model.parameters()).is_cuda
+
+
+def _stages(calls, kill_at=None):
+    tr, va = Data(64, 0), Data(32, 1)
+
+    def teacher(ctx):
+        calls.append("teacher")
+
+        def hook(epoch, row):
+            calls.append(("teacher-epoch", epoch))
+            if kill_at == epoch:
+                raise Kill
+        res = train(_model(), tr, va, "ce_aux", cfg=TrainConfig(epochs=2, **CFG), checkpoint=ctx.train_checkpoint,
+                    checkpoint_extra=ctx.checkpoint_extra(), on_epoch_end=hook)
+        return res.model, res.metrics
+
+    def student(ctx):
+        calls.append("student")
+        t = ctx.results["teacher"].model
+        res = train(_model(5), tr, va, "pokd", teacher=t, cfg=TrainConfig(epochs=1, **CFG),
+                    checkpoint=ctx.train_checkpoint)
+        return StageResult(res.model, {"acc": res.best_val_acc})
+    return [Stage("teacher", teacher, {"epochs": 2}), Stage("student", student, {"epochs": 1})]
+
+
+def test_stage_runner_skips_done_and_resumes(tmp_path):
+    spec = {"n_mels": 16, "frames": 24}
+    calls = []
+    with pytest.raises(Kill):
+        StageRunner(tmp_path, {"arch": "small"}, spec, log=lambda s: None).run(_stages(calls, kill_at=1))
+    assert calls == ["teacher", ("teacher-epoch", 1)]
+    assert not (tmp_path / "teacher" / "DONE").exists() and (tmp_path / "teacher" / "last.pt").exists()
+
+    calls.clear()
+    res = StageRunner(tmp_path, {"arch": "small"}, spec, log=lambda s: None).run(_stages(calls))
+    assert calls == ["teacher", ("teacher-epoch", 2), "student"]      # resumed at epoch 2, not 1
+    done = json.loads((tmp_path / "teacher" / "DONE").read_text())
+    assert done["metrics"]["epochs"] == 2 and not (tmp_path / "teacher" / "last.pt").exists()
+    model, ck = load_model(tmp_path / "teacher" / "model.pt")
+    assert ck["spec"] == spec and ck["stage_config"] == {"epochs": 2} and ck["metrics"]["epochs"] == 2
+
+    calls.clear()
+    again = StageRunner(tmp_path, {"arch": "small"}, spec, log=lambda s: None).run(_stages(calls))
+    assert calls == []                                                  # both finished: nothing rerun
+    a, b = res["student"].model.state_dict(), again["student"].model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert again["student"].metrics == res["student"].metrics
+
+    st = _stages(calls)
+    st[0].config = {"epochs": 5}
+    with pytest.raises(Esc2cError, match="different stage_config"):
+        StageRunner(tmp_path, {"arch": "small"}, spec, log=lambda s: None).run(st)
+
+
+def test_save_and_load_model(tmp_path):
+    m = _model()
+    save_model(tmp_path / "m.pt", m, {"acc": 0.5}, {"n_mels": 16})
+    m2, ck = load_model(tmp_path / "m.pt")
+    x = torch.randn(2, *IN)
+    m.eval(), m2.eval()
+    assert torch.equal(m(x), m2(x)) and ck["metrics"] == {"acc": 0.5}
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Esc2cError, match="bad.pt"):
+        load_model(tmp_path / "bad.pt")
