@@ -17,8 +17,11 @@ def cli():
 
 def _register() -> None:
     from esc2c.data.cli import datasets
+    from esc2c.target.cli import flash_cmd, run_cmd
 
     cli.add_command(datasets)
+    cli.add_command(run_cmd)
+    cli.add_command(flash_cmd)
 
 
 _register()

@@ -1,6 +1,7 @@
 /*
  * Host reference runner: the same model code built with the host compiler. Used by `esc2c run` to
  * get the bits the Cortex-M7 build must reproduce.
+ *   host_runner info            print "@model INPUT OUTPUT LAYERS ARENA VECTORS" and "@layer_info l MACS NAME"
  *   host_runner dump            print the compiled-in test vectors: "@in i HEX" and "@expect i HEX"
  *   host_runner run [--layers]  read inputs (ESC2C_INPUT_SIZE bytes each) from stdin, print
  *                               "@out i STATUS HEX" and, with --layers, "@layer i l HEX" per layer
@@ -34,6 +35,14 @@ int main(int argc, char **argv)
 {
     static int8_t input[ESC2C_INPUT_SIZE];
     static int8_t output[ESC2C_OUTPUT_SIZE];
+    if (argc >= 2 && strcmp(argv[1], "info") == 0) {
+        printf("@model %d %d %d %d %d\n", ESC2C_INPUT_SIZE, ESC2C_OUTPUT_SIZE, ESC2C_NUM_LAYERS, ESC2C_ARENA_SIZE,
+               ESC2C_NUM_TEST_VECTORS);
+        for (int l = 0; l < ESC2C_NUM_LAYERS; l++) {
+            printf("@layer_info %d %ld %s\n", l, (long)esc2c_layer_macs[l], esc2c_layer_names[l]);
+        }
+        return 0;
+    }
     if (argc >= 2 && strcmp(argv[1], "dump") == 0) {
         for (int v = 0; v < ESC2C_NUM_TEST_VECTORS; v++) {
             printf("@in %d ", v);
@@ -53,6 +62,6 @@ int main(int argc, char **argv)
         }
         return 0;
     }
-    fprintf(stderr, "usage: host_runner dump | run [--layers] < inputs\n");
+    fprintf(stderr, "usage: host_runner info | dump | run [--layers] < inputs\n");
     return 2;
 }

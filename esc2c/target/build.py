@@ -1,0 +1,137 @@
+"""Builds for an emitted project OUT: the Cortex-M7 firmware for a board, and the host reference runner
+(the same model code compiled for this machine). Build trees live in OUT/.esc2c/; CMake rebuilds only
+what changed."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from esc2c.errors import Esc2cError
+from esc2c.target.boards import BOARDS_DIR, COMMON, copy_board
+
+REQUIRED_FILES = ("model.h", "model.c", "test_vectors.h", "CMakeLists.txt")
+WORK = ".esc2c"
+
+
+@dataclass(frozen=True)
+class Firmware:
+    board: str
+    elf: Path
+    build_dir: Path
+    flash_bytes: int
+    flash_limit: int
+    ram_bytes: int
+    ram_limit: int
+
+
+def check_project(out: str | Path) -> Path:
+    out = Path(out).resolve()
+    if not out.is_dir():
+        raise Esc2cError(f"{out}: no such directory (expected a project written by `esc2c emit`)")
+    missing = [name for name in REQUIRED_FILES if not (out / name).is_file()]
+    if missing:
+        raise Esc2cError(f"{out}: not an emitted esc2c project, missing {', '.join(missing)}")
+    return out
+
+
+def require_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise Esc2cError(f"{name} not found on PATH (install the Debian package {package})")
+    return path
+
+
+def _run(cmd: list[str], what: str, log: Path) -> None:
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log.write_text(proc.stdout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-25:])
+        raise Esc2cError(f"{what} failed (full log: {log}):\n{tail}")
+
+
+def _shadow_source(out: Path, board: str) -> Path:
+    """A source tree that is OUT with board/ replaced by ``board``'s files: every other entry of OUT is
+    a symlink, so the emitted CMakeLists.txt builds the same model sources."""
+    src = out / WORK / f"src-{board}"
+    src.mkdir(parents=True, exist_ok=True)
+    wanted = {p.name for p in out.iterdir() if p.name not in ("board", WORK)}
+    for entry in src.iterdir():
+        if entry.name != "board" and (entry.name not in wanted or not entry.is_symlink()):
+            entry.unlink() if entry.is_symlink() or entry.is_file() else shutil.rmtree(entry)
+    for name in wanted:
+        link = src / name
+        if not link.is_symlink():
+            link.symlink_to(out / name)
+    staged = src / ".board-staging"
+    copy_board(board, staged)
+    if not (src / "board").is_dir() or _tree_differs(staged, src / "board"):
+        if (src / "board").exists():
+            shutil.rmtree(src / "board")
+        os.replace(staged, src / "board")
+    else:
+        shutil.rmtree(staged)
+    return src
+
+
+def _tree_differs(a: Path, b: Path) -> bool:
+    fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    return fa != fb or any((a / p).read_bytes() != (b / p).read_bytes() for p in fa)
+
+
+def build_firmware(out: str | Path, board: str = "mps2-an500", build_type: str = "Release") -> Firmware:
+    out = check_project(out)
+    require_tool("cmake", "cmake")
+    require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")
+    src = _shadow_source(out, board)
+    build = out / WORK / f"build-{board}"
+    build.mkdir(parents=True, exist_ok=True)
+    if not (build / "CMakeCache.txt").is_file():
+        _run(["cmake", "-S", str(src), "-B", str(build), f"-DCMAKE_TOOLCHAIN_FILE={src / 'board' / 'toolchain.cmake'}",
+              f"-DCMAKE_BUILD_TYPE={build_type}"], f"configuring the {board} firmware", build / "configure.log")
+    _run(["cmake", "--build", str(build), "--target", "firmware", "-j", str(min(4, os.cpu_count() or 1))],
+         f"building the {board} firmware", build / "build.log")
+    report = dict(line.split(None, 1) for line in (build / "size_report.txt").read_text().splitlines())
+    flash, flash_limit = (int(v) for v in report["flash"].split())
+    ram, ram_limit = (int(v) for v in report["ram"].split())
+    return Firmware(board, build / "firmware.elf", build, flash, flash_limit, ram, ram_limit)
+
+
+def build_host_runner(out: str | Path) -> Path:
+    """The host reference runner (boards/common/host_main.c linked with the project's esc2c_model)."""
+    out = check_project(out)
+    require_tool("cmake", "cmake")
+    host = out / WORK / "host"
+    src, build = host / "src", host / "build"
+    src.mkdir(parents=True, exist_ok=True)
+    lists = f"""cmake_minimum_required(VERSION 3.16)
+project(esc2c_host_runner C)
+add_subdirectory("{out}" model)
+add_executable(host_runner "{BOARDS_DIR / COMMON / 'host_main.c'}")
+target_include_directories(host_runner PRIVATE "{out}")
+target_compile_options(host_runner PRIVATE -Wall -Wextra -Werror)
+target_link_libraries(host_runner PRIVATE esc2c_model)
+"""
+    cml = src / "CMakeLists.txt"
+    if not cml.is_file() or cml.read_text() != lists:
+        cml.write_text(lists)
+    build.mkdir(parents=True, exist_ok=True)
+    if not (build / "CMakeCache.txt").is_file():
+        _run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"],
+             "configuring the host runner", build / "configure.log")
+    _run(["cmake", "--build", str(build), "--target", "host_runner", "-j", str(min(4, os.cpu_count() or 1))],
+         "building the host runner", build / "build.log")
+    return build / "host_runner"
+
+
+def elf_symbol(elf: Path, name: str) -> int:
+    nm = require_tool("arm-none-eabi-nm", "gcc-arm-none-eabi")
+    text = subprocess.run([nm, str(elf)], stdout=subprocess.PIPE, text=True, check=True).stdout
+    m = re.search(rf"^([0-9a-fA-F]+) [TtWw] {re.escape(name)}$", text, re.M)
+    if m is None:
+        raise Esc2cError(f"{elf}: symbol {name} not found (is this esc2c firmware?)")
+    return int(m.group(1), 16) & ~1
