@@ -87,6 +87,17 @@ def test_student_with_frozen_teacher():
         train(_model(), tr, None, "kd", cfg=TrainConfig(epochs=1, **CFG))
 
 
+@pytest.mark.parametrize("loss", ["pokd", "fitnet"])
+def test_cached_teacher_outputs_change_nothing(loss):
+    tr = Data(64, 0)
+    teacher = _model(seed=3).eval()
+    a = train(_model(), tr, None, loss, teacher=teacher, cfg=TrainConfig(epochs=2, cache_teacher=True, **CFG))
+    b = train(_model(), tr, None, loss, teacher=teacher, cfg=TrainConfig(epochs=2, cache_teacher=False, **CFG))
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=1e-4, atol=1e-5)
+
+
 def test_model_prepare_hook_and_device_errors():
     tr = Data(32, 0)
     calls = []

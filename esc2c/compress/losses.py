@@ -56,6 +56,7 @@ def attention_fuse(teacher_aux: list[torch.Tensor], student_h: torch.Tensor, upt
 class Loss(nn.Module):
     needs_teacher = False
     uses_aux = False
+    uses_features = False      # reads the teacher's tapped feature maps
 
     def __init__(self, T: float = 4.0):
         super().__init__()
@@ -166,6 +167,7 @@ class FitNetLoss(Loss):
     """CE + hint_weight * MSE between regressor(student feature) and the teacher feature at one tap."""
     name = "fitnet"
     needs_teacher = True
+    uses_features = True
 
     def __init__(self, student_channels: int, teacher_channels: int, hint_tap: int, T: float = 4.0,
                  hint_weight: float = 100.0):

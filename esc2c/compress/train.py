@@ -2,7 +2,8 @@
 
 ``train`` optimises a student (any module with ``forward_all(x) -> ModelOutput``, e.g. an ESCNet or a QAT
 wrapper) with a loss chosen by name (see :mod:`esc2c.compress.losses`) against an optional teacher that is
-frozen in eval mode. Adam (batch 64, lr 1e-3, weight decay 5e-4 by default) over the student's parameters and
+frozen in eval mode (its outputs are computed once for the whole training set and reused every epoch: the
+teacher is deterministic in eval mode and the features are not augmented). Adam (batch 64, lr 1e-3, weight decay 5e-4 by default) over the student's parameters and
 any the loss owns (FitNet's regressor). After every epoch the student is scored on the validation set; the
 state with the best validation accuracy is what the function leaves in the model and returns.
 
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from esc2c.compress.losses import Loss, make_loss
 from esc2c.errors import Esc2cError
-from esc2c.models.blocks import ESCNet
+from esc2c.models.blocks import ESCNet, ModelOutput
 from esc2c.models.registry import model_config
 
 
@@ -40,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    cache_teacher: bool = True     # run the frozen teacher once over the training set, not once per epoch
 
 
 @dataclass
@@ -119,6 +121,26 @@ def save_atomic(obj, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
+@torch.no_grad()
+def teacher_outputs(teacher: nn.Module, x: torch.Tensor, dev: torch.device, features: bool,
+                    batch_size: int = 256) -> ModelOutput:
+    """The frozen teacher's outputs for every row of ``x``, kept on the CPU (features only if asked)."""
+    logits, aux, feats = [], [], []
+    for i in range(0, len(x), batch_size):
+        o = teacher.forward_all(x[i:i + batch_size].to(dev))
+        logits.append(o.logits.cpu())
+        aux.append([a.cpu() for a in o.aux_logits])
+        if features:
+            feats.append([f.cpu() for f in o.features])
+    cat = lambda rows: [torch.cat(col) for col in zip(*rows)] if rows and rows[0] else []   # noqa: E731
+    return ModelOutput(torch.cat(logits), cat(aux), cat(feats))
+
+
+def _rows(out: ModelOutput, idx: torch.Tensor, dev: torch.device) -> ModelOutput:
+    return ModelOutput(out.logits[idx].to(dev), [a[idx].to(dev) for a in out.aux_logits],
+                       [f[idx].to(dev) for f in out.features])
+
+
 def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_aux",
           teacher: nn.Module | None = None, cfg: TrainConfig | None = None,
           model_prepare: Callable[[nn.Module], nn.Module] | None = None,
@@ -169,6 +191,9 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
     if isinstance(student, ESCNet):
         extra.setdefault("model_config", model_config(student))
     n = len(x)
+    t_cache = None
+    if teacher is not None and loss_fn.needs_teacher and cfg.cache_teacher and start < cfg.epochs:
+        t_cache = teacher_outputs(teacher, x, dev, features=loss_fn.uses_features)
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 100003 + epoch)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
@@ -180,7 +205,9 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
             idx = order[i:i + cfg.batch_size]
             xb, yb = x[idx].to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
             t_out = None
-            if teacher is not None and loss_fn.needs_teacher:
+            if t_cache is not None:
+                t_out = _rows(t_cache, idx, dev)
+            elif teacher is not None and loss_fn.needs_teacher:
                 with torch.no_grad():
                     t_out = teacher.forward_all(xb)
             s_out = student.forward_all(xb)
