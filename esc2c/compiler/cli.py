@@ -1,0 +1,51 @@
+"""`esc2c emit` and `esc2c verify`."""
+from __future__ import annotations
+
+import click
+
+from esc2c.errors import Esc2cError
+
+
+@click.command("emit")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="project directory to write")
+@click.option("--board", default=None, help="board to build firmware for (e.g. stm32f746zg); checks it fits")
+@click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True,
+              help="default requantization rounding of the emitted project (ESC2C_ROUNDING)")
+@click.option("--vectors", "n_vectors", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="test vectors compiled into the project (its ctest and firmware self-test)")
+@click.option("--cmsis-nn", "cmsis_nn", default=None, type=click.Path(file_okay=False),
+              help="CMSIS-NN checkout to build against (default: the sources in the bakenn package)")
+def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn):
+    """Compile an INT8 QDQ ONNX MODEL to C calling CMSIS-NN, with a CMake project in OUT."""
+    from esc2c.compiler.emit import emit
+
+    r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn)
+    click.echo(r.summary())
+    s = r.graph.plan_stats
+    click.echo(f"arena peak {s['peak_bytes']} B vs sum of all tensors {s['sum_of_tensors_bytes']} B "
+               f"({s['peak_bytes'] / max(1, s['sum_of_tensors_bytes']):.2f}x), {s['in_place_ops']} in-place ops")
+    if board:
+        from esc2c.compiler.emit import check_fit
+
+        f = check_fit(r.graph, board)
+        click.echo(f"{board}: flash {f['flash']} / {f['flash_limit']} B (estimate incl. code), "
+                   f"RAM {f['ram']} / {f['ram_limit']} B (arena + stack)")
+
+
+@click.command("verify")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n", "n", type=click.IntRange(1, 100000), default=20, show_default=True, help="random int8 inputs")
+@click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True)
+@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--qdq-tolerance", type=int, default=1, show_default=True,
+              help="largest LSB difference of the logits allowed against the QDQ model in onnxruntime")
+def verify_cmd(out, n, rounding, seed, qdq_tolerance):
+    """Build OUT's host variant and check it against onnxruntime, every tensor."""
+    from esc2c.compiler.verify import verify
+
+    report = verify(out, n=n, rounding=rounding, seed=seed, qdq_tolerance=qdq_tolerance)
+    click.echo(report.text())
+    if not report.ok:
+        failed = next(c for c in report.checks if not c.ok)
+        raise Esc2cError(f"verification failed: {failed.name}: {failed.detail}")

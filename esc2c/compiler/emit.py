@@ -1,0 +1,241 @@
+"""Emission: the compiled IR as a self-contained C/CMake project (jinja2 templates in templates/).
+
+OUT/
+  model.h model.c weights.h weights.c test_vectors.h CMakeLists.txt   generated C and build
+  host/main.c                                                         host runner + ctest
+  runtime/                                                            copy of the repo's runtime/
+  board/                                                              copy of boards/<board>/ (--board)
+  model.onnx model.ir.json model_int.onnx vectors/*.npy               inputs, IR, integer reference
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from esc2c import __version__
+from esc2c.compiler.frontend import load_ir
+from esc2c.compiler.ir import Graph
+from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
+from esc2c.compiler.passes import run_passes
+from esc2c.errors import Esc2cError
+from esc2c.fsutil import atomic_path
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = REPO / "templates"
+RUNTIME = REPO / "runtime"
+BOARDS = REPO / "boards"
+# Budget reserved beside the model when checking a board before building: CMSIS-NN kernels, runtime,
+# startup and board code (measured ~30 KB at -O2 for Cortex-M7), and the main stack.
+CODE_RESERVE = 64 * 1024
+STACK_RESERVE = 16 * 1024
+
+
+@dataclass
+class EmitResult:
+    out: Path
+    graph: Graph
+    emit_seconds: float
+    weight_bytes: int
+    arena_bytes: int
+    sum_of_tensors_bytes: int
+
+    def summary(self) -> str:
+        s = self.graph.plan_stats
+        return (f"{self.out}: {len(self.graph.layer_ops())} layers, weights {self.weight_bytes} B (flash), "
+                f"arena {self.arena_bytes} B (lower bound {s['lower_bound_bytes']} B, all tensors "
+                f"{self.sum_of_tensors_bytes} B), emitted in {self.emit_seconds:.2f} s")
+
+
+def cmsis_paths() -> tuple[Path, Path]:
+    """(CMSIS-NN dir with Include/ and Source/, CMSIS Core include dir) inside the bakenn wheel."""
+    try:
+        import bakenn
+    except ImportError:
+        raise Esc2cError("the bakenn package (CMSIS-NN sources) is not installed: pip install bakenn==1.0.0") from None
+    vendor = Path(bakenn.__file__).resolve().parent / "backend" / "cmsis_nn" / "vendor"
+    nn, core = vendor / "cmsis_nn", vendor / "cmsis_core" / "Include"
+    if not (nn / "Include" / "arm_nnfunctions.h").is_file():
+        raise Esc2cError(f"bakenn is installed but has no CMSIS-NN sources under {nn}")
+    return nn, core
+
+
+def compile_model(onnx_path: str | Path) -> Graph:
+    """ONNX file -> IR with every pass applied (front end, fusion, layout, qparams, kernels, memory)."""
+    return run_passes(load_ir(onnx_path))
+
+
+def board_limits(board: str) -> tuple[int, int]:
+    """(flash, RAM) bytes of a board, read from its boards/<board>/board.cmake."""
+    f = BOARDS / board / "board.cmake"
+    if not f.is_file():
+        known = sorted(p.name for p in BOARDS.iterdir() if (p / "board.cmake").is_file()) if BOARDS.is_dir() else []
+        raise Esc2cError(f"unknown board {board!r}; known boards: {', '.join(known) or 'none'}")
+    text = f.read_text()
+    vals = {}
+    for key in ("ESC2C_FLASH_LIMIT", "ESC2C_RAM_LIMIT"):
+        m = re.search(rf"set\(\s*{key}\s+(\d+)\s*\)", text)
+        if not m:
+            raise Esc2cError(f"{f}: no {key} set")
+        vals[key] = int(m.group(1))
+    return vals["ESC2C_FLASH_LIMIT"], vals["ESC2C_RAM_LIMIT"]
+
+
+def check_fit(g: Graph, board: str) -> dict:
+    flash_limit, ram_limit = board_limits(board)
+    flash = g.weight_bytes() + CODE_RESERVE
+    ram = g.arena_size + STACK_RESERVE
+    problems = []
+    if flash > flash_limit:
+        problems.append(f"flash needs {flash} B (weights {g.weight_bytes()} + code {CODE_RESERVE}) > "
+                        f"{flash_limit} B by {flash - flash_limit} B")
+    if ram > ram_limit:
+        problems.append(f"RAM needs {ram} B (arena {g.arena_size} + stack {STACK_RESERVE}) > {ram_limit} B "
+                        f"by {ram - ram_limit} B")
+    if problems:
+        raise Esc2cError(f"the model does not fit {board}: " + "; ".join(problems))
+    return {"flash": flash, "flash_limit": flash_limit, "ram": ram, "ram_limit": ram_limit}
+
+
+# ---------------------------------------------------------------- C rendering helpers
+def _c_string(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _c_body(values: np.ndarray, per_line: int = 24) -> str:
+    v = np.asarray(values).ravel()
+    lines = [", ".join(str(int(x)) for x in v[i:i + per_line]) for i in range(0, v.size, per_line)]
+    return ",\n".join("    " + ln for ln in lines)
+
+
+def _c_row(values: np.ndarray) -> str:
+    return ", ".join(str(int(x)) for x in np.asarray(values).ravel())
+
+
+def _layers(g: Graph) -> tuple[list[dict], list[dict]]:
+    arrays: list[dict] = []
+
+    def array(name, ctype, values):
+        arrays.append({"name": name, "ctype": ctype, "size": int(np.asarray(values).size),
+                       "body": _c_body(values)})
+        return name
+
+    def hwc(shape):
+        if len(shape) == 4:
+            return shape[1:]
+        return (1, 1, int(np.prod(shape[1:])))
+
+    layers = []
+    for op in g.layer_ops():
+        i = len(layers)
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
+        L = {"index": i, "cname": _c_string(op.name), "kind": op.kind, "kernel": op.kernel, "macs": op.macs,
+             "in_off": x.offset, "out_off": y.offset, "out_size": y.size, "in_dims": hwc(x.shape),
+             "out_dims": hwc(y.shape), "in_offset": -x.zero_point, "out_offset": y.zero_point,
+             "act_min": op.act_min, "act_max": op.act_max, "scratch": op.scratch,
+             "scratch_ptr": f"&esc2c_arena[{op.attrs['scratch_offset']}]" if op.scratch else "NULL"}
+        if "kernel" in op.attrs:
+            L["kernel_hw"] = op.attrs["kernel"]
+            L["stride"] = op.attrs["stride"]
+            L["pad"] = op.attrs["pads"][:2]
+        if op.weights is not None:
+            L["weights"] = array(f"esc2c_w{i}", "int8_t", op.weights)
+            L["bias"] = array(f"esc2c_b{i}", "int32_t", op.bias)
+        if op.kind == "fully_connected" and op.kernel == "arm_convolve_wrapper_s8":
+            L.update(in_dims=(1, 1, op.weights.shape[1]), kernel_hw=(1, 1), stride=(1, 1), pad=(0, 0))
+        if op.kernel in ("arm_convolve_wrapper_s8", "arm_depthwise_conv_wrapper_s8"):
+            L["mult"] = array(f"esc2c_m{i}", "int32_t", op.multiplier)
+            L["shift"] = array(f"esc2c_s{i}", "int32_t", op.shift)
+        if op.kernel in ("arm_fully_connected_s8", "esc2c_requantize_s8"):
+            L["mult_value"], L["shift_value"] = int(op.multiplier[0]), int(op.shift[0])
+        if op.kernel == "arm_fully_connected_s8":
+            L["in_dims"] = (1, 1, op.weights.shape[1])
+        if op.kind == "depthwise_conv":
+            L["ch_mult"] = op.attrs.get("ch_mult", 1)
+        if op.kernel == "esc2c_avgpool_rescale_s8":
+            L["mult"] = array(f"esc2c_m{i}", "int32_t", op.avg_mult)
+            L["shift"] = array(f"esc2c_s{i}", "int32_t", op.avg_shift)
+        if op.kind == "add":
+            b = g.tensors[op.inputs[1]]
+            L["in2_off"], L["in2_offset"], L["add"] = b.offset, -b.zero_point, op.add
+        layers.append(L)
+    return layers, arrays
+
+
+def make_vectors(g: Graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """n random int8 inputs (NHWC) and the integer-ONNX logits for them in both rounding modes."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (n,) + tuple(g.input.shape[1:]), dtype=np.int64).astype(np.int8)
+    out = {"inputs": x}
+    for mode in ("double", "single"):
+        out[f"outputs_{mode}"] = run_int_onnx(lower_to_onnx(g, mode), x)[g.outputs[0]].reshape(n, -1)
+    return out
+
+
+def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str = "double",
+         n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None) -> EmitResult:
+    t0 = time.perf_counter()
+    onnx_path = Path(onnx_path)
+    if rounding not in ("double", "single"):
+        raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
+    g = compile_model(onnx_path)
+    fit = check_fit(g, board) if board else None
+    nn_path, core_path = cmsis_paths()
+    if cmsis_nn_path is not None:
+        nn_path = Path(cmsis_nn_path).resolve()
+        if not (nn_path / "Include" / "arm_nnfunctions.h").is_file():
+            raise Esc2cError(f"{nn_path}: not a CMSIS-NN checkout (no Include/arm_nnfunctions.h)")
+    vectors = make_vectors(g, n_vectors, seed)
+    layers, arrays = _layers(g)
+    inp, outp = g.input, g.output
+    ctx = {
+        "version": __version__, "source": onnx_path.name, "layers": layers, "arrays": arrays,
+        "input_size": inp.size, "output_size": outp.size, "arena_size": g.arena_size,
+        "num_layers": len(layers), "input_hwc": inp.shape[1:] if len(inp.shape) == 4 else (1, 1, inp.size),
+        "input_shape": list(inp.shape), "output_shape": list(outp.shape),
+        "input_scale": repr(float(np.float32(inp.scale))), "input_zp": inp.zero_point,
+        "output_scale": repr(float(np.float32(outp.scale))), "output_zp": outp.zero_point,
+        "weight_bytes": g.weight_bytes(), "total_macs": sum(op.macs for op in g.ops),
+        "input_offset": inp.offset, "output_offset": outp.offset,
+        "sum_tensors": g.plan_stats["sum_of_tensors_bytes"], "lower_bound": g.plan_stats["lower_bound_bytes"],
+        "cmsis_nn_path": nn_path.as_posix(), "cmsis_core_include": core_path.as_posix(),
+        "rounding": rounding.upper(), "n": n_vectors,
+        "inputs": [_c_row(v) for v in vectors["inputs"]],
+        "outputs_double": [_c_row(v) for v in vectors["outputs_double"]],
+        "outputs_single": [_c_row(v) for v in vectors["outputs_single"]],
+    }
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    files = {"model.h": "model.h.j2", "model.c": "model.c.j2", "weights.c": "weights.c.j2",
+             "weights.h": "weights.h.j2", "test_vectors.h": "test_vectors.h.j2",
+             "CMakeLists.txt": "CMakeLists.txt.j2", "host/main.c": "host/main.c.j2"}
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / "host").mkdir()
+        for dest, tpl in files.items():
+            (tmp / dest).write_text(env.get_template(tpl).render(**ctx))
+        shutil.copytree(RUNTIME / "include", tmp / "runtime" / "include")
+        shutil.copytree(RUNTIME / "src", tmp / "runtime" / "src")
+        if board:
+            from esc2c.target.boards import copy_board
+
+            copy_board(board, tmp / "board")
+        shutil.copyfile(onnx_path, tmp / "model.onnx")
+        (tmp / "model.ir.json").write_text(g.to_json())
+        (tmp / "model_int.onnx").write_bytes(lower_to_onnx(g, rounding).SerializeToString())
+        (tmp / "vectors").mkdir()
+        for k, v in vectors.items():
+            np.save(tmp / "vectors" / f"{k}.npy", v)
+        meta = {"source": onnx_path.name, "rounding": rounding, "board": board, "fit": fit,
+                "plan": g.plan_stats, "weight_bytes": g.weight_bytes(), "layers": [L["cname"] for L in layers],
+                "layer_tensors": [op.output for op in g.layer_ops()], "layer_sizes": [L["out_size"] for L in layers]}
+        (tmp / "esc2c.json").write_text(json.dumps(meta, indent=1))
+    dt = time.perf_counter() - t0
+    return EmitResult(out, g, dt, g.weight_bytes(), g.arena_size, g.plan_stats["sum_of_tensors_bytes"])

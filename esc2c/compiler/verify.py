@@ -1,0 +1,182 @@
+"""`esc2c verify OUT`: host equivalence of an emitted project.
+
+1. builds the host variant of OUT with cmake (the requested rounding mode);
+2. runs N random int8 inputs through it, dumping every layer's output through the layer hook;
+3. compares every layer tensor with onnxruntime on the integer-only ONNX lowering of the IR: must be
+   identical; the first differing layer, input and element are named;
+4. compares the logits with onnxruntime on the original QDQ model (session.qdqisint8allowed=1) and
+   reports the largest difference in LSB (a sanity check: ORT rounds in float32);
+5. runs every registered extra check (:func:`register_check`), e.g. the TFLite Micro comparison.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from esc2c.compiler.emit import compile_model
+from esc2c.compiler.ir import Graph
+from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
+from esc2c.errors import Esc2cError
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class VerifyContext:
+    """What an extra check gets: the project, its IR, the inputs and the C build's logits."""
+    out: Path
+    graph: Graph
+    rounding: str
+    inputs: np.ndarray  # [N, H, W, C] int8 (NHWC, the C input layout)
+    c_logits: np.ndarray  # [N, ESC2C_OUTPUT_SIZE] int8
+    c_layers: dict[str, np.ndarray]  # IR tensor name -> [N, ...] int8, every layer output of the C build
+
+
+@dataclass
+class VerifyReport:
+    out: Path
+    rounding: str
+    n: int
+    checks: list[CheckResult] = field(default_factory=list)
+    elements_compared: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def text(self) -> str:
+        lines = [f"verify {self.out} ({self.rounding} rounding, {self.n} inputs)"]
+        lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
+        lines.append("PASS" if self.ok else "FAIL")
+        return "\n".join(lines)
+
+
+EXTRA_CHECKS: list[Callable[[VerifyContext], CheckResult]] = []
+
+
+def register_check(fn: Callable[[VerifyContext], CheckResult]) -> Callable[[VerifyContext], CheckResult]:
+    """Add a check run by every verify (usable as a decorator)."""
+    if fn not in EXTRA_CHECKS:
+        EXTRA_CHECKS.append(fn)
+    return fn
+
+
+def _run(cmd, what: str, cwd=None) -> str:
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = (r.stdout + r.stderr).strip().splitlines()[-15:]
+        raise Esc2cError(f"{what} failed ({' '.join(map(str, cmd))}):\n" + "\n".join(tail))
+    return r.stdout
+
+
+def build_host(out: Path, rounding: str) -> Path:
+    build = out / f"build-host-{rounding}"
+    _run(["cmake", "-S", str(out), "-B", str(build), f"-DESC2C_ROUNDING={rounding.upper()}"], "cmake configure")
+    _run(["cmake", "--build", str(build), "-j2"], "host build")
+    exe = build / "esc2c_host"
+    if not exe.is_file():
+        raise Esc2cError(f"{out}: the host build produced no esc2c_host")
+    return exe
+
+
+def run_host(exe: Path, g: Graph, inputs: np.ndarray, work: Path) -> dict[str, np.ndarray]:
+    """Run the C build on inputs [N, ...]; returns IR tensor name -> [N, ...] for every layer output."""
+    layers = g.layer_ops()
+    sizes = [g.tensors[op.output].size for op in layers]
+    fin, fout = work / "inputs.bin", work / "layers.bin"
+    fin.write_bytes(np.ascontiguousarray(inputs, dtype=np.int8).tobytes())
+    _run([str(exe), str(fin), str(fout)], "host run")
+    raw = np.frombuffer(fout.read_bytes(), dtype=np.int8)
+    n = len(inputs)
+    if raw.size != n * sum(sizes):
+        raise Esc2cError(f"host run wrote {raw.size} bytes, expected {n * sum(sizes)}")
+    per = raw.reshape(n, sum(sizes))
+    res, pos = {}, 0
+    for op, s in zip(layers, sizes):
+        res[op.output] = per[:, pos:pos + s].reshape((n,) + tuple(g.tensors[op.output].shape[1:]))
+        pos += s
+    return res
+
+
+def compare_layers(g: Graph, c: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> CheckResult:
+    total = 0
+    for op in g.layer_ops():
+        name = op.output
+        a, b = c[name], ref[name].reshape(c[name].shape)
+        total += a.size
+        bad = np.argwhere(a != b)
+        if bad.size:
+            idx = tuple(int(i) for i in bad[0])
+            n_bad = len(bad)
+            return CheckResult("C == integer ONNX (every tensor)", False,
+                               f"first difference in layer '{op.name}' ({op.kind}), input {idx[0]}, element "
+                               f"{idx[1:]} (NHWC): C {int(a[idx])} vs ONNX {int(b[idx])}; {n_bad} of {a.size} "
+                               f"elements differ in that layer")
+    return CheckResult("C == integer ONNX (every tensor)", True,
+                       f"0 differing elements in {len(g.layer_ops())} layers, {total} elements")
+
+
+def qdq_reference(out: Path, g: Graph, inputs: np.ndarray) -> np.ndarray:
+    """Logits of the original QDQ model in onnxruntime, requantized to the int8 output scale."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.qdqisint8allowed", "1")
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(out / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    t = g.input
+    x = (inputs.astype(np.float32) - t.zero_point) * np.float32(t.scale)
+    if x.ndim == 4:
+        x = x.transpose(0, 3, 1, 2)
+    o = g.output
+    res = []
+    for xi in x:
+        y = sess.run(None, {name: np.ascontiguousarray(xi[None])})[0]
+        res.append(np.clip(np.rint(y / o.scale) + o.zero_point, -128, 127).reshape(-1))
+    return np.stack(res).astype(np.int64)
+
+
+def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1234,
+           qdq_tolerance: int = 1) -> VerifyReport:
+    out = Path(out)
+    if not (out / "CMakeLists.txt").is_file() or not (out / "model.onnx").is_file():
+        raise Esc2cError(f"{out}: not an emitted project (run `esc2c emit MODEL.onnx -o {out}` first)")
+    if rounding not in ("double", "single"):
+        raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
+    if n < 1:
+        raise Esc2cError("--n must be at least 1")
+    g = compile_model(out / "model.onnx")
+    meta = json.loads((out / "esc2c.json").read_text()) if (out / "esc2c.json").is_file() else {}
+    if meta.get("layer_tensors") and meta["layer_tensors"] != [op.output for op in g.layer_ops()]:
+        raise Esc2cError(f"{out}: the project was emitted by a different compiler version; emit it again")
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(-128, 128, (n,) + tuple(g.input.shape[1:]), dtype=np.int64).astype(np.int8)
+    report = VerifyReport(out, rounding, n)
+    exe = build_host(out, rounding)
+    work = exe.parent
+    c = run_host(exe, g, inputs, work)
+    ref = run_int_onnx(lower_to_onnx(g, rounding), inputs)
+    report.checks.append(compare_layers(g, c, ref))
+    report.elements_compared = sum(v.size for v in c.values())
+    c_logits = c[g.outputs[0]].reshape(n, -1).astype(np.int64)
+    q = qdq_reference(out, g, inputs)
+    lsb = int(np.abs(q - c_logits).max())
+    report.checks.append(CheckResult("C logits vs QDQ ONNX (onnxruntime)", lsb <= qdq_tolerance,
+                                     f"max difference {lsb} LSB (tolerance {qdq_tolerance}); argmax agrees on "
+                                     f"{int((q.argmax(1) == c_logits.argmax(1)).sum())}/{n}"))
+    ctx = VerifyContext(out, g, rounding, inputs, c_logits.astype(np.int8), c)
+    for check in EXTRA_CHECKS:
+        report.checks.append(check(ctx))
+    return report
