@@ -353,6 +353,8 @@ class QATNet(nn.Module):
                 raise Esc2cError(f"aux head {type(h).__name__} is not an AuxHead")
         self.arch = getattr(model, "arch", "escnet")
         self.num_classes = int(head.fc.out_features)
+        for p in self.parameters():  # a model that served as a frozen teacher trains again once quantized
+            p.requires_grad_(True)
         if hasattr(model, "in_shape"):
             self.in_shape = tuple(model.in_shape)
 

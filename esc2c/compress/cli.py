@@ -1,0 +1,45 @@
+"""``esc2c compress``: audio -> log-mel -> teacher -> CUP -> PoKD -> INT8 QAT + QaKD -> model.onnx + report."""
+from __future__ import annotations
+
+import click
+
+from esc2c.compress.config import DATASET_CHOICES, load_config, parse_folds
+
+
+@click.command("compress")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML or TOML config (see configs/); command-line options override it.")
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), default=None,
+              help="Dataset (default: the built-in synthetic sound set).")
+@click.option("--data-dir", default=None, help="Folder of the dataset (metadata + audio).")
+@click.option("--train-folds", default=None, help="Training folds, e.g. 1,2.")
+@click.option("--val-folds", default=None, help="Validation folds, e.g. 3.")
+@click.option("--arch", type=click.Choice(("small", "vgg11", "resnet18")), default=None)
+@click.option("--width", type=float, default=None, help="Width multiplier of the teacher.")
+@click.option("--prune-ratio", type=float, default=None, help="Fraction of parameters CUP removes (e.g. 0.97).")
+@click.option("--epochs-teacher", type=int, default=None)
+@click.option("--epochs-prune", type=int, default=None, help="Epochs of M_Pru fine-tuning and of PoKD.")
+@click.option("--epochs-qat-ta", type=int, default=None, help="Epochs of the INT8 teacher assistant M_OriQ.")
+@click.option("--epochs-qakd", type=int, default=None, help="Epochs of QaKD (and of the INT8 baselines).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--rounding", type=click.Choice(("double", "single")), default=None,
+              help="Requantization rounding the deployed model is checked with (CMSIS-NN default: double).")
+@click.option("--no-baselines", is_flag=True, default=False, help="Skip the M_Qua and DirectKD baselines.")
+@click.option("--device", default=None, help="cpu or cuda.")
+@click.option("--seed", type=int, default=None)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Run directory (stages resume from it).")
+def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width, prune_ratio, epochs_teacher,
+             epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, rounding, no_baselines, device, seed, output):
+    """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
+    from esc2c.compress import pipeline
+    from esc2c.compress.report import format_table
+
+    overrides = {"dataset": dataset, "data_dir": data_dir, "train_folds": parse_folds(train_folds),
+                 "val_folds": parse_folds(val_folds), "arch": arch, "width": width, "prune_ratio": prune_ratio,
+                 "epochs_teacher": epochs_teacher, "epochs_prune": epochs_prune, "epochs_qat_ta": epochs_qat_ta,
+                 "epochs_qakd": epochs_qakd, "batch_size": batch_size, "rounding": rounding,
+                 "baselines": False if no_baselines else None, "device": device, "seed": seed}
+    cfg = load_config(config_path, overrides)
+    rep = pipeline.run(cfg, output, log=click.echo)
+    click.echo(format_table(rep))

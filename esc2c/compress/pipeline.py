@@ -1,0 +1,226 @@
+"""``esc2c compress`` end to end: the paper's steps 1-6 as resumable stages, then export and report.
+
+Stages (each a directory of the run, see :mod:`esc2c.compress.stages`):
+
+  teacher   M_Ori: the full model with aux heads, trained with eq. 4 (CE on logits and every aux head)
+  prune     CUP to ``prune_ratio`` of the deployed parameters (plus an accuracy-vs-ratio sweep, untrained)
+  finetune  M_Pru: the pruned model fine-tuned with eq. 4 (no distillation)
+  pokd      M_PoKD: the pruned model trained by PoKD from M_Ori
+  qat_ta    M_OriQ: INT8 QAT of M_Ori trained by PoKD from M_Ori (teacher assistant)
+  qakd      M_QaKD: INT8 QAT of M_PoKD trained by PoKD from M_OriQ  -> exported
+  qat_ce    baseline M_Qua: INT8 QAT of M_PoKD with cross-entropy only        (``baselines``)
+  directkd  baseline DirectKD: INT8 QAT of M_PoKD trained by PoKD from M_Ori  (``baselines``)
+
+Then ``model.onnx`` (QDQ, batch 1, aux heads removed) is written from M_QaKD and checked: onnxruntime and the
+exact integer program are scored on the validation folds. ``report.json`` and ``report.md`` (with plots)
+sum it up. Accuracy is measured on ``val_folds``; the training loop also keeps the epoch that scores best
+there, as the paper's protocol does, so report a separate test fold when that matters.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from esc2c.compress import cup, qakd
+from esc2c.compress.config import CompressConfig
+from esc2c.compress.stages import Stage, StageResult, StageRunner
+from esc2c.compress.train import TrainConfig, evaluate, resolve_device, train
+from esc2c.data import load_features
+from esc2c.errors import Esc2cError
+from esc2c.models.counting import count_params
+from esc2c.models.registry import build_from_config, build_model, layer_widths, model_config
+from esc2c.quant import export, qat
+
+STAGES = ("teacher", "prune", "finetune", "pokd", "qat_ta", "qakd", "qat_ce", "directkd")
+
+
+def load_data(cfg: CompressConfig, log: Callable[[str], None] = print):
+    """(train, val, spec): log-mel of the configured folds, normalised with the training folds' statistics."""
+    spec = cfg.feature_spec()
+    kw = dict(cache_dir=cfg.cache_dir, seed=cfg.seed, per_class=cfg.synthetic_per_class)
+    log(f"features: {cfg.dataset} folds train {cfg.train_folds} val {cfg.val_folds}, "
+        f"{spec.n_mels} mels x {spec.frames} frames")
+    tr = load_features(cfg.dataset, cfg.data_dir, cfg.train_folds, spec, **kw)
+    va = load_features(cfg.dataset, cfg.data_dir, cfg.val_folds, spec, **kw)
+    mean, std = tr.stats()
+    spec = spec.with_stats(mean, std)
+    return tr.normalised(spec), va.normalised(spec), spec
+
+
+def _qat_save(q: qat.QATNet) -> dict:
+    return {"model_config": q.float_config, "qat_state": qakd.qat_state(q)}
+
+
+def _qat_load(ck: dict, ctx) -> qat.QATNet:
+    return qakd.load_qat_state(build_from_config(ck["model_config"]), ck["qat_state"])
+
+
+def _with_float_config(q: qat.QATNet, float_model) -> qat.QATNet:
+    q.float_config = model_config(float_model)
+    return q
+
+
+def int8_bytes(program: dict) -> int:
+    """Bytes of the deployed constants: int8 weights, int32 biases (scales/multipliers not counted)."""
+    return int(sum(L["weight"].size + 4 * L["bias"].size for L in program["layers"] if "weight" in L))
+
+
+def integer_accuracy(q: qat.QATNet, data, rounding: str, batch: int = 256) -> float:
+    """Accuracy of the exact integer program (argmax of int8 logits) on ``data``."""
+    prog = q.integer_program()
+    correct = 0
+    for i in range(0, len(data.y), batch):
+        xi = qat.quantize_input(q, torch.from_numpy(data.x[i:i + batch]))
+        logits = qat.run_integer(prog, xi, rounding)[prog["output"]]
+        correct += int(np.sum(logits.argmax(1) == data.y[i:i + batch]))
+    return correct / len(data.y)
+
+
+def onnx_accuracy(model_proto, data) -> float:
+    sess = export.ort_session(model_proto)
+    preds = [int(sess.run(None, {"input": data.x[i:i + 1]})[0].argmax()) for i in range(len(data.y))]
+    return float(np.mean(np.array(preds) == data.y))
+
+
+def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], None] = print,
+        progress: bool = True) -> dict:
+    """Run (or resume) every stage into ``out_dir``; write model.onnx, report.json, report.md. Returns the
+    report dict."""
+    from esc2c.compress import report as report_mod
+
+    t0 = time.time()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise Esc2cError(f"{out}: output path exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(cfg.device)
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    torch.manual_seed(cfg.seed)
+    tr, va, spec = load_data(cfg, log)
+    n_cls = len(tr.class_names)
+    in_shape = tuple(tr.x.shape[1:])
+    log(f"data: {len(tr.y)} training clips, {len(va.y)} validation clips, {n_cls} classes, input {in_shape}")
+
+    def tcfg(epochs: int) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                           T=cfg.temperature, seed=cfg.seed, device=str(dev), progress=progress)
+
+    common = {"arch": cfg.arch, "width": cfg.width, "seed": cfg.seed, "batch_size": cfg.batch_size,
+              "lr": cfg.lr, "weight_decay": cfg.weight_decay, "temperature": cfg.temperature,
+              "dataset": cfg.dataset, "train_folds": cfg.train_folds, "val_folds": cfg.val_folds,
+              "synthetic_per_class": cfg.synthetic_per_class}
+    runner = StageRunner(out / "stages", config=cfg.to_dict(), spec=spec.to_dict(), device=str(dev), log=log)
+    R = runner.results
+
+    def acc(model) -> float:
+        return evaluate(model, va, dev)["acc"]
+
+    def metrics(model, res) -> dict:
+        return {"val_acc": acc(model), "params": count_params(model), "best_epoch": res.best_epoch,
+                "history": res.history}
+
+    def st_teacher(ctx):
+        m = build_model(cfg.arch, n_cls, cfg.width, in_shape, aux=True)
+        res = train(m, tr, va, "ce_aux", cfg=tcfg(cfg.epochs_teacher), checkpoint=ctx.train_checkpoint,
+                    checkpoint_extra=ctx.checkpoint_extra())
+        return StageResult(res.model, metrics(res.model, res))
+
+    def st_prune(ctx):
+        m_ori = R["teacher"].model.to("cpu")
+        pr = cup.prune_to_ratio(m_ori, cfg.prune_ratio)
+        sweep = []
+        for r in cfg.ratio_sweep:
+            try:
+                p = cup.prune_to_ratio(m_ori, r)
+                sweep.append({"target": float(r), "ratio": p.ratio, "params_after": p.params_after,
+                              "accuracy": acc(p.model)})
+            except Esc2cError as e:
+                log(f"[prune] sweep ratio {r}: {e}")
+        sweep.append({"target": cfg.prune_ratio, "ratio": pr.ratio, "params_after": pr.params_after,
+                      "accuracy": acc(pr.model)})
+        summary = pr.summary()
+        log(f"[prune] removed {pr.ratio:.4f} of {pr.params_before} parameters (t = {pr.threshold:.4g})")
+        return StageResult(pr.model, {"val_acc": sweep[-1]["accuracy"], "params": pr.params_after,
+                                      "ratio": pr.ratio, "threshold": pr.threshold, "widths": summary["widths"],
+                                      "params_before": pr.params_before, "sweep": sweep})
+
+    def st_finetune(ctx):
+        m = build_from_config(model_config(R["prune"].model))
+        m.load_state_dict(R["prune"].model.state_dict())
+        res = train(m, tr, va, "ce_aux", cfg=tcfg(cfg.epochs_prune), checkpoint=ctx.train_checkpoint,
+                    checkpoint_extra=ctx.checkpoint_extra())
+        return StageResult(res.model, metrics(res.model, res))
+
+    def st_pokd(ctx):
+        m = build_from_config(model_config(R["prune"].model))
+        m.load_state_dict(R["prune"].model.state_dict())
+        res = train(m, tr, va, "pokd", teacher=R["teacher"].model, cfg=tcfg(cfg.epochs_prune),
+                    checkpoint=ctx.train_checkpoint, checkpoint_extra=ctx.checkpoint_extra())
+        return StageResult(res.model, metrics(res.model, res))
+
+    def qat_stage(fn, float_key: str, *teachers):
+        def body(ctx):
+            float_model = R[float_key].model
+            res = fn(float_model, *[R[t].model for t in teachers], tr, va, tcfg(ctx.stage_config["epochs"]),
+                     cfg.calib_batches, ctx.train_checkpoint)
+            q = _with_float_config(res.model, float_model)
+            prog = q.integer_program()
+            return StageResult(q, {"val_acc": acc(q), "params": count_params(float_model),
+                                   "int8_params": int(sum(L["weight"].size + L["bias"].size
+                                                          for L in prog["layers"] if "weight" in L)),
+                                   "best_epoch": res.best_epoch, "history": res.history,
+                                   "int_val_acc": integer_accuracy(q, va, cfg.rounding)})
+        return body
+
+    stages = [
+        Stage("teacher", st_teacher, {**common, "epochs": cfg.epochs_teacher}),
+        Stage("prune", st_prune, {**common, "epochs_teacher": cfg.epochs_teacher, "ratio": cfg.prune_ratio,
+                                  "sweep": cfg.ratio_sweep}),
+        Stage("finetune", st_finetune, {**common, "epochs": cfg.epochs_prune}),
+        Stage("pokd", st_pokd, {**common, "epochs": cfg.epochs_prune}),
+        Stage("qat_ta", qat_stage(qakd.teacher_assistant, "teacher"),
+              {**common, "epochs": cfg.epochs_qat_ta, "calib_batches": cfg.calib_batches},
+              save=_qat_save, load=_qat_load),
+        Stage("qakd", qat_stage(qakd.qakd, "pokd", "qat_ta"),
+              {**common, "epochs": cfg.epochs_qakd, "epochs_ta": cfg.epochs_qat_ta,
+               "calib_batches": cfg.calib_batches}, save=_qat_save, load=_qat_load),
+    ]
+    if cfg.baselines:
+        stages += [
+            Stage("qat_ce", qat_stage(qakd.qat_ce, "pokd"),
+                  {**common, "epochs": cfg.epochs_qakd, "calib_batches": cfg.calib_batches},
+                  save=_qat_save, load=_qat_load),
+            Stage("directkd", qat_stage(qakd.direct_kd, "pokd", "teacher"),
+                  {**common, "epochs": cfg.epochs_qakd, "calib_batches": cfg.calib_batches},
+                  save=_qat_save, load=_qat_load),
+        ]
+    for s in stages:
+        t = time.time()
+        runner.run_stage(s)
+        log(f"[{s.name}] val acc {R[s.name].metrics.get('val_acc', float('nan')):.4f} ({time.time() - t:.1f} s)")
+
+    # post-training quantization of M_PoKD (calibration only): the accuracy INT8 costs before any QAT
+    ptq = qakd.quantize_calibrated(R["pokd"].model, tr, tcfg(0), cfg.calib_batches).eval()
+    ptq_acc = acc(ptq)
+
+    # export M_QaKD without its aux heads
+    final = R["qakd"].model.to("cpu").eval()
+    final.drop_aux_heads()
+    program = final.integer_program(in_shape)
+    onnx_path = out / "model.onnx"
+    proto = export.export_onnx(final, onnx_path, in_shape, feature_spec=spec, class_names=tr.class_names,
+                               rounding=cfg.rounding)
+    log(f"wrote {onnx_path}")
+    deployed = {"onnx_val_acc": onnx_accuracy(proto, va), "int_val_acc": integer_accuracy(final, va, cfg.rounding),
+                "fake_quant_val_acc": acc(final), "int8_bytes": int8_bytes(program),
+                "params": count_params(R["pokd"].model), "rounding": cfg.rounding}
+    rep = report_mod.build_report(cfg, {k: R[k].metrics for k in R}, ptq_acc, deployed, spec,
+                                  tr.class_names, len(tr.y), len(va.y), time.time() - t0)
+    report_mod.write_report(rep, out)
+    log(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+    return rep

@@ -1,0 +1,130 @@
+"""`esc2c compress`: configuration, the end-to-end run on a tiny synthetic set, resume, determinism."""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import numpy_helper
+
+from esc2c.cli import main
+from esc2c.compress.config import CompressConfig, load_config, parse_folds
+from esc2c.errors import Esc2cError
+from esc2c.quant import export
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {"synthetic_per_class": 6, "width": 0.5, "prune_ratio": 0.6, "ratio_sweep": [0.3],
+        "features": {"n_mels": 16, "clip_seconds": 1.0, "n_fft": 256, "win_length": 256, "hop_length": 128},
+        "epochs_teacher": 2, "epochs_prune": 1, "epochs_qat_ta": 1, "epochs_qakd": 1, "batch_size": 16,
+        "calib_batches": 2, "threads": 1}
+
+
+@pytest.fixture
+def tiny_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESC2C_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_shipped_paper_configs_load():
+    paths = sorted((ROOT / "configs").glob("*.yaml"))
+    names = {p.stem for p in paths}
+    assert {"vgg11_esc50", "vgg11_urbansound8k", "resnet18_esc50", "resnet18_urbansound8k"} <= names
+    for p in paths:
+        cfg = load_config(str(p))
+        if p.stem.split("_")[0] in ("vgg11", "resnet18"):
+            assert (cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.prune_ratio) == (1e-3, 64, 5e-4, 0.97)
+            assert (cfg.epochs_teacher, cfg.epochs_prune, cfg.epochs_qat_ta, cfg.epochs_qakd) == (100, 50, 5, 50)
+
+
+def test_config_file_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("arch: resnet18\nepochs_qakd: 3\nfeatures: {n_mels: 40}\n")
+    cfg = load_config(str(p), {"epochs_qakd": 7, "seed": None, "train_folds": [1, 2], "val_folds": [3]})
+    assert cfg.arch == "resnet18" and cfg.epochs_qakd == 7 and cfg.seed == 0
+    assert cfg.features["n_mels"] == 40 and cfg.features["hop_length"] == CompressConfig().features["hop_length"]
+    t = tmp_path / "c.toml"
+    t.write_text('arch = "vgg11"\nprune_ratio = 0.9\n')
+    assert load_config(str(t)).arch == "vgg11"
+    assert parse_folds("1, 2,3") == [1, 2, 3]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("archh: small\n", "unknown config field 'archh'"),
+    ("epochs_qakd: five\n", "field 'epochs_qakd' has the wrong type"),
+    ("prune_ratio: 1.5\n", "'prune_ratio': must be in"),
+    ("train_folds: [1, 2]\nval_folds: [2]\n", "also training folds"),
+    ("dataset: esc50\n", "needs --data-dir"),
+    ("rounding: nearest\n", "'rounding'"),
+    ("features: {n_mels: -3}\n", "n_mels"),
+    (": : :\n", "not a valid YAML file"),
+])
+def test_bad_config_is_named(tmp_path, text, message):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(Esc2cError, match=message):
+        load_config(str(p))
+
+
+def test_cli_bad_input_fails_cleanly(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["compress", "--config", str(tmp_path / "missing.yaml"), "-o", str(out)]) == 1
+    assert "missing.yaml: config file not found" in capsys.readouterr().err
+    assert main(["compress", "--train-folds", "1,x", "-o", str(out)]) == 1
+    assert "folds must be comma-separated" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _int8_weights(path) -> dict:
+    m = onnx.load(str(path))
+    return {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+
+
+def test_compress_end_to_end_resume_and_report(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["compress", "--config", str(tiny_config), "-o", str(out)]) == 0
+    log = capsys.readouterr().out
+    for f in ("model.onnx", "report.json", "report.md", "acc_stages.png", "acc_vs_ratio.png", "widths.png"):
+        assert (out / f).is_file(), f
+    rep = json.loads((out / "report.json").read_text())
+    models = [r["model"] for r in rep["table"]]
+    assert models == ["M_Ori", "M_Pru", "M_PoKD", "M_Qua (PTQ)", "M_OriQ", "M_Qua", "DirectKD", "M_QaKD"]
+    d = rep["deployed"]
+    assert 0.5 < d["compression"] < 0.7 and d["int8_bytes"] > 0
+    assert d["params"] < rep["table"][0]["params"]
+    # the exported model is the deployed M_QaKD: onnxruntime, integer program and fake quant agree closely
+    assert abs(d["onnx_val_acc"] - d["int_val_acc"]) <= 0.05
+    m = onnx.load(str(out / "model.onnx"))
+    meta = export.metadata(m)
+    assert json.loads(meta["esc2c.class_names"]) == rep["class_names"]
+    assert json.loads(meta["esc2c.feature_spec"])["n_mels"] == 16 and meta["esc2c.rounding"] == "double"
+    assert not any(n.name.startswith("aux") for n in m.graph.node)
+    assert "| M_QaKD |" in log and "M_QaKD" in (out / "report.md").read_text()
+    # a second run resumes: every stage is loaded, the exported weights are the same
+    before = _int8_weights(out / "model.onnx")
+    assert main(["compress", "--config", str(tiny_config), "-o", str(out)]) == 0
+    log2 = capsys.readouterr().out
+    assert log2.count("done already") == 8 and "running" not in log2
+    after = _int8_weights(out / "model.onnx")
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    # a finished stage is never mixed with different settings
+    assert main(["compress", "--config", str(tiny_config), "--epochs-teacher", "3", "-o", str(out)]) == 1
+    assert "different stage_config" in capsys.readouterr().err
+
+
+def test_same_seed_same_integer_weights(tiny_config, tmp_path, capsys):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["compress", "--config", str(tiny_config), "--no-baselines", "-o", str(out)]) == 0
+        runs.append(_int8_weights(out / "model.onnx"))
+    a, b = runs
+    assert set(a) == set(b)
+    int8 = [k for k in a if a[k].dtype == np.int8 and a[k].size > 1]
+    assert len(int8) >= 5
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    capsys.readouterr()
