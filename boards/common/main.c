@@ -224,14 +224,16 @@ static void serve(void)
     for (;;) {
         int c = board_serial_getc();
         if (c < 0) {
-            if (esc2c_rx_in_frame(&rx) && board_millis() - last_byte_ms > ESC2C_RX_TIMEOUT_MS) {
-                esc2c_rx_abort(&rx);
+            /* a frame that stalls is dropped; a whole frame inside its bytes is still served */
+            if (!esc2c_rx_in_frame(&rx) || board_millis() - last_byte_ms <= ESC2C_RX_TIMEOUT_MS ||
+                !esc2c_rx_abort(&rx)) {
+                continue;
             }
-            continue;
-        }
-        last_byte_ms = board_millis();
-        if (!esc2c_rx_feed(&rx, (uint8_t)c)) {
-            continue;
+        } else {
+            last_byte_ms = board_millis();
+            if (!esc2c_rx_feed(&rx, (uint8_t)c)) {
+                continue;
+            }
         }
         uint8_t seq = esc2c_rx_seq(&rx);
         switch (esc2c_rx_type(&rx)) {

@@ -33,14 +33,6 @@ void esc2c_rx_done(esc2c_rx_t *rx)
     rx->need = 0;
 }
 
-void esc2c_rx_abort(esc2c_rx_t *rx)
-{
-    if (rx->pos != 0) {
-        rx->timeouts++;
-    }
-    esc2c_rx_done(rx);
-}
-
 int esc2c_rx_in_frame(const esc2c_rx_t *rx) { return rx->pos != 0; }
 
 /* One byte through the frame state machine; writes buf[pos] only, and pos never passes the byte's
@@ -108,6 +100,16 @@ static int rx_rescan(esc2c_rx_t *rx)
         memmove(rx->buf + rx->pos, rx->buf + i + 1, n - i - 1);
         n = rx->pos + (n - i - 1);
     }
+}
+
+int esc2c_rx_abort(esc2c_rx_t *rx)
+{
+    if (rx->pos == 0) {
+        return 0;
+    }
+    rx->timeouts++;
+    rx->bad_frames--; /* rx_rescan counts the dropped candidate as a bad frame; it was a stalled one */
+    return rx_rescan(rx);
 }
 
 int esc2c_rx_feed(esc2c_rx_t *rx, uint8_t byte)

@@ -49,8 +49,9 @@ void esc2c_rx_init(esc2c_rx_t *rx, uint8_t *buf, uint32_t capacity);
  * accessors below, then call esc2c_rx_done), else 0. */
 int esc2c_rx_feed(esc2c_rx_t *rx, uint8_t byte);
 void esc2c_rx_done(esc2c_rx_t *rx);
-/* Drop a partial frame (the caller saw the line go quiet in the middle of one). */
-void esc2c_rx_abort(esc2c_rx_t *rx);
+/* The line went quiet in the middle of a frame: drop that frame's sync and look for a whole frame in the
+ * bytes after it. Returns 1 when one is found (as for esc2c_rx_feed), else 0. */
+int esc2c_rx_abort(esc2c_rx_t *rx);
 int esc2c_rx_in_frame(const esc2c_rx_t *rx);
 
 uint8_t esc2c_rx_type(const esc2c_rx_t *rx);
