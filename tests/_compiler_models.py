@@ -86,7 +86,7 @@ def export_float(model: nn.Module, shape, path: Path, asym_pad: bool = False) ->
 
 
 def quantize(float_path: Path, out_path: Path, shape, per_channel: bool = True, n_cal: int = 16,
-             seed: int = 0) -> Path:
+             seed: int = 0, uint8: bool = False) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     rng = np.random.default_rng(seed)
@@ -99,11 +99,11 @@ def quantize(float_path: Path, out_path: Path, shape, per_channel: bool = True, 
             return next(self.it, None)
 
     quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
+                    activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
     return out_path
 
 
-def build(kind: str, tmp: Path, per_channel: bool = True) -> Path:
+def build(kind: str, tmp: Path, per_channel: bool = True, uint8: bool = False) -> Path:
     tmp = Path(tmp)
     if kind == "vgg":
         shape, model, asym = (1, 1, 20, 13), VGGish(), False
@@ -116,4 +116,22 @@ def build(kind: str, tmp: Path, per_channel: bool = True) -> Path:
     torch.manual_seed(1)
     model = type(model)()
     f = export_float(model, shape, tmp / f"{kind}_float.onnx", asym_pad=asym)
-    return quantize(f, tmp / f"{kind}_int8{'' if per_channel else '_pt'}.onnx", shape, per_channel)
+    tag = ("" if per_channel else "_pt") + ("_u8" if uint8 else "")
+    return quantize(f, tmp / f"{kind}_int8{tag}.onnx", shape, per_channel, uint8=uint8)
+
+
+class Wide(nn.Module):
+    """One big fully connected layer: ~1.1 M int8 weights, more than the STM32F746ZG's 1 MB flash."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(1024, 1100)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def build_too_big(tmp: Path) -> Path:
+    tmp = Path(tmp)
+    f = export_float(Wide(), (1, 1024), tmp / "wide_float.onnx")
+    return quantize(f, tmp / "wide_int8.onnx", (1, 1024), per_channel=False, n_cal=2)

@@ -1,0 +1,121 @@
+"""Emission, host build, and bit-exact verification of ORT-quantized VGG- and ResNet-style models."""
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+
+from _compiler_models import build, build_too_big
+from esc2c.cli import main as cli_main
+from esc2c.compiler.emit import cmsis_paths, emit
+from esc2c.compiler.verify import verify
+from esc2c.errors import Esc2cError
+
+pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("emit")
+    out = {}
+    for kind, kw in [("vgg", {}), ("resnet", {}), ("vgg_asym", {}), ("vgg_pt_u8", {"per_channel": False, "uint8": True})]:
+        model = build(kind.replace("_pt_u8", ""), tmp, **kw)
+        out[kind] = emit(model, tmp / f"out_{kind}", n_vectors=4)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["vgg", "resnet"])
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_verify_every_tensor_bit_exact(projects, kind, rounding):
+    r = projects[kind]
+    rep = verify(r.out, n=6, rounding=rounding)
+    assert rep.ok, rep.text()
+    assert "0 differing elements" in rep.checks[0].detail
+    n_conv = sum(op.kind in ("conv", "depthwise_conv") for op in r.graph.ops)
+    assert n_conv >= 6 and rep.elements_compared == 6 * sum(r.graph.tensors[op.output].size for op in r.graph.layer_ops())
+    # the project's own ctest (vectors computed by onnxruntime at emit time) passes on the same build
+    ct = subprocess.run(["ctest", "--test-dir", str(r.out / f"build-host-{rounding}")], capture_output=True, text=True)
+    assert ct.returncode == 0, ct.stdout
+
+
+@pytest.mark.parametrize("kind", ["vgg_asym", "vgg_pt_u8"])
+def test_verify_asymmetric_pads_and_per_tensor_uint8(projects, kind):
+    rep = verify(projects[kind].out, n=4)
+    assert rep.ok, rep.text()
+    if kind == "vgg_pt_u8":
+        assert projects[kind].graph.ops[-1].kernel == "arm_fully_connected_s8"
+    else:
+        assert projects[kind].graph.ops[0].attrs["pads"] == (1, 1, 0, 0)
+
+
+def test_verify_names_first_differing_layer(projects, tmp_path):
+    src = projects["vgg"].out
+    bad = tmp_path / "tampered"
+    shutil.copytree(src, bad, ignore=shutil.ignore_patterns("build-*"))
+    text = (bad / "weights.c").read_text()
+    m = re.search(r"esc2c_w3\[\d+\] __attribute__\(\(aligned\(4\)\)\) = \{\n    (-?\d+)", text)
+    old = int(m.group(1))
+    new = 0 if old > 60 or old < -60 else 127
+    text = text[:m.start(1)] + str(new) + text[m.end(1):]
+    (bad / "weights.c").write_text(text)
+    rep = verify(bad, n=3)
+    assert not rep.ok
+    layer3 = projects["vgg"].graph.layer_ops()[3].name
+    assert f"layer '{layer3}'" in rep.checks[0].detail and "element" in rep.checks[0].detail
+    assert cli_main(["verify", str(bad), "--n", "2"]) == 1
+
+
+def test_emitted_project_contents(projects):
+    out = projects["resnet"].out
+    h = (out / "model.h").read_text()
+    for name in ("ESC2C_INPUT_SIZE", "ESC2C_OUTPUT_SIZE", "ESC2C_ARENA_SIZE", "ESC2C_NUM_LAYERS", "ESC2C_INPUT_SCALE",
+                 "ESC2C_INPUT_ZERO_POINT", "ESC2C_OUTPUT_SCALE", "ESC2C_OUTPUT_ZERO_POINT", "esc2c_set_layer_hook",
+                 "esc2c_model_run", "esc2c_layer_names", "esc2c_layer_macs"):
+        assert name in h
+    assert f"#define ESC2C_INPUT_SIZE        {21 * 11}" in h
+    assert "const int8_t esc2c_w0" in (out / "weights.c").read_text()
+    for f in ("model.onnx", "model.ir.json", "model_int.onnx", "vectors/inputs.npy", "runtime/src/esc2c_kernels.c",
+              "host/main.c", "test_vectors.h", "CMakeLists.txt"):
+        assert (out / f).is_file(), f
+    onnx.checker.check_model(onnx.load(out / "model_int.onnx"))
+    assert np.load(out / "vectors/inputs.npy").shape == (4, 21, 11, 1)
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+def test_target_compile_is_warning_free(projects, tmp_path):
+    out = projects["resnet"].out
+    nn, core = cmsis_paths()
+    flags = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-O2", f"-I{out}",
+             f"-I{out / 'runtime/include'}", f"-I{nn / 'Include'}", f"-I{core}"]
+    for i, src in enumerate([out / "model.c", out / "weights.c", out / "runtime/src/esc2c_kernels.c"]):
+        for rounding in ([], ["-DCMSIS_NN_USE_SINGLE_ROUNDING"]):
+            r = subprocess.run(["arm-none-eabi-gcc", *flags, *rounding, "-Wall", "-Wextra", "-Werror", "-c", str(src),
+                                "-o", str(tmp_path / f"{i}.o")], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+    for i, src in enumerate(sorted((nn / "Source").rglob("*.c"))):
+        r = subprocess.run(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(tmp_path / f"nn{i}.o")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+
+def test_too_big_for_board_fails_before_writing(tmp_path):
+    model = build_too_big(tmp_path)
+    out = tmp_path / "out_big"
+    with pytest.raises(Esc2cError) as e:
+        emit(model, out, board="stm32f746zg", n_vectors=1)
+    msg = str(e.value)
+    assert "does not fit stm32f746zg" in msg and "flash needs" in msg and "by " in msg
+    assert not out.exists()
+    assert cli_main(["emit", str(model), "-o", str(out), "--board", "stm32f746zg"]) == 1
+    assert not out.exists()
+
+
+def test_cli_emit_with_board_copies_board_files(projects, tmp_path, capsys):
+    model = projects["vgg"].out / "model.onnx"
+    assert cli_main(["emit", str(model), "-o", str(tmp_path / "o"), "--board", "stm32f746zg", "--vectors", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "arena" in text and "stm32f746zg: flash" in text
+    assert (tmp_path / "o" / "board" / "board.cmake").is_file()
+    assert cli_main(["verify", str(tmp_path / "missing")]) == 1
