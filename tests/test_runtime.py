@@ -28,7 +28,7 @@ def test_vectors_tell_the_rounding_modes_apart():
         line = next(ln for ln in text.splitlines() if f" {name}[" in ln)
         return np.array([int(v) for v in line.split("{")[1].split("}")[0].split(",")])
 
-    for name in ("req_expect", "add_expect", "ap_expect"):
+    for name in ("req_expect", "add_expect", "ap_expect", "gc_expect"):
         assert np.any(arr(f"{name}_double") != arr(f"{name}_single")), name
 
 

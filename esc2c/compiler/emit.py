@@ -149,13 +149,15 @@ def _layers(g: Graph) -> tuple[list[dict], list[dict]]:
             L["bias"] = array(f"esc2c_b{i}", "int32_t", op.bias)
         if op.kind == "fully_connected" and op.kernel == "arm_convolve_wrapper_s8":
             L.update(in_dims=(1, 1, op.weights.shape[1]), kernel_hw=(1, 1), stride=(1, 1), pad=(0, 0))
-        if op.kernel in ("arm_convolve_wrapper_s8", "arm_depthwise_conv_wrapper_s8"):
+        if op.kernel in ("arm_convolve_wrapper_s8", "arm_depthwise_conv_wrapper_s8", "esc2c_group_conv_s8"):
             L["mult"] = array(f"esc2c_m{i}", "int32_t", op.multiplier)
             L["shift"] = array(f"esc2c_s{i}", "int32_t", op.shift)
         if op.kernel in ("arm_fully_connected_s8", "esc2c_requantize_s8"):
             L["mult_value"], L["shift_value"] = int(op.multiplier[0]), int(op.shift[0])
         if op.kernel == "arm_fully_connected_s8":
             L["in_dims"] = (1, 1, op.weights.shape[1])
+        if op.kind == "conv":
+            L["group"] = op.attrs.get("group", 1)
         if op.kind == "depthwise_conv":
             L["ch_mult"] = op.attrs.get("ch_mult", 1)
         if op.kernel == "esc2c_avgpool_rescale_s8":

@@ -16,9 +16,9 @@ After all passes, every op carries everything an executor needs; nothing is reco
 
 Op kinds and their fields (after all passes; shapes NHWC, N = 1):
 
-  ``conv``            inputs [x]; ``weights`` int8 [C_out, KH, KW, C_in]; ``bias`` int32 [C_out];
-                      attrs: kernel (kh, kw), stride (sh, sw), pads (top, left, bottom, right), dilation (1, 1);
-                      ``multiplier``/``shift`` int32 [C_out]; act_min/act_max
+  ``conv``            inputs [x]; ``weights`` int8 [C_out, KH, KW, C_in / group]; ``bias`` int32 [C_out];
+                      attrs: kernel (kh, kw), stride (sh, sw), pads (top, left, bottom, right), dilation (1, 1),
+                      group; ``multiplier``/``shift`` int32 [C_out]; act_min/act_max
   ``depthwise_conv``  as conv, weights int8 [1, KH, KW, C_out]; attrs also ch_mult
   ``fully_connected`` inputs [x] (any shape, read as a flat vector of K); weights int8 [C_out, K];
                       bias int32 [C_out]; per-tensor ``multiplier``/``shift`` (arrays of length 1) when
@@ -32,6 +32,11 @@ Op kinds and their fields (after all passes; shapes NHWC, N = 1):
   ``add``             inputs [a, b] (same shape); ``add`` dict from intparams.add_params; act_min/act_max
   ``requantize``      inputs [x]; ``multiplier``/``shift`` length 1: out = requant(x - zp_in) + zp_out
   ``reshape``         a view: the output aliases the input's bytes (flatten of NHWC data, or no-op)
+  ``relu``            only between fold_qdq and fuse_activation (afterwards fused, or a requantize op)
+
+Common fields: ``act`` (fused activation as a real-valued range, e.g. relu = (0, inf)), turned into the
+int8 clamp ``act_min``/``act_max`` by qparams; ``kernel`` (C function) and ``scratch`` (bytes) by
+kernel_select; ``macs``; ``attrs['scratch_offset']`` and ``attrs['in_place']`` by memplan.
 
 Tensor fields: name, shape, scale, zero_point; ``offset`` (arena byte offset) after memplan;
 ``is_input``/``is_output``.
@@ -79,7 +84,7 @@ class Op:
     weights: np.ndarray | None = None  # int8
     weight_scales: np.ndarray | None = None  # float64, per output channel
     bias: np.ndarray | None = None  # int32
-    act: str | None = None  # fused activation before qparams: None | 'relu' | 'relu6' | ('clip', lo, hi)
+    act: tuple[float, float] | None = None  # fused activation as a real range (relu: (0, inf)); None = none
     # integer parameters (qparams pass)
     multiplier: np.ndarray | None = None  # int32
     shift: np.ndarray | None = None  # int32

@@ -132,7 +132,7 @@ def lower_to_onnx(g: Graph, rounding: str = "double") -> onnx.ModelProto:
             xp = B.pad(B.nchw(x), pads, xt.zero_point)
             if op.kind == "conv":
                 w = op.weights.transpose(0, 3, 1, 2)
-                group = 1
+                group = op.attrs.get("group", 1)
             else:
                 w = op.weights.transpose(3, 0, 1, 2)
                 group = xt.shape[3]

@@ -35,6 +35,16 @@ int esc2c_avgpool_rescale_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32
                              const int32_t *mult, const int32_t *shift, int32_t out_offset,
                              int32_t act_min, int32_t act_max);
 
+/* Grouped convolution (NHWC), 1 < groups < channels: weights [C_out][KH][KW][C_in / groups], output channel
+ * o reads input channels of group o / (C_out / groups); int32 bias; per-channel requantization. */
+int esc2c_group_conv_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c,
+                        const int8_t *weights, const int32_t *bias,
+                        int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c, int32_t groups,
+                        int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                        int32_t pad_h, int32_t pad_w, int32_t in_offset,
+                        const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                        int32_t act_min, int32_t act_max);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,8 @@
 /* esc2c runtime kernels: see include/esc2c_runtime.h for the contract. */
 #include "esc2c_runtime.h"
 
+#include <stddef.h>
+
 static int32_t clamp_i32(int32_t v, int32_t lo, int32_t hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
@@ -110,6 +112,62 @@ int esc2c_avgpool_rescale_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32
                 }
                 const int32_t v = esc2c_requantize(sum, mult[count], shift[count]) + out_offset;
                 dst[c] = (int8_t)clamp_i32(v, act_min, act_max);
+            }
+        }
+    }
+    return 0;
+}
+
+int esc2c_group_conv_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c,
+                        const int8_t *weights, const int32_t *bias,
+                        int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c, int32_t groups,
+                        int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                        int32_t pad_h, int32_t pad_w, int32_t in_offset,
+                        const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                        int32_t act_min, int32_t act_max)
+{
+    if (groups <= 0 || in_c % groups != 0 || out_c % groups != 0)
+    {
+        return -1;
+    }
+    const int32_t cig = in_c / groups;
+    const int32_t cog = out_c / groups;
+    for (int32_t oy = 0; oy < out_h; oy++)
+    {
+        const int32_t y0 = oy * stride_h - pad_h;
+        for (int32_t ox = 0; ox < out_w; ox++)
+        {
+            const int32_t x0 = ox * stride_w - pad_w;
+            int8_t *dst = out + (oy * out_w + ox) * out_c;
+            for (int32_t o = 0; o < out_c; o++)
+            {
+                const int32_t c0 = (o / cog) * cig;
+                const int8_t *w = weights + o * kernel_h * kernel_w * cig;
+                int32_t acc = bias != NULL ? bias[o] : 0;
+                for (int32_t ky = 0; ky < kernel_h; ky++)
+                {
+                    const int32_t y = y0 + ky;
+                    if (y < 0 || y >= in_h)
+                    {
+                        continue;
+                    }
+                    for (int32_t kx = 0; kx < kernel_w; kx++)
+                    {
+                        const int32_t x = x0 + kx;
+                        if (x < 0 || x >= in_w)
+                        {
+                            continue;
+                        }
+                        const int8_t *src = in + (y * in_w + x) * in_c + c0;
+                        const int8_t *wk = w + (ky * kernel_w + kx) * cig;
+                        for (int32_t c = 0; c < cig; c++)
+                        {
+                            acc += (src[c] + in_offset) * wk[c];
+                        }
+                    }
+                }
+                const int32_t v = esc2c_requantize(acc, mult[o], shift[o]) + out_offset;
+                dst[o] = (int8_t)clamp_i32(v, act_min, act_max);
             }
         }
     }

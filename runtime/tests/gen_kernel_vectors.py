@@ -91,6 +91,28 @@ def generate() -> str:
                 n = win.shape[0]
                 y[oy, ox] = ip.requantize((win - zi).sum(0), mt[n], st[n], mode) + zo
         out.append(_arr(f"ap_expect_{mode}", "int8_t", np.clip(y, -128, 127)))
+    # grouped convolution: 4x5x6 input, 3 groups, 6 -> 9 channels, 3x3, stride (2, 1), pad (1, 1)
+    from esc2c.quant.reference import conv2d
+
+    ih, iw, ci, co, groups, kh, kw, sh, sw, ph, pw = 4, 5, 6, 9, 3, 3, 3, 2, 1, 1, 1
+    oh, ow = (ih + 2 * ph - kh) // sh + 1, (iw + 2 * pw - kw) // sw + 1
+    zi, zo = -9, 5
+    xin = rng.integers(-128, 128, (ih, iw, ci))
+    w = rng.integers(-4, 5, (co, ci // groups, kh, kw))  # OIHW, small so power-of-two scales make ties
+    bias = rng.integers(-50, 50, co)
+    s_w = np.concatenate([[0.125, 0.25, 0.0625, 0.5], rng.uniform(0.01, 0.2, co - 4)])
+    m, sft = ip.conv_requant(1.0, s_w, 1.0)
+    acc = conv2d((xin - zi).transpose(2, 0, 1)[None], w, (sh, sw), (ph, pw), groups)[0] + bias[:, None, None]
+    out.append(f"#define GC_DIMS {ih}, {iw}, {ci}, {oh}, {ow}, {co}, {groups}, {kh}, {kw}, {sh}, {sw}, {ph}, {pw}\n")
+    out.append(f"#define GC_OUT_SIZE {oh * ow * co}\n#define GC_OFFSETS {-zi}, {zo}\n")
+    out.append(_arr("gc_in", "int8_t", xin))
+    out.append(_arr("gc_w", "int8_t", w.transpose(0, 2, 3, 1)))  # OHWI
+    out.append(_arr("gc_bias", "int32_t", bias))
+    out.append(_arr("gc_mult", "int32_t", m))
+    out.append(_arr("gc_shift", "int32_t", sft))
+    for mode in ip.ROUNDING_MODES:
+        y = ip.requantize(acc, m[:, None, None], sft[:, None, None], mode) + zo
+        out.append(_arr(f"gc_expect_{mode}", "int8_t", np.clip(y, -128, 127).transpose(1, 2, 0)))
     out.append("#endif\n")
     return "".join(out)
 

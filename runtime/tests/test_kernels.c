@@ -86,11 +86,28 @@ static void test_avgpool(void)
     check_s8("avgpool_rescale", out, EXPECT(ap), AP_OUT_SIZE);
 }
 
+static void test_group_conv(void)
+{
+    int8_t out[GC_OUT_SIZE];
+    const int32_t d[] = {GC_DIMS};
+    const int32_t off[] = {GC_OFFSETS};
+    int rc = esc2c_group_conv_s8(gc_in, d[0], d[1], d[2], gc_w, gc_bias, out, d[3], d[4], d[5], d[6], d[7], d[8], d[9],
+                                 d[10], d[11], d[12], off[0], gc_mult, gc_shift, off[1], -128, 127);
+    if (rc != 0)
+    {
+        printf("FAIL group_conv returned %d\n", rc);
+        failures++;
+        return;
+    }
+    check_s8("group_conv", out, EXPECT(gc), GC_OUT_SIZE);
+}
+
 int main(void)
 {
     test_requantize();
     test_add();
     test_requantize_s8();
     test_avgpool();
+    test_group_conv();
     return failures ? 1 : 0;
 }

@@ -306,16 +306,15 @@ class _Folder:
         group = int(self.m.attr(n, "group", 1))
         c_in = xt.shape[1]
         c_out = w.shape[0]
-        if group == 1:
-            kind = "conv"
-        elif group == c_in and w.shape[1] == 1:
+        if group == c_in and group > 1 and w.shape[1] == 1:
             kind = "depthwise_conv"
+        elif group >= 1 and c_in % group == 0 and c_out % group == 0 and w.shape[1] * group == c_in:
+            kind = "conv"
         else:
-            raise self.err(n, f"grouped convolution (group={group}) is not supported; only group=1 or "
-                              f"depthwise (group = input channels)")
+            raise self.err(n, f"group={group} does not divide {c_in} input / {c_out} output channels")
         b = self.bias(n.input[2] if len(n.input) > 2 else None, n, xt.scale, s_w)
         self.new_tensor(y, out_shape, s_out, zp_out)
-        attrs = {"kernel": kernel, "stride": strides, "pads": pads, "dilation": (1, 1)}
+        attrs = {"kernel": kernel, "stride": strides, "pads": pads, "dilation": (1, 1), "group": group}
         if kind == "depthwise_conv":
             attrs["ch_mult"] = c_out // c_in
         self.ops.append(Op(self.op_name(n), kind, [x], [y], attrs=attrs, weights=w, weight_scales=s_w,

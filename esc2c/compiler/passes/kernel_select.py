@@ -16,8 +16,9 @@ MAX_POOL = "arm_max_pool_s8"
 AVG_POOL = "arm_avgpool_s8"
 AVG_POOL_RESCALE = "esc2c_avgpool_rescale_s8"
 ADD = "esc2c_add_s8"
+GROUP_CONV = "esc2c_group_conv_s8"
 REQUANT = "esc2c_requantize_s8"
-RUNTIME_KERNELS = (AVG_POOL_RESCALE, ADD, REQUANT)
+RUNTIME_KERNELS = (AVG_POOL_RESCALE, ADD, REQUANT, GROUP_CONV)
 IN_PLACE = (ADD, REQUANT)  # elementwise: the output may share bytes with an input that dies here
 
 
@@ -56,7 +57,7 @@ def _macs(op: Op, g: Graph) -> int:
     x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
     if op.kind == "conv":
         kh, kw = op.attrs["kernel"]
-        return y.size * kh * kw * x.shape[3]
+        return y.size * kh * kw * (x.shape[3] // op.attrs.get("group", 1))
     if op.kind == "depthwise_conv":
         kh, kw = op.attrs["kernel"]
         return y.size * kh * kw
@@ -74,7 +75,9 @@ def kernel_select(g: Graph) -> Graph:
     for op in g.ops:
         x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
         sizes = {"dsp": 0, "host": 0}
-        if op.kind == "conv":
+        if op.kind == "conv" and op.attrs.get("group", 1) > 1:
+            op.kernel = GROUP_CONV  # CMSIS-NN v4.0.0 has no grouped convolution
+        elif op.kind == "conv":
             op.kernel = CONV
             sizes = conv_wrapper_buffer(x.shape, y.shape, op.attrs["kernel"], op.attrs["stride"], op.attrs["pads"])
         elif op.kind == "depthwise_conv":
