@@ -52,6 +52,7 @@ class LayerProfile:
     name: str
     op: str
     shape: str
+    kernel: str
     macs: int
     instructions: int
     macs_per_instruction: float
@@ -74,38 +75,31 @@ class Profile:
     per_vector_instructions: list[int] = field(default_factory=list)
 
 
-def layer_meta(out: Path, names: list[str], sizes: list[int]) -> list[tuple[str, str]]:
-    """(op, shape) per layer: from OUT/layers.json when the project has one, else from the layer comments
-    and output dims in model.c, else the layer name and output bytes."""
-    manifest = out / "layers.json"
-    if manifest.is_file():
-        rows = json.loads(manifest.read_text())
-        if isinstance(rows, dict):
-            rows = rows.get("layers", [])
-        if len(rows) == len(names):
-            return [(str(r.get("op", r.get("kind", n))), "x".join(str(d) for d in r.get("output_shape", [])) or f"{s} B")
-                    for r, n, s in zip(rows, names, sizes)]
+def layer_meta(out: Path, names: list[str], sizes: list[int]) -> list[tuple[str, str, str]]:
+    """(op, output shape, kernel) per layer, from the layer comments and output dims in the emitted
+    model.c ("layer N: NAME (OP) -> KERNEL"); where absent, the layer name and its output bytes."""
     model_c = (out / "model.c").read_text(errors="replace") if (out / "model.c").is_file() else ""
     blocks = re.split(r"/\*\s*layer\s+(\d+):", model_c)
-    found: dict[int, tuple[str, str]] = {}
+    found: dict[int, tuple[str, str, str]] = {}
     for i in range(1, len(blocks) - 1, 2):
         idx, body = int(blocks[i]), blocks[i + 1]
-        kind = re.match(r"\s*\S+\s+\(([^)]*)\)", body)
+        kind = re.match(r"\s*\S+\s+\(([^)]*)\)\s*->\s*(\w+)", body)
         dims = re.search(r"out_dims\s*=\s*\{\s*\.n\s*=\s*(\d+),\s*\.h\s*=\s*(\d+),\s*\.w\s*=\s*(\d+),\s*\.c\s*=\s*(\d+)", body)
-        found[idx] = (kind.group(1) if kind else "", "x".join(dims.groups()[1:]) if dims else "")
+        found[idx] = (kind.group(1) if kind else "", "x".join(dims.groups()[1:]) if dims else "",
+                      kind.group(2) if kind else "")
     result = []
     for i, (name, size) in enumerate(zip(names, sizes)):
-        op, shape = found.get(i, ("", ""))
-        result.append((op or re.sub(r"_?\d+$", "", name) or name, shape or f"{size} B"))
+        op, shape, kernel = found.get(i, ("", "", ""))
+        result.append((op or re.sub(r"_?\d+$", "", name) or name, shape or f"{size} B", kernel))
     return result
 
 
-def build_profile(groups: list[list[int]], names: list[str], macs: list[int], meta: list[tuple[str, str]],
+def build_profile(groups: list[list[int]], names: list[str], macs: list[int], meta: list[tuple[str, str, str]],
                   arena: int, flash: int, ram: int) -> Profile:
     counts, whole = layer_instructions(groups[0])
     layers = []
-    for i, (name, m, c, (op, shape)) in enumerate(zip(names, macs, counts, meta)):
-        layers.append(LayerProfile(i, name, op, shape, int(m), int(c), m / c if c else 0.0,
+    for i, (name, m, c, (op, shape, kernel)) in enumerate(zip(names, macs, counts, meta)):
+        layers.append(LayerProfile(i, name, op, shape, kernel, int(m), int(c), m / c if c else 0.0,
                                    c / whole if whole else 0.0, c / CLOCK_HZ * 1e3))
     total_macs = int(sum(macs))
     return Profile(layers, whole, total_macs, total_macs / whole if whole else 0.0, whole / CLOCK_HZ * 1e3,
@@ -113,13 +107,13 @@ def build_profile(groups: list[list[int]], names: list[str], macs: list[int], me
 
 
 def format_table(p: Profile) -> str:
-    head = f"{'#':>3} {'layer':<22} {'op':<14} {'shape':<14} {'MACs':>11} {'instructions':>13} {'MAC/instr':>9} {'share':>6} {'ms@216MHz*':>10}"
+    head = f"{'#':>3} {'layer':<22} {'op':<16} {'shape':<14} {'MACs':>11} {'instructions':>13} {'MAC/instr':>9} {'share':>6} {'ms@216MHz*':>10}"
     lines = [head, "-" * len(head)]
     for L in p.layers:
-        lines.append(f"{L.index:>3} {L.name[:22]:<22} {L.op[:14]:<14} {L.shape[:14]:<14} {L.macs:>11,} "
+        lines.append(f"{L.index:>3} {L.name[:22]:<22} {L.op[:16]:<16} {L.shape[:14]:<14} {L.macs:>11,} "
                      f"{L.instructions:>13,} {L.macs_per_instruction:>9.2f} {L.share:>6.1%} {L.latency_ms_estimate:>10.2f}")
     lines.append("-" * len(head))
-    lines.append(f"{'':>3} {'whole inference':<22} {'':<14} {'':<14} {p.total_macs:>11,} {p.total_instructions:>13,} "
+    lines.append(f"{'':>3} {'whole inference':<22} {'':<16} {'':<14} {p.total_macs:>11,} {p.total_instructions:>13,} "
                  f"{p.macs_per_instruction:>9.2f} {1:>6.1%} {p.latency_ms_estimate:>10.2f}")
     lines.append(f"* latency: {p.latency_note}")
     lines.append(f"arena peak {p.arena_bytes:,} B; firmware flash {p.flash_bytes:,} B, RAM {p.ram_bytes:,} B "
