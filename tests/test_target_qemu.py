@@ -112,3 +112,19 @@ def test_fault_exits_nonzero(tmp_path):
         code, console = q.finish()
     assert code == 3
     assert "fatal: fault exception" in console
+
+
+def test_board_runner_path_through_qemu_uart(project, capsys):
+    """`esc2c run OUT --port URL` (the real-board path) driven against the QEMU firmware's UART."""
+    out, model = project
+    fw = build_firmware(out, "mps2-an500")
+    with QemuSession(fw.elf, timeout=120) as q:
+        q.connect().close()  # QEMU is up; the command opens the port itself
+        assert cli_main(["run", str(out), "--port", q.serial_url, "--vectors", "12", "--debug-layers"]) == 0
+    assert "12/12 vectors bit-identical to the host build on every layer" in capsys.readouterr().out
+
+
+def test_cli_needs_exactly_one_target(project):
+    out, _ = project
+    assert cli_main(["run", str(out)]) == 1
+    assert cli_main(["run", str(out / "missing"), "--target", "qemu"]) == 1
