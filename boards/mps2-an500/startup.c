@@ -16,8 +16,8 @@ void Fault_Handler(void)
     char text[] = "fatal: fault exception, CFSR=0x........ HFSR=0x........\n";
     uint32_t cfsr = SCB_CFSR, hfsr = SCB_HFSR;
     for (int i = 0; i < 8; i++) {
-        text[30 + i] = digits[(cfsr >> (28 - 4 * i)) & 0xFu];
-        text[46 + i] = digits[(hfsr >> (28 - 4 * i)) & 0xFu];
+        text[31 + i] = digits[(cfsr >> (28 - 4 * i)) & 0xFu];
+        text[47 + i] = digits[(hfsr >> (28 - 4 * i)) & 0xFu];
     }
     board_console_write(text);
     board_exit(3);
