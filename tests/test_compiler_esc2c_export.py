@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from esc2c.compiler.emit import emit
-from esc2c.compiler.verify import build_host, run_host, verify
+from esc2c.compiler.verify import build_host, feature_inputs, run_host, verify
+from esc2c.features import FeatureSpec
 from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head
 from esc2c.quant import export, qat, reference
 
@@ -27,7 +28,10 @@ def project(tmp_path_factory):
     x = torch.randn(64, *IN_SHAPE)
     q = qat.calibrate(qat.quantize_model(model.eval()), [x[:32], x[32:]]).eval()
     path = tmp / "model.onnx"
-    export.export_onnx(q, path, IN_SHAPE, class_names=list("abcd"))
+    spec = FeatureSpec(sample_rate=8000, clip_seconds=0.336, n_fft=256, win_length=256, hop_length=128, n_mels=16,
+                       mean=-40.0, std=20.0)
+    assert spec.shape == IN_SHAPE[1:]
+    export.export_onnx(q, path, IN_SHAPE, feature_spec=spec, class_names=list("abcd"))
     return path, emit(path, tmp / "out", n_vectors=3)
 
 
@@ -51,5 +55,13 @@ def test_c_equals_integer_reference_on_every_tensor(project, rounding):
         assert np.array_equal(c[name].reshape(want.shape), want), f"layer {op.name} differs"
         compared += 1
     assert compared >= 8
-    rep = verify(r.out, n=4, rounding=rounding)
+    rep = verify(r.out, n=4, rounding=rounding, n_features=3)
     assert rep.ok, rep.text()
+    assert rep.n == 7 and rep.n_features == 3 and "3 log-mel features" in rep.text()
+
+
+def test_feature_inputs_are_quantized_log_mel(project):
+    _, r = project
+    x = feature_inputs(r.graph, 5)
+    assert x.shape == (5, 16, 20, 1) and x.dtype == np.int8
+    assert len(np.unique(x)) > 20 and not np.array_equal(x[0], x[1])

@@ -38,13 +38,15 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn):
 @click.option("--n", "n", type=click.IntRange(1, 100000), default=20, show_default=True, help="random int8 inputs")
 @click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--features", "n_features", type=click.IntRange(0, 10000), default=4, show_default=True,
+              help="extra inputs: log-mel features of synthetic sound clips (models with an esc2c.feature_spec)")
 @click.option("--qdq-tolerance", type=int, default=1, show_default=True,
               help="largest LSB difference of the logits allowed against the QDQ model in onnxruntime")
-def verify_cmd(out, n, rounding, seed, qdq_tolerance):
+def verify_cmd(out, n, rounding, seed, n_features, qdq_tolerance):
     """Build OUT's host variant and check it against onnxruntime, every tensor."""
     from esc2c.compiler.verify import verify
 
-    report = verify(out, n=n, rounding=rounding, seed=seed, qdq_tolerance=qdq_tolerance)
+    report = verify(out, n=n, rounding=rounding, seed=seed, qdq_tolerance=qdq_tolerance, n_features=n_features)
     click.echo(report.text())
     if not report.ok:
         failed = next(c for c in report.checks if not c.ok)

@@ -49,13 +49,15 @@ class VerifyReport:
     n: int
     checks: list[CheckResult] = field(default_factory=list)
     elements_compared: int = 0
+    n_features: int = 0  # of the n inputs, how many are log-mel features of sound clips (the rest random)
 
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
     def text(self) -> str:
-        lines = [f"verify {self.out} ({self.rounding} rounding, {self.n} inputs)"]
+        lines = [f"verify {self.out} ({self.rounding} rounding, {self.n} inputs: {self.n - self.n_features} random "
+                 f"int8, {self.n_features} log-mel features of sound clips)"]
         lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
         lines.append("PASS" if self.ok else "FAIL")
         return "\n".join(lines)
@@ -148,8 +150,28 @@ def qdq_reference(out: Path, g: Graph, inputs: np.ndarray) -> np.ndarray:
     return np.stack(res).astype(np.int64)
 
 
+def feature_inputs(g: Graph, n: int, seed: int = 0) -> np.ndarray:
+    """int8 inputs from real log-mel features: clips of the built-in synthetic sound set through the
+    model's FeatureSpec (ONNX metadata ``esc2c.feature_spec``), quantized with the input scale/zero point.
+    Empty when the model carries no FeatureSpec or its shape does not match the input."""
+    from esc2c.data import synthetic
+    from esc2c.features import FeatureSpec, logmel
+    from esc2c.quant import intparams
+
+    text = g.metadata.get("esc2c.feature_spec")
+    if not text or n <= 0 or len(g.input.shape) != 4:
+        return np.zeros((0,) + tuple(g.input.shape[1:]), np.int8)
+    spec = FeatureSpec.from_json(text)
+    if (1,) + tuple(spec.shape) != (g.input.shape[3], g.input.shape[1], g.input.shape[2]):
+        return np.zeros((0,) + tuple(g.input.shape[1:]), np.int8)
+    audio = np.stack([synthetic.render(i % 10, i, seed, spec.sample_rate, spec.n_samples) for i in range(n)])
+    feats = logmel(spec, audio)  # [n, n_mels, frames] = NCHW without C
+    q = intparams.quantize(feats, g.input.scale, g.input.zero_point)
+    return q[..., None]  # NHWC with C = 1
+
+
 def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1234,
-           qdq_tolerance: int = 1) -> VerifyReport:
+           qdq_tolerance: int = 1, n_features: int = 4) -> VerifyReport:
     out = Path(out)
     if not (out / "CMakeLists.txt").is_file() or not (out / "model.onnx").is_file():
         raise Esc2cError(f"{out}: not an emitted project (run `esc2c emit MODEL.onnx -o {out}` first)")
@@ -163,10 +185,14 @@ def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1
         raise Esc2cError(f"{out}: the project was emitted by a different compiler version; emit it again")
     rng = np.random.default_rng(seed)
     inputs = rng.integers(-128, 128, (n,) + tuple(g.input.shape[1:]), dtype=np.int64).astype(np.int8)
-    report = VerifyReport(out, rounding, n)
+    feats = feature_inputs(g, n_features, seed)
+    inputs = np.concatenate([inputs, feats])
+    report = VerifyReport(out, rounding, len(inputs))
+    report.n_features = len(feats)
     exe = build_host(out, rounding)
     work = exe.parent
     c = run_host(exe, g, inputs, work)
+    n = len(inputs)
     ref = run_int_onnx(lower_to_onnx(g, rounding), inputs)
     report.checks.append(compare_layers(g, c, ref))
     report.elements_compared = sum(v.size for v in c.values())
@@ -180,3 +206,10 @@ def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1
     for check in EXTRA_CHECKS:
         report.checks.append(check(ctx))
     return report
+
+
+# TFLite Micro reference path (DESIGN.md section 3, path 2), in esc2c/compiler/tflm.py
+from esc2c.compiler.tflm import check_tf_reference, check_tflm  # noqa: E402
+
+register_check(check_tflm)
+register_check(check_tf_reference)
