@@ -60,6 +60,20 @@ class ResNetish(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class Strip(nn.Module):
+    """Height-1 input with 1xN kernels: CMSIS-NN's arm_convolve_1_x_n_s8 path (output width % 4 == 0)."""
+
+    def __init__(self, n_cls: int = 3):
+        super().__init__()
+        self.f = nn.Sequential(nn.Conv2d(4, 8, (1, 5), padding=(0, 2)), nn.ReLU(),
+                               nn.Conv2d(8, 8, (1, 3), padding=(0, 1)), nn.ReLU(),
+                               nn.Conv2d(8, 12, (1, 4), stride=(1, 2), padding=(0, 1)), nn.ReLU(),
+                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, n_cls))
+
+    def forward(self, x):
+        return self.f(x)
+
+
 def export_float(model: nn.Module, shape, path: Path, asym_pad: bool = False) -> Path:
     torch.manual_seed(0)
     model.eval()
@@ -111,6 +125,8 @@ def build(kind: str, tmp: Path, per_channel: bool = True, uint8: bool = False) -
         shape, model, asym = (1, 1, 20, 13), VGGish(), True
     elif kind == "resnet":
         shape, model, asym = (1, 1, 21, 11), ResNetish(), False
+    elif kind == "strip":
+        shape, model, asym = (1, 4, 1, 32), Strip(), False
     else:
         raise ValueError(kind)
     torch.manual_seed(1)

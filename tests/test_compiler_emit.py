@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not
 def projects(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("emit")
     out = {}
-    for kind, kw in [("vgg", {}), ("resnet", {}), ("vgg_asym", {}), ("vgg_pt_u8", {"per_channel": False, "uint8": True})]:
+    for kind, kw in [("vgg", {}), ("resnet", {}), ("vgg_asym", {}), ("vgg_pt_u8", {"per_channel": False, "uint8": True}),
+                     ("strip", {})]:
         model = build(kind.replace("_pt_u8", ""), tmp, **kw)
         out[kind] = emit(model, tmp / f"out_{kind}", n_vectors=4)
     return out
@@ -40,14 +41,18 @@ def test_verify_every_tensor_bit_exact(projects, kind, rounding):
     assert ct.returncode == 0, ct.stdout
 
 
-@pytest.mark.parametrize("kind", ["vgg_asym", "vgg_pt_u8"])
-def test_verify_asymmetric_pads_and_per_tensor_uint8(projects, kind):
+@pytest.mark.parametrize("kind", ["vgg_asym", "vgg_pt_u8", "strip"])
+def test_verify_asymmetric_pads_per_tensor_uint8_and_1xn(projects, kind):
     rep = verify(projects[kind].out, n=4)
     assert rep.ok, rep.text()
+    g = projects[kind].graph
     if kind == "vgg_pt_u8":
-        assert projects[kind].graph.ops[-1].kernel == "arm_fully_connected_s8"
-    else:
-        assert projects[kind].graph.ops[0].attrs["pads"] == (1, 1, 0, 0)
+        assert g.ops[-1].kernel == "arm_fully_connected_s8"
+    elif kind == "vgg_asym":
+        assert g.ops[0].attrs["pads"] == (1, 1, 0, 0)
+    else:  # input height 1, output width 32: the wrapper takes arm_convolve_1_x_n_s8 (im2col scratch)
+        first = g.ops[0]
+        assert g.tensors[first.inputs[0]].shape == (1, 1, 32, 4) and first.scratch == 2 * 4 * 5 * 2
 
 
 def test_verify_names_first_differing_layer(projects, tmp_path):
