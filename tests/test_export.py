@@ -129,3 +129,28 @@ def test_uncalibrated_model_is_refused_and_nothing_written(tmp_path):
     with pytest.raises(Esc2cError, match="calibrate"):
         export.export_onnx(q, path, IN_SHAPE)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("rounding", ip.ROUNDING_MODES)
+def test_compiler_integer_graph_equals_the_qat_integer_program(trained, tmp_path, rounding):
+    """The compiler re-derives every integer parameter from the exported file; its integer-only ONNX must
+    compute the very tensors the QAT integer program does (every tensor, NHWC there, NCHW here)."""
+    from esc2c.compiler.emit import compile_model
+    from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
+
+    path = tmp_path / "m.onnx"
+    export.export_onnx(trained, path, IN_SHAPE, rounding=rounding)
+    xi = qat.quantize_input(trained, _data(6, 11)[0] * 1.3)
+    want = trained.integer_forward(xi, rounding)
+    low = lower_to_onnx(compile_model(path), rounding)
+    got = run_int_onnx(low, xi.transpose(0, 2, 3, 1))
+    compared = 0
+    for name, ours in want.items():
+        theirs = got.get(f"{name}_q")
+        if theirs is None:
+            continue
+        if ours.ndim == 4:
+            theirs = theirs.transpose(0, 3, 1, 2)
+        assert np.array_equal(theirs.reshape(ours.shape), ours), f"{name}: {np.sum(theirs.reshape(ours.shape) != ours)}"
+        compared += 1
+    assert compared >= len(want) - 2 and "logits" in want and "logits_q" in got

@@ -173,6 +173,7 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
             return StageResult(q, {"val_acc": acc(q), "params": count_params(float_model),
                                    "int8_params": int(sum(L["weight"].size + L["bias"].size
                                                           for L in prog["layers"] if "weight" in L)),
+                                   "int8_bytes": int8_bytes(prog),
                                    "best_epoch": res.best_epoch, "history": res.history,
                                    "int_val_acc": integer_accuracy(q, va, cfg.rounding)})
         return body

@@ -38,6 +38,7 @@ def build_report(cfg, stage_metrics: dict, ptq_acc: float, deployed: dict, spec,
         if "int_val_acc" in m:
             row["int_val_acc"] = m["int_val_acc"]
             row["int8_params"] = m["int8_params"]
+            row["int8_bytes"] = m["int8_bytes"]
         rows.append(row)
         if key == "M_PoKD":
             rows.append({"model": "M_Qua (PTQ)", "stage": "pokd", "description":
@@ -61,12 +62,13 @@ def build_report(cfg, stage_metrics: dict, ptq_acc: float, deployed: dict, spec,
 
 
 def format_table(rep: dict) -> str:
-    lines = ["| model | accuracy (%) | integer accuracy (%) | params | compression (%) | description |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = ["| model | accuracy (%) | integer accuracy (%) | params | compression (%) | int8 bytes | description |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for r in rep["table"]:
         ia = f"{100 * r['int_val_acc']:.2f}" if "int_val_acc" in r else ""
+        size = r.get("int8_bytes", "")
         lines.append(f"| {r['model']} | {100 * r['val_acc']:.2f} | {ia} | {r['params']} | "
-                     f"{100 * r['compression']:.2f} | {r['description']} |")
+                     f"{100 * r['compression']:.2f} | {size} | {r['description']} |")
     return "\n".join(lines)
 
 
