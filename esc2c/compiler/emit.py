@@ -6,6 +6,7 @@ OUT/
   runtime/                                                            copy of the repo's runtime/
   board/                                                              copy of boards/<board>/ (--board)
   model.onnx model.ir.json model_int.onnx vectors/*.npy               inputs, IR, integer reference
+  model.tflite tflm/                                                  TFLite Micro reference (tflm.py)
 """
 from __future__ import annotations
 
@@ -235,6 +236,10 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         (tmp / "vectors").mkdir()
         for k, v in vectors.items():
             np.save(tmp / "vectors" / f"{k}.npy", v)
+        # TFLite Micro reference path: model.tflite and the tflm/ firmware variant (esc2c/compiler/tflm.py)
+        from esc2c.compiler.tflm import emit_tflm
+
+        emit_tflm(g, tmp, vectors["inputs"], vectors["outputs_double"], onnx_path.name)
         meta = {"source": onnx_path.name, "rounding": rounding, "board": board, "fit": fit,
                 "plan": g.plan_stats, "weight_bytes": g.weight_bytes(), "layers": [L["cname"] for L in layers],
                 "layer_tensors": [op.output for op in g.layer_ops()], "layer_sizes": [L["out_size"] for L in layers]}

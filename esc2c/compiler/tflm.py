@@ -4,6 +4,7 @@ its smallest working tensor arena, and compare it with the compiled C (DESIGN.md
   run_tflm(data, inputs)               logits of every input, [N, output size] int8
   run_tflm_tensors(data, index, inputs) every IR tensor TFLM computed (all tensors preserved)
   smallest_arena(data)                 TFLM's smallest arena_size that allocates and runs the model
+  emit_tflm(g, dest, inputs, expected) model.tflite and the TFLM firmware variant (templates/tflm/)
   run_tf_reference(data, inputs)       TensorFlow's own interpreter with its reference kernels (optional)
   check_tflm / check_tf_reference      the `esc2c verify` checks (registered by verify.py)
 
@@ -23,6 +24,7 @@ import numpy as np
 from esc2c.compiler.ir import Graph
 from esc2c.errors import Esc2cError
 
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "tflm"
 DEFAULT_ARENA_FACTOR = 10  # the interpreter's own default: 10 x the model size
 MAX_ARENA = 1 << 28
 
@@ -176,11 +178,30 @@ def arena_works(data: bytes, size: int) -> bool:
             w.close()
 
 
-def _probe_main(path: str) -> None:
-    """Child side of :class:`_ProbeWorker`: one size per stdin line, answers "ok total head"."""
+def recorded_arena(it) -> tuple[int, int]:
+    """(total, head) bytes the recording allocator reports for an invoked interpreter; it prints them on
+    the C stderr, captured here through a temporary file on fd 2."""
     import os
     import re
 
+    with tempfile.TemporaryFile() as f:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            it.print_allocations()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode(errors="replace")
+    m = re.search(r"allocation total (\d+) bytes", text)
+    h = re.search(r"allocation head (\d+) bytes", text)
+    return (int(m.group(1)) if m else 0), (int(h.group(1)) if h else 0)
+
+
+def _probe_main(path: str) -> None:
+    """Child side of :class:`_ProbeWorker`: one size per stdin line, answers "ok total head"."""
     rt = _runtime()
     data = Path(path).read_bytes()
     for line in sys.stdin:
@@ -192,25 +213,55 @@ def _probe_main(path: str) -> None:
             it.set_input(np.zeros(tuple(d["shape"]), np.int8), 0)
             it.invoke()
             ok = 1
-            # the recording allocator prints its totals on the C stderr: capture fd 2 through a file
-            with tempfile.TemporaryFile() as f:
-                saved = os.dup(2)
-                os.dup2(f.fileno(), 2)
-                try:
-                    it.print_allocations()
-                finally:
-                    os.dup2(saved, 2)
-                    os.close(saved)
-                f.seek(0)
-                text = f.read().decode(errors="replace")
-            m = re.search(r"allocation total (\d+) bytes", text)
-            h = re.search(r"allocation head (\d+) bytes", text)
-            total, head = (int(m.group(1)) if m else 0), (int(h.group(1)) if h else 0)
+            total, head = recorded_arena(it)
             del it
         except RuntimeError:
             ok = 0
         sys.stdout.write(f"{ok} {total} {head}\n")
         sys.stdout.flush()
+
+
+# ---------------------------------------------------------------- the TFLM firmware variant
+RESOLVER_ADD = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
+                "FULLY_CONNECTED": "AddFullyConnected", "MAX_POOL_2D": "AddMaxPool2D",
+                "AVERAGE_POOL_2D": "AddAveragePool2D", "ADD": "AddAdd", "RESHAPE": "AddReshape", "PAD": "AddPad",
+                "PADV2": "AddPadV2", "QUANTIZE": "AddQuantize"}
+ARENA_MARGIN = 1024  # beside the host's use: a target with other kernels (CMSIS-NN) may want scratch
+
+
+def emit_tflm(g: Graph, dest: Path, inputs: np.ndarray, expected: np.ndarray, source: str = "model.onnx") -> str | None:
+    """Write dest/model.tflite and the TFLM firmware variant dest/tflm/ (main.cc with an op resolver of
+    exactly the ops used, the model as a C array, test vectors, CMakeLists.txt that needs TFLM_PATH).
+    Returns None, or why the model has no exact TFLite form (then dest/tflm/UNSUPPORTED.txt says so)."""
+    import jinja2
+
+    from esc2c import __version__
+    from esc2c.compiler.tflite_writer import write_tflite
+
+    dest = Path(dest)
+    (dest / "tflm").mkdir(parents=True, exist_ok=True)
+    try:
+        m = write_tflite(g)
+    except Esc2cError as e:
+        (dest / "tflm" / "UNSUPPORTED.txt").write_text(f"no TFLite Micro variant: {e}\n")
+        return str(e)
+    (dest / "model.tflite").write_bytes(m.data)
+    it = interpreter(m.data)
+    it.set_input(np.zeros(tuple(it.get_input_details(0)["shape"]), np.int8), 0)
+    it.invoke()
+    total, _ = recorded_arena(it)
+    arena = (total + ARENA_MARGIN + 15) // 16 * 16
+    row = lambda v: ", ".join(str(int(x)) for x in np.asarray(v).ravel())  # noqa: E731
+    body = ",\n".join("    " + ", ".join(f"0x{b:02x}" for b in m.data[i:i + 16]) for i in range(0, len(m.data), 16))
+    ctx = {"version": __version__, "source": source, "model_size": len(m.data), "model_body": body,
+           "input_size": g.input.size, "output_size": g.output.size, "n": len(inputs),
+           "inputs": [row(v) for v in inputs], "outputs": [row(v) for v in expected], "arena_size": arena,
+           "resolver_adds": [RESOLVER_ADD[c] for c in m.ops_used]}
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    for name in ("main.cc", "model_data.cc", "model_data.h", "CMakeLists.txt"):
+        (dest / "tflm" / name).write_text(env.get_template(f"{name}.j2").render(**ctx))
+    return None
 
 
 # ---------------------------------------------------------------- TensorFlow's reference kernels
@@ -268,36 +319,33 @@ def first_difference(g: Graph, tensors: dict[str, np.ndarray], ref: dict[str, np
 
 
 def check_tflm(ctx):
-    """verify: TFLM on the .tflite == the C build (double rounding), else == the integer ONNX in double."""
+    """verify: TFLM on the .tflite == the C build on every layer tensor (double rounding); in single
+    rounding, TFLM (which rounds twice) is held to the integer ONNX reference in double instead."""
     from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
     from esc2c.compiler.verify import CheckResult
 
-    name = "TFLite Micro (tflite-micro interpreter) == C logits"
+    g = ctx.graph
+    if ctx.rounding == "double":
+        name, ref_name, ref = "TFLite Micro (tflite-micro interpreter) == C (every tensor)", "C", ctx.c_layers
+    else:
+        name, ref_name = "TFLite Micro == integer ONNX in double rounding (every tensor)", "integer ONNX"
+        ref = run_int_onnx(lower_to_onnx(g, "double"), ctx.inputs)
     try:
-        m = model_for(ctx.out, ctx.graph)
+        m = model_for(ctx.out, g)
     except Esc2cError as e:  # nothing to compare with: said in the report, not counted as a failure
         return CheckResult(name, True, f"NOT RUN: the model has no exact TFLite form: {e}")
-    tflm = run_tflm(m.data, ctx.inputs).astype(np.int64)
-    if ctx.rounding == "double":
-        ref, ref_name, layers = ctx.c_logits.astype(np.int64), "C", ctx.c_layers
-    else:  # TFLM rounds like CMSIS-NN's default (double): compare with the integer reference in that mode
-        name = "TFLite Micro == integer ONNX logits (double rounding)"
-        full = run_int_onnx(lower_to_onnx(ctx.graph, "double"), ctx.inputs)
-        ref, ref_name, layers = full[ctx.graph.outputs[0]].reshape(len(ctx.inputs), -1).astype(np.int64), \
-            "integer ONNX", full
-    ref = ref.reshape(tflm.shape)
-    n_bad = int((tflm != ref).sum())
-    if n_bad == 0:
-        extra = []
-        if m.inserted_pads:
-            extra.append(f"PAD before {len(m.inserted_pads)} layers")
-        if m.pools_as_depthwise:
-            extra.append(f"{len(m.pools_as_depthwise)} rescaling average pools as depthwise convolutions")
-        return CheckResult(name, True, f"0 differing elements in {tflm.size} logits vs {ref_name}"
-                           + (f" ({'; '.join(extra)})" if extra else ""))
-    detail = f"{n_bad} of {tflm.size} logits differ from {ref_name} (max {int(np.abs(tflm - ref).max())} LSB)"
-    where = first_difference(ctx.graph, run_tflm_tensors(m.data, m.tensor_index, ctx.inputs), layers)
-    return CheckResult(name, False, detail + ("; " + where if where else ""))
+    got = run_tflm_tensors(m.data, m.tensor_index, ctx.inputs)
+    where = first_difference(g, got, ref)
+    if where:
+        return CheckResult(name, False, where)
+    n = sum(got[op.output].size for op in g.layer_ops())
+    extra = []
+    if m.inserted_pads:
+        extra.append(f"PAD before {len(m.inserted_pads)} layer(s)")
+    if m.pools_as_depthwise:
+        extra.append(f"{len(m.pools_as_depthwise)} rescaling average pool(s) as depthwise convolutions")
+    return CheckResult(name, True, f"0 differing elements in {len(g.layer_ops())} layers, {n} elements vs "
+                       f"{ref_name}" + (f" ({'; '.join(extra)})" if extra else ""))
 
 
 def check_tf_reference(ctx):
