@@ -1,0 +1,80 @@
+"""esc2c's static arena vs TFLite Micro's smallest working arena for the same model.
+
+    python benchmarks/bench_tflm_arena.py [MODEL.onnx | EMITTED_OUT_DIR ...]
+
+With no argument, the compiler's VGG-style and ResNet-style test models (tests/_compiler_models.py:
+torch -> ONNX -> onnxruntime quantize_static) are built in a temporary directory and measured.
+
+For each model prints: the esc2c planner's arena (and its peak / lower bound), the sum of all tensor
+sizes, and for the .tflite written from the same IR the smallest arena_size with which the tflite-micro
+interpreter allocates and runs the model (bisection, each probe in a child process), split into what
+TFLM's recording allocator reports as head (tensor data, TFLM's own planner) and tail (persistent:
+interpreter structs, op data, quantization arrays). Goal: esc2c's arena <= 0.6 x TFLM's arena.
+Note the host interpreter is 64-bit: its persistent structs are larger than on a Cortex-M.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GOAL = 0.6
+
+
+def _default_models(tmp: Path) -> list[Path]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import torch
+
+    torch.set_num_threads(1)
+    from _compiler_models import build
+
+    return [build("vgg", tmp), build("resnet", tmp)]
+
+
+def measure(model: Path) -> dict:
+    from esc2c.compiler.emit import compile_model
+    from esc2c.compiler.tflite_writer import write_tflite
+    from esc2c.compiler.tflm import smallest_arena
+
+    g = compile_model(model)
+    m = write_tflite(g)
+    t0 = time.perf_counter()
+    s = smallest_arena(m.data)
+    return {"model": model, "layers": len(g.layer_ops()), "arena": g.arena_size, "plan": g.plan_stats,
+            "tflite_bytes": len(m.data), "pads": len(m.inserted_pads), "tflm": s,
+            "search_s": time.perf_counter() - t0}
+
+
+def report(r: dict) -> bool:
+    p, s = r["plan"], r["tflm"]
+    ratio = r["arena"] / s.size
+    print(f"model: {r['model']} ({r['layers']} layers, .tflite {r['tflite_bytes']} B"
+          + (f", {r['pads']} PAD op(s) added for pads TFLite's SAME cannot express" if r["pads"] else "") + ")")
+    print(f"  esc2c arena (static plan):      {r['arena']:>8} B  (peak {p['peak_bytes']} B, lower bound "
+          f"{p['lower_bound_bytes']} B, incl. CMSIS-NN scratch up to {p['scratch_bytes_max']} B)")
+    print(f"  sum of all tensor sizes:        {p['sum_of_tensors_bytes']:>8} B")
+    print(f"  TFLM smallest working arena:    {s.size:>8} B  ({s.probes} probes, {r['search_s']:.1f} s; recorded "
+          f"head {s.recorded_head} B tensor data + tail {s.recorded_total - s.recorded_head} B persistent)")
+    ok = ratio <= GOAL
+    print(f"  esc2c / TFLM arena:             {ratio:>8.2f}x  (goal <= {GOAL}x: {'met' if ok else 'NOT met'}); "
+          f"vs TFLM's tensor data alone {r['arena'] / max(1, s.recorded_head):.2f}x")
+    return ok
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", help="INT8 QDQ ONNX files or emitted project directories")
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench_tflm_") as tmp:
+        paths = [Path(p) / "model.onnx" if Path(p).is_dir() else Path(p) for p in a.models] or \
+            _default_models(Path(tmp))
+        results = [measure(p) for p in paths]
+        for r in results:
+            report(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
