@@ -6,7 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from _compiler_models import build
+import torch
+
+from _compiler_models import build, export_float, quantize
 from esc2c.compiler.emit import compile_model
 from esc2c.compiler.ir import Graph, Op, Tensor
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
@@ -49,6 +51,28 @@ def test_tflm_every_tensor_identical_to_integer_reference(models, kind):
     # the comparison can tell the rounding modes apart: single rounding differs on these inputs
     single = run_int_onnx(lower_to_onnx(g, "single"), x)
     assert any((single[op.output].reshape(len(x), -1) != got[op.output]).any() for op in g.layer_ops())
+
+
+class _Grouped(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(1, 12, 3, padding=1)
+        self.b = torch.nn.Conv2d(12, 12, 3, padding=1, groups=3)
+        self.c = torch.nn.Conv2d(12, 6, 1, groups=2)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_grouped_convolution_identical(tmp_path):
+    torch.manual_seed(0)
+    f = export_float(_Grouped(), (1, 1, 9, 7), tmp_path / "g_float.onnx")
+    g = compile_model(quantize(f, tmp_path / "g_int8.onnx", (1, 1, 9, 7)))
+    assert [op.attrs.get("group", 1) for op in g.ops if op.kind == "conv"] == [1, 3, 2]
+    m = write_tflite(g)
+    x = _inputs(g)
+    ref = run_int_onnx(lower_to_onnx(g, "double"), x)
+    assert tflm.first_difference(g, tflm.run_tflm_tensors(m.data, m.tensor_index, x), ref) is None
 
 
 def test_model_features_exercised(models):

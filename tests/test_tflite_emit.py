@@ -69,3 +69,17 @@ def test_tflm_check_names_the_first_differing_layer(vgg_out):
     r = tflm.check_tflm(VerifyContext(vgg_out, g, "double", x, logits, layers))
     assert not r.ok
     assert r.detail.startswith(f"first difference in layer '{dw.name}' (depthwise_conv), input 1, flat element 5")
+
+
+def test_stale_tflite_fails_the_check(vgg_out, tmp_path):
+    import shutil
+
+    out = tmp_path / "stale"
+    shutil.copytree(vgg_out, out)
+    data = bytearray((out / "model.tflite").read_bytes())
+    data[-1] ^= 0xFF
+    (out / "model.tflite").write_bytes(bytes(data))
+    g = compile_model(out / "model.onnx")
+    x = np.zeros((1,) + tuple(g.input.shape[1:]), np.int8)
+    r = tflm.check_tflm(VerifyContext(out, g, "double", x, np.zeros((1, 5), np.int8), {}))
+    assert not r.ok and "model.tflite differs from the .tflite written from the project's model.onnx" in r.detail

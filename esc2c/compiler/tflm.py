@@ -294,14 +294,18 @@ def run_tf_reference(data: bytes, inputs: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- verify checks
 def model_for(out: Path, g: Graph):
-    """The project's model.tflite (written at emit time) with its tensor index, or written now from the IR."""
+    """The .tflite of the IR; the project's model.tflite (written at emit time) must be the same bytes."""
     from esc2c.compiler.tflite_writer import write_tflite
 
     m = write_tflite(g)  # raises Esc2cError when the model has no exact TFLite form
     f = Path(out) / "model.tflite"
     if f.is_file() and f.read_bytes() != m.data:
-        raise Esc2cError(f"{f} differs from the .tflite written from the project's model.onnx; emit it again")
+        raise StaleTflite(f"{f} differs from the .tflite written from the project's model.onnx; emit it again")
     return m
+
+
+class StaleTflite(Exception):
+    pass
 
 
 def first_difference(g: Graph, tensors: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> str | None:
@@ -332,6 +336,8 @@ def check_tflm(ctx):
         ref = run_int_onnx(lower_to_onnx(g, "double"), ctx.inputs)
     try:
         m = model_for(ctx.out, g)
+    except StaleTflite as e:
+        return CheckResult(name, False, str(e))
     except Esc2cError as e:  # nothing to compare with: said in the report, not counted as a failure
         return CheckResult(name, True, f"NOT RUN: the model has no exact TFLite form: {e}")
     got = run_tflm_tensors(m.data, m.tensor_index, ctx.inputs)
@@ -359,6 +365,8 @@ def check_tf_reference(ctx):
         return CheckResult(name, True, f"NOT RUN: {reason}")
     try:
         m = model_for(ctx.out, ctx.graph)
+    except StaleTflite as e:
+        return CheckResult(name, False, str(e))
     except Esc2cError as e:
         return CheckResult(name, True, f"NOT RUN: the model has no exact TFLite form: {e}")
     tf_out = run_tf_reference(m.data, ctx.inputs).astype(np.int64)
