@@ -107,3 +107,28 @@ def test_standalone_relu_between_qdq_folds(tmp_path):
     onnx.save(_small_qdq("Relu"), p)
     g = load_ir(p)
     assert [op.kind for op in g.ops] == ["relu"] and g.ops[0].act == (0.0, float("inf"))
+
+
+def test_matmul_plus_bias_from_quantize_static(tmp_path):
+    from _compiler_models import quantize
+
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 5)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["mm"], name="mm"),
+             helper.make_node("Add", ["mm", "b"], ["y"], name="bias_add")]
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "f.onnx")
+    q = quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", (1, 16), per_channel=False)
+    g = load_ir(q)
+    assert [op.kind for op in g.ops] == ["fully_connected"]
+    fc = g.ops[0]
+    assert fc.weights.shape == (5, 16) and np.any(fc.bias != 0)
+    from esc2c.compiler.emit import emit
+    from esc2c.compiler.verify import verify
+
+    rep = verify(emit(q, tmp_path / "out", n_vectors=2).out, n=20)
+    assert rep.ok, rep.text()

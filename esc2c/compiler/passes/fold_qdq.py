@@ -229,6 +229,9 @@ class _Folder:
                     and self.m.producer[others[0]].op_type == "MatMul":
                 bias_name = consts[0]
                 n = self.m.producer[others[0]]
+            elif len(consts) == 1 and len(others) == 1 and self.is_dq(others[0]):
+                if self.fold_const_add(n, consts[0], others[0], y, s_out, zp_out, self.act_range(reversed(chain))):
+                    return
         act = self.act_range(reversed(chain))
         out_shape = self.shape(f, n) if f in self.m.shapes else self.shape(y, qnode)
         kind = n.op_type
@@ -268,6 +271,32 @@ class _Folder:
             self.ops.append(Op(self.op_name(qnode), "requantize", [src], [y], act=act))
         else:
             raise self.err(n, "cannot be compiled in this position (its output is quantized directly)")
+
+    def fold_const_add(self, n, const_name: str, act_name: str, y: str, s_out: float, zp_out: int, act) -> bool:
+        """Add(conv/FC output, per-channel constant) -> Q: the constant joins the producer's int32 bias and the
+        producer writes y directly (one rounding instead of two; onnxruntime's QDQ rounds twice, <= 1 LSB)."""
+        x = self.skip_identity(self.m.producer[act_name].input[0])
+        prod = next((op for op in self.ops if op.outputs == [x]), None)
+        if prod is None or prod.kind not in ("conv", "fully_connected") or prod.act is not None:
+            return False
+        if len(self.m.consumers.get(x, [])) != 1 or len(self.m.consumers.get(act_name, [])) != 1:
+            return False
+        if const_name in self.m.consts:
+            b = self.m.consts[const_name].astype(np.float64)
+        else:
+            q, scale, zp, _ = self.const_q(const_name, n, "constant addend")
+            b = (q - zp) * scale
+        c_out = prod.bias.size
+        if b.size != c_out and b.size != 1:
+            raise self.err(n, f"the constant addend has {b.size} values for {c_out} channels")
+        xt = self.tensors[prod.inputs[0]]
+        extra = intparams.quantize_bias(np.broadcast_to(b.ravel(), (c_out,)), xt.scale, prod.weight_scales)
+        prod.bias = np.clip(prod.bias.astype(np.int64) + extra, intparams.INT32_MIN, intparams.INT32_MAX).astype(np.int32)
+        shape = self.tensors.pop(x).shape
+        self.new_tensor(y, shape, s_out, zp_out)
+        prod.outputs = [y]
+        prod.act = act
+        return True
 
     def _is_const_dq(self, name: str) -> bool:
         p = self.m.producer[name]
