@@ -15,6 +15,7 @@ from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.tflite_writer import activation_ranges, tflite_padding, write_tflite
 from esc2c.compiler import tflm
 from esc2c.errors import Esc2cError
+from esc2c.quant import intparams
 
 N_INPUTS = 24
 
@@ -177,3 +178,48 @@ def test_tensorflow_reference_kernels_agree(models):
     m = write_tflite(g)
     x = _inputs(g, 8)
     np.testing.assert_array_equal(tflm.run_tf_reference(m.data, x), tflm.run_tflm(m.data, x))
+
+
+def test_rounding_ties_match_tflm():
+    """Requantization ties, positive and negative, on purpose: a 1x1 convolution of every int8 value with
+    real multipliers 1/2, 1/4, 3/8 and 1/16 (products landing exactly on .5). TFLM's gemmlowp-style
+    doubling high multiply and rounding shift must give the contract's double-rounding bits."""
+    s_in, s_out = 0.5, 1.0
+    w_scales = np.array([1.0, 0.5, 0.75, 0.125])  # M = s_in * s_w / s_out
+    x = Tensor("x", (1, 16, 16, 1), s_in, 3, is_input=True)
+    y = Tensor("y", (1, 16, 16, 4), s_out, -2, is_output=True)
+    op = Op("tie", "conv", ["x"], ["y"], attrs={"kernel": (1, 1), "stride": (1, 1), "pads": (0, 0, 0, 0),
+                                                "dilation": (1, 1)},
+            weights=np.array([1, 1, 1, 1], np.int8).reshape(4, 1, 1, 1), weight_scales=w_scales,
+            bias=np.array([0, 5, -7, 1], np.int32))
+    op.multiplier, op.shift = (a.astype(np.int32) for a in intparams.conv_requant(s_in, w_scales, s_out))
+    g = Graph({"x": x, "y": y}, [op], ["x"], ["y"], layout="NHWC")
+    m = write_tflite(g)
+    q = np.arange(-128, 128, dtype=np.int64)
+    acc = (q[:, None] - x.zero_point) + op.bias[None, :]
+    want = np.clip(intparams.requantize(acc, op.multiplier, op.shift, "double") + y.zero_point, -128, 127)
+    got = tflm.run_tflm(m.data, q.astype(np.int8).reshape(1, 16, 16, 1)).reshape(256, 4)
+    np.testing.assert_array_equal(got, want)
+    single = np.clip(intparams.requantize(acc, op.multiplier, op.shift, "single") + y.zero_point, -128, 127)
+    ties_below_zero = (acc * (s_in * w_scales / s_out) * 2 % 2 == 1) & (acc < 0)
+    assert ties_below_zero.sum() > 100 and (single != want).any()
+
+
+def test_max_pool_with_unexpressible_pads_and_requantize():
+    """Max pool pads TFLite's SAME would place differently (3x3 stride 2 on 6 wide: SAME pads 0/1, the
+    IR 1/1) go through PADV2 with -128; then an int8 -> int8 requantize as QUANTIZE."""
+    x = Tensor("x", (1, 6, 6, 2), 0.05, 4, is_input=True)
+    p = Tensor("p", (1, 3, 3, 2), 0.05, 4)
+    y = Tensor("y", (1, 3, 3, 2), 0.0371, -9, is_output=True)
+    pool = Op("pool", "max_pool", ["x"], ["p"], attrs={"kernel": (3, 3), "stride": (2, 2), "pads": (1, 1, 1, 1)})
+    rq = Op("rq", "requantize", ["p"], ["y"])
+    m, s = intparams.rescale_params(float(np.float32(0.05)), float(np.float32(0.0371)))
+    rq.multiplier, rq.shift = np.array([m], np.int32), np.array([s], np.int32)
+    x.scale, y.scale, p.scale = (float(np.float32(v)) for v in (0.05, 0.0371, 0.05))
+    g = Graph({"x": x, "p": p, "y": y}, [pool, rq], ["x"], ["y"], layout="NHWC")
+    t = write_tflite(g)
+    assert t.inserted_pads == ["pool"] and {"PADV2", "MAX_POOL_2D", "QUANTIZE"} <= set(t.ops_used)
+    xs = _inputs(g, 40)
+    ref = run_int_onnx(lower_to_onnx(g, "double"), xs)
+    assert tflm.first_difference(g, tflm.run_tflm_tensors(t.data, t.tensor_index, xs), ref) is None
+    np.testing.assert_array_equal(tflm.run_tflm(t.data, xs), ref["y"].reshape(40, -1))
