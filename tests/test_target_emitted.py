@@ -41,6 +41,9 @@ def test_emitted_model_on_qemu_is_bit_exact_with_host_on_every_layer(resnet_proj
     counts = [L.instructions for L in p.layers]
     assert sum(counts) == p.total_instructions and all(c > 0 for c in counts)
     assert {L.op for L in p.layers} >= {"conv", "add"}
+    fn = {f["name"]: f["instructions"] for f in p.functions}
+    assert sum(fn.values()) + p.unlisted_instructions == p.total_instructions
+    assert "arm_nn_mat_mult_kernel_s8_s16" in fn  # CMSIS-NN's im2col conv inner kernel
     again = run_qemu(resnet_project, vectors=4, profile=True, profile_dir=tmp_path / "b", echo=lambda s: None).profile
     assert [L.instructions for L in again.layers] == counts
     assert again.per_vector_instructions == p.per_vector_instructions

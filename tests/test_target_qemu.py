@@ -55,6 +55,11 @@ def test_profile_adds_up_and_repeats(project, tmp_path):
     # the dense layer with 96x40 MACs dominates; MACs come from the model's esc2c_layer_macs
     assert [L.macs for L in a.layers] == model.layer_macs
     assert counts_a[0] == max(counts_a)
+    # the same inference by function (ELF symbols): adds up too, and the dense loop is in esc2c_model_run
+    fn = {f["name"]: f["instructions"] for f in a.functions}
+    assert sum(fn.values()) + a.unlisted_instructions == a.total_instructions
+    assert a.functions == b.functions
+    assert max(fn, key=fn.get) in ("dense", "esc2c_model_run")
     data = json.loads((tmp_path / "a" / "profile.json").read_text())
     assert data["total_instructions"] == a.total_instructions
     assert "estimate" in data["latency_note"]
@@ -130,3 +135,16 @@ def test_cli_needs_exactly_one_target(project):
     out, _ = project
     assert cli_main(["run", str(out)]) == 1
     assert cli_main(["run", str(out / "missing"), "--target", "qemu"]) == 1
+
+
+def test_emulator_dying_mid_session_is_reported(project):
+    out, _ = project
+    fw = build_firmware(out, "mps2-an500")
+    with QemuSession(fw.elf, timeout=60) as q:
+        port = q.connect()
+        runner = SerialRunner(port, timeout=5.0)
+        runner.hello()
+        q.kill()
+        with pytest.raises(P.LinkError, match="serial link lost"):
+            runner.hello()
+        port.close()

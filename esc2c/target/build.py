@@ -60,8 +60,12 @@ def _shadow_source(out: Path, board: str) -> Path:
     src.mkdir(parents=True, exist_ok=True)
     wanted = {p.name for p in out.iterdir() if p.name not in ("board", WORK)}
     for entry in src.iterdir():
-        if entry.name != "board" and (entry.name not in wanted or not entry.is_symlink()):
-            entry.unlink() if entry.is_symlink() or entry.is_file() else shutil.rmtree(entry)
+        if entry.name == "board" or (entry.name in wanted and entry.is_symlink()):
+            continue
+        if entry.is_symlink() or entry.is_file():
+            entry.unlink()
+        else:
+            shutil.rmtree(entry)
     for name in wanted:
         link = src / name
         if not link.is_symlink():
@@ -135,3 +139,18 @@ def elf_symbol(elf: Path, name: str) -> int:
     if m is None:
         raise Esc2cError(f"{elf}: symbol {name} not found (is this esc2c firmware?)")
     return int(m.group(1), 16) & ~1
+
+
+def elf_functions(elf: Path) -> list[tuple[int, int, str]]:
+    """(start, end, name) of the functions in an ELF, sorted, aliases and overlaps dropped."""
+    nm = require_tool("arm-none-eabi-nm", "gcc-arm-none-eabi")
+    text = subprocess.run([nm, "-S", "-n", "--defined-only", str(elf)], stdout=subprocess.PIPE, text=True,
+                          check=True).stdout
+    funcs: list[tuple[int, int, str]] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in "TtWw":
+            start, size = int(parts[0], 16) & ~1, int(parts[1], 16)
+            if size and (not funcs or start >= funcs[-1][1]):
+                funcs.append((start, start + size, parts[3]))
+    return funcs

@@ -31,6 +31,19 @@ def parse_marks(text: str) -> tuple[list[int], int | None]:
     return marks, total
 
 
+def parse_functions(text: str, funcs: list[tuple[int, int, str]]) -> tuple[list[tuple[str, int]], int]:
+    """"func I N" lines -> [(function name, instructions)] sorted by count, and the "unlisted" count
+    (blocks starting outside every ELF function symbol), both over the first inference."""
+    counts, unlisted = [], 0
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["func"]:
+            counts.append((funcs[int(parts[1])][2], int(parts[2])))
+        elif parts[:1] == ["unlisted"]:
+            unlisted = int(parts[1])
+    return sorted(counts, key=lambda kv: -kv[1]), unlisted
+
+
 def inference_marks(marks: list[int], num_layers: int) -> list[list[int]]:
     """Split the mark log into the L + 2 marks of each inference."""
     per = num_layers + 2
@@ -73,6 +86,8 @@ class Profile:
     clock_hz: int = CLOCK_HZ
     latency_note: str = LATENCY_NOTE
     per_vector_instructions: list[int] = field(default_factory=list)
+    functions: list[dict] = field(default_factory=list)  # first inference, by function (ELF symbols)
+    unlisted_instructions: int = 0
 
 
 def layer_meta(out: Path, names: list[str], sizes: list[int]) -> list[tuple[str, str, str]]:
@@ -95,7 +110,8 @@ def layer_meta(out: Path, names: list[str], sizes: list[int]) -> list[tuple[str,
 
 
 def build_profile(groups: list[list[int]], names: list[str], macs: list[int], meta: list[tuple[str, str, str]],
-                  arena: int, flash: int, ram: int) -> Profile:
+                  arena: int, flash: int, ram: int, functions: list[tuple[str, int]] = (),
+                  unlisted: int = 0) -> Profile:
     counts, whole = layer_instructions(groups[0])
     layers = []
     for i, (name, m, c, (op, shape, kernel)) in enumerate(zip(names, macs, counts, meta)):
@@ -103,7 +119,9 @@ def build_profile(groups: list[list[int]], names: list[str], macs: list[int], me
                                    c / whole if whole else 0.0, c / CLOCK_HZ * 1e3))
     total_macs = int(sum(macs))
     return Profile(layers, whole, total_macs, total_macs / whole if whole else 0.0, whole / CLOCK_HZ * 1e3,
-                   arena, flash, ram, per_vector_instructions=[layer_instructions(g)[1] for g in groups])
+                   arena, flash, ram, per_vector_instructions=[layer_instructions(g)[1] for g in groups],
+                   functions=[{"name": n, "instructions": c, "share": c / whole if whole else 0.0} for n, c in functions],
+                   unlisted_instructions=unlisted)
 
 
 def format_table(p: Profile) -> str:
@@ -116,6 +134,10 @@ def format_table(p: Profile) -> str:
     lines.append(f"{'':>3} {'whole inference':<22} {'':<16} {'':<14} {p.total_macs:>11,} {p.total_instructions:>13,} "
                  f"{p.macs_per_instruction:>9.2f} {1:>6.1%} {p.latency_ms_estimate:>10.2f}")
     lines.append(f"* latency: {p.latency_note}")
+    if p.functions:
+        lines.append("where the instructions go (functions, one inference):")
+        for f in p.functions[:10]:
+            lines.append(f"    {f['name'][:40]:<40} {f['instructions']:>13,} {f['share']:>6.1%}")
     lines.append(f"arena peak {p.arena_bytes:,} B; firmware flash {p.flash_bytes:,} B, RAM {p.ram_bytes:,} B "
                  "(Cortex-M7 image linked to the STM32F746ZG budget)")
     return "\n".join(lines)

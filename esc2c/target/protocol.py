@@ -32,6 +32,10 @@ class ProtocolTimeout(Esc2cError):
     """No complete, valid frame arrived in time."""
 
 
+class LinkError(Esc2cError):
+    """The serial port itself failed (device unplugged, emulator gone)."""
+
+
 class DeviceError(Esc2cError):
     """The device answered with an ERROR frame or something that breaks the protocol."""
 
@@ -116,8 +120,14 @@ class FrameReader:
                 raise ProtocolTimeout(f"no complete frame within {timeout:g} s ({self.stats.describe()}, "
                                       f"{len(self.buf)} bytes of an unfinished frame pending)")
             self.port.timeout = min(left, 0.2)
-            waiting = getattr(self.port, "in_waiting", 0) or 1
-            chunk = self.port.read(max(1, min(waiting, 65536)))
+            try:
+                waiting = getattr(self.port, "in_waiting", 0) or 1
+            except (OSError, ValueError):
+                waiting = 1
+            try:
+                chunk = self.port.read(max(1, min(waiting, 65536)))
+            except (OSError, ValueError) as e:  # serial.SerialException is an OSError
+                raise LinkError(f"serial link lost while waiting for a frame: {e}") from None
             if chunk:
                 self.buf += chunk
 

@@ -55,11 +55,13 @@ class QemuSession:
     firmware to exit and returns its exit code (from SYS_EXIT_EXTENDED) and console text."""
 
     def __init__(self, elf: str | Path, timeout: float = 300.0, mark_addr: int | None = None,
-                 profile_log: str | Path | None = None):
+                 profile_log: str | Path | None = None, funcs_file: str | Path | None = None, window: int = 0):
         self.elf = Path(elf)
         self.timeout = timeout
         self.mark_addr = mark_addr
         self.profile_log = Path(profile_log) if profile_log else None
+        self.funcs_file = Path(funcs_file) if funcs_file else None
+        self.window = window
         self.proc: subprocess.Popen | None = None
         self.port = _free_port()
         self._console = tempfile.TemporaryFile()
@@ -76,7 +78,10 @@ class QemuSession:
         if self.mark_addr is not None:
             if self.profile_log is None:
                 raise ValueError("a profile run needs profile_log")
-            cmd += ["-plugin", f"{build_plugin()},mark=0x{self.mark_addr:x},out={self.profile_log}"]
+            spec = f"{build_plugin()},mark=0x{self.mark_addr:x},out={self.profile_log}"
+            if self.funcs_file is not None:
+                spec += f",funcs={self.funcs_file},window={self.window}"
+            cmd += ["-plugin", spec]
         return cmd
 
     def __enter__(self) -> "QemuSession":

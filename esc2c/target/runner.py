@@ -13,7 +13,8 @@ import numpy as np
 
 from esc2c.errors import Esc2cError
 from esc2c.target import profile as prof
-from esc2c.target.build import build_firmware, build_host_runner, check_project, elf_symbol
+from esc2c.target import protocol as P
+from esc2c.target.build import build_firmware, build_host_runner, check_project, elf_functions, elf_symbol
 from esc2c.target.qemu import QemuSession
 from esc2c.target.serial_runner import RunResult, SerialRunner, open_port
 
@@ -175,9 +176,14 @@ def run_qemu(out, vectors: int = 50, profile: bool = False, debug_layers: bool =
     echo(f"firmware {fw.elf}: flash {fw.flash_bytes:,} / {fw.flash_limit:,} B, RAM {fw.ram_bytes:,} / "
          f"{fw.ram_limit:,} B")
     with tempfile.TemporaryDirectory(prefix="esc2c-qemu-") as tmp:
-        log = Path(tmp) / "marks.txt"
-        mark = elf_symbol(fw.elf, "esc2c_profile_mark") if profile else None
-        with QemuSession(fw.elf, timeout=timeout, mark_addr=mark, profile_log=log) as q:
+        log, ranges = Path(tmp) / "marks.txt", Path(tmp) / "functions.txt"
+        mark, funcs = None, []
+        if profile:
+            mark = elf_symbol(fw.elf, "esc2c_profile_mark")
+            funcs = elf_functions(fw.elf)
+            ranges.write_text("".join(f"{lo:x} {hi:x}\n" for lo, hi, _ in funcs))
+        with QemuSession(fw.elf, timeout=timeout, mark_addr=mark, profile_log=log, funcs_file=ranges if profile else None,
+                         window=info.num_layers + 2) as q:
             port = q.connect()
             try:
                 runner = SerialRunner(port, timeout=max(10.0, min(120.0, q.remaining())))
@@ -185,6 +191,11 @@ def run_qemu(out, vectors: int = 50, profile: bool = False, debug_layers: bool =
                 _check_device(info, dev, "QEMU firmware")
                 results = [runner.run(x, layers=debug_layers) for x in inputs]
                 runner.bye()
+            except (P.LinkError, P.ProtocolTimeout) as e:
+                if q.proc.poll() is not None or "fatal:" in q.console():
+                    raise Esc2cError(f"QEMU firmware stopped during the serial session (exit code "
+                                     f"{q.proc.poll()}): {e}; console:\n{q.console()[-1500:]}") from None
+                raise
             finally:
                 port.close()
             code, console = q.finish()
@@ -215,8 +226,9 @@ def run_qemu(out, vectors: int = 50, profile: bool = False, debug_layers: bool =
         meta = prof.layer_meta(out, info.layer_names, sizes)
         # only the self-test inferences run without protocol traffic inside the layer hook
         clean = groups[:max(1, len(expected))]
+        functions, unlisted = prof.parse_functions(marks_text, funcs)
         report.profile = prof.build_profile(clean, info.layer_names, info.layer_macs, meta, info.arena_size,
-                                            fw.flash_bytes, fw.ram_bytes)
+                                            fw.flash_bytes, fw.ram_bytes, functions, unlisted)
         echo(prof.format_table(report.profile))
         jpath, ppath = prof.write_profile(report.profile, profile_dir or out / "profile")
         echo(f"profile written to {jpath} and {ppath}")

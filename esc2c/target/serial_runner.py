@@ -64,8 +64,11 @@ class SerialRunner:
     # -- transport ---------------------------------------------------------------------------------
     def _send(self, msg_type: int, payload: bytes = b"") -> int:
         self.seq = (self.seq + 1) & 0xFF
-        self.port.write(P.encode_frame(msg_type, self.seq, payload))
-        self.port.flush()
+        try:
+            self.port.write(P.encode_frame(msg_type, self.seq, payload))
+            self.port.flush()
+        except (OSError, ValueError) as e:  # serial.SerialException is an OSError
+            raise P.LinkError(f"serial link lost while sending {P.MSG_NAMES[msg_type]}: {e}") from None
         return self.seq
 
     def _request(self, msg_type: int, payload: bytes, reply_type: int, on_frame=None) -> P.Frame:
