@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         print(f"arena: {g.arena_size} B (peak {s['peak_bytes']} B, lower bound {s['lower_bound_bytes']} B), "
               f"sum of all tensors {s['sum_of_tensors_bytes']} B -> {s['peak_bytes'] / s['sum_of_tensors_bytes']:.2f}x, "
               f"largest scratch {s['scratch_bytes_max']} B, {s['in_place_ops']} in-place ops")
-        print(f"weights (const, flash): {g.weight_bytes()} B")
+        print(f"weights, biases, requantization tables (const, flash): {r.weight_bytes} B")
         if a.board:
             build = work / "out" / "build-fw"
             subprocess.run(["cmake", "-S", str(work / "out"), "-B", str(build),

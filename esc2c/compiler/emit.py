@@ -196,6 +196,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
             raise Esc2cError(f"{nn_path}: not a CMSIS-NN checkout (no Include/arm_nnfunctions.h)")
     vectors = make_vectors(g, n_vectors, seed)
     layers, arrays = _layers(g)
+    const_bytes = sum(a["size"] * (1 if a["ctype"] == "int8_t" else 4) for a in arrays)
     inp, outp = g.input, g.output
     ctx = {
         "version": __version__, "source": onnx_path.name, "layers": layers, "arrays": arrays,
@@ -204,7 +205,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         "input_shape": list(inp.shape), "output_shape": list(outp.shape),
         "input_scale": repr(float(np.float32(inp.scale))), "input_zp": inp.zero_point,
         "output_scale": repr(float(np.float32(outp.scale))), "output_zp": outp.zero_point,
-        "weight_bytes": g.weight_bytes(), "total_macs": sum(op.macs for op in g.ops),
+        "weight_bytes": const_bytes, "total_macs": sum(op.macs for op in g.ops),
         "input_offset": inp.offset, "output_offset": outp.offset,
         "sum_tensors": g.plan_stats["sum_of_tensors_bytes"], "lower_bound": g.plan_stats["lower_bound_bytes"],
         "cmsis_nn_path": nn_path.as_posix(), "cmsis_core_include": core_path.as_posix(),
@@ -241,8 +242,8 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
 
         emit_tflm(g, tmp, vectors["inputs"], vectors["outputs_double"], onnx_path.name)
         meta = {"source": onnx_path.name, "rounding": rounding, "board": board, "fit": fit,
-                "plan": g.plan_stats, "weight_bytes": g.weight_bytes(), "layers": [L["cname"] for L in layers],
+                "plan": g.plan_stats, "weight_bytes": const_bytes, "layers": [L["cname"] for L in layers],
                 "layer_tensors": [op.output for op in g.layer_ops()], "layer_sizes": [L["out_size"] for L in layers]}
         (tmp / "esc2c.json").write_text(json.dumps(meta, indent=1))
     dt = time.perf_counter() - t0
-    return EmitResult(out, g, dt, g.weight_bytes(), g.arena_size, g.plan_stats["sum_of_tensors_bytes"])
+    return EmitResult(out, g, dt, const_bytes, g.arena_size, g.plan_stats["sum_of_tensors_bytes"])

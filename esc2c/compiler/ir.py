@@ -151,6 +151,8 @@ class Graph:
                 n += 4 * op.bias.size
             if op.multiplier is not None:
                 n += 8 * op.multiplier.size
+            if op.avg_mult is not None:
+                n += 8 * op.avg_mult.size
         return n
 
     def check(self) -> None:
