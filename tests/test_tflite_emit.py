@@ -7,7 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from _compiler_models import build
+import torch
+
+from _compiler_models import build, export_float, quantize
 from esc2c.compiler import tflm
 from esc2c.compiler.emit import compile_model, emit
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
@@ -83,3 +85,29 @@ def test_stale_tflite_fails_the_check(vgg_out, tmp_path):
     x = np.zeros((1,) + tuple(g.input.shape[1:]), np.int8)
     r = tflm.check_tflm(VerifyContext(out, g, "double", x, np.zeros((1, 5), np.int8), {}))
     assert not r.ok and "model.tflite differs from the .tflite written from the project's model.onnx" in r.detail
+
+
+class _PaddedAvgPool(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = torch.nn.AvgPool2d(2, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x):
+        return self.pool(torch.relu(self.conv(x)))
+
+
+def test_model_without_exact_tflite_form_gets_no_variant(tmp_path):
+    """A rescaling average pool over padded windows (counts 1, 2 and 4) has no exact TFLite form: emit
+    writes tflm/UNSUPPORTED.txt naming the layer and no model.tflite; verify's check says NOT RUN."""
+    torch.manual_seed(0)
+    f = export_float(_PaddedAvgPool(), (1, 1, 6, 6), tmp_path / "p_float.onnx")
+    g = compile_model(quantize(f, tmp_path / "p_int8.onnx", (1, 1, 6, 6)))
+    pool = next(op for op in g.ops if op.kind == "avg_pool")
+    x = np.zeros((2,) + tuple(g.input.shape[1:]), np.int8)
+    reason = tflm.emit_tflm(g, tmp_path / "out", x, np.zeros((2, g.output.size), np.int8))
+    assert reason is not None and f"layer '{pool.name}'" in reason
+    assert not (tmp_path / "out" / "model.tflite").exists()
+    assert f"layer '{pool.name}'" in (tmp_path / "out" / "tflm" / "UNSUPPORTED.txt").read_text()
+    r = tflm.check_tflm(VerifyContext(tmp_path / "out", g, "double", x, x[:, :1], {}))
+    assert r.ok and r.detail.startswith("NOT RUN: the model has no exact TFLite form") and pool.name in r.detail
