@@ -78,8 +78,8 @@ def test_integer_params_come_from_intparams(paths):
 def test_kernel_selection_and_scratch_sizes(paths):
     g = run_passes(load_ir(paths["vgg"]))
     by = {op.name: op for op in g.ops}
-    first = g.ops[0]  # 3x3 conv, 1 input channel: im2col of 2 columns of int16
-    assert first.kernel == "arm_convolve_wrapper_s8" and first.scratch == 2 * 1 * 3 * 3 * 2
+    first = g.ops[0]  # 3x3 conv, 1 input channel: im2col of 2 int16 columns of 9 taps, padded to 12 (upstream)
+    assert first.kernel == "arm_convolve_wrapper_s8" and first.scratch == 2 * 12 * 2
     dw = next(op for op in g.ops if op.kind == "depthwise_conv")
     assert dw.kernel == "arm_depthwise_conv_wrapper_s8" and dw.scratch == 16 * 3 * 3 * 2  # DSP path size
     pw = next(op for op in g.ops if op.kind == "conv" and op.attrs["kernel"] == (1, 1))

@@ -23,7 +23,12 @@ IN_PLACE = (ADD, REQUANT)  # elementwise: the output may share bytes with an inp
 
 
 def _conv_s8_buffer(c_in: int, kh: int, kw: int) -> int:
-    return 2 * c_in * kw * kh * 2  # arm_convolve_s8_get_buffer_size, non-MVE (DSP and host alike)
+    """arm_convolve_s8_get_buffer_size, non-MVE (DSP and host alike): two int16 im2col columns.
+
+    v4.0.0 uses rhs_cols = C_in * KH * KW; later upstream releases round rhs_cols up to a multiple of 4, so
+    the larger of the two is reserved and the project also builds against a current upstream checkout."""
+    rhs_cols = c_in * kw * kh
+    return max(2 * rhs_cols * 2, 2 * ((rhs_cols + 3) // 4 * 4) * 2)
 
 
 def conv_wrapper_buffer(in_shape, out_shape, kernel, stride, pads) -> dict[str, int]:
