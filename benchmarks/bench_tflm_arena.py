@@ -1,9 +1,12 @@
 """esc2c's static arena vs TFLite Micro's smallest working arena for the same model.
 
-    python benchmarks/bench_tflm_arena.py [MODEL.onnx | EMITTED_OUT_DIR ...]
+    python benchmarks/bench_tflm_arena.py [MODEL.onnx | EMITTED_OUT_DIR ...] [--arch vgg11 --width 0.17]
 
-With no argument, the compiler's VGG-style and ResNet-style test models (tests/_compiler_models.py:
-torch -> ONNX -> onnxruntime quantize_static) are built in a temporary directory and measured.
+With no model argument: the compiler's VGG-style and ResNet-style test models (tests/_compiler_models.py:
+torch -> ONNX -> onnxruntime quantize_static), and esc2c exports (QAT calibrated on random data, then
+esc2c's QDQ export) of VGG-11 and ResNet-18 at width 0.17 (about 97 % of the parameters removed, the
+paper's compression, spread uniformly) on the UrbanSound8K log-mel shape 64 x 124. The arena depends on
+the shapes only, not on trained weights. --arch/--width measure one such export instead.
 
 For each model prints: the esc2c planner's arena (and its peak / lower bound), the sum of all tensor
 sizes, and for the .tflite written from the same IR the smallest arena_size with which the tflite-micro
@@ -31,6 +34,23 @@ def _default_models(tmp: Path) -> list[Path]:
     from _compiler_models import build
 
     return [build("vgg", tmp), build("resnet", tmp)]
+
+
+def _esc2c_export(arch: str, width: float, tmp: Path) -> Path:
+    import torch
+
+    from esc2c.features import FeatureSpec
+    from esc2c.models.registry import build_model
+    from esc2c.quant import export, qat
+
+    torch.manual_seed(0)
+    spec = FeatureSpec(sample_rate=16000, clip_seconds=4.0, n_fft=1024, win_length=1024, hop_length=512, n_mels=64)
+    shape = (1,) + tuple(spec.shape)
+    m = build_model(arch, 10, width=width, in_shape=shape, aux=False).eval()
+    q = qat.calibrate(qat.quantize_model(m), [torch.randn(4, *shape) for _ in range(2)]).eval()
+    path = tmp / f"{arch}_w{width}.onnx"
+    export.export_onnx(q, path, shape, feature_spec=spec)
+    return path
 
 
 def measure(model: Path) -> dict:
@@ -66,10 +86,16 @@ def report(r: dict) -> bool:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", help="INT8 QDQ ONNX files or emitted project directories")
+    ap.add_argument("--arch", choices=["vgg11", "resnet18", "small"], help="measure an esc2c export of this model")
+    ap.add_argument("--width", type=float, default=0.17, help="width multiplier for --arch (default 0.17)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_tflm_") as tmp:
-        paths = [Path(p) / "model.onnx" if Path(p).is_dir() else Path(p) for p in a.models] or \
-            _default_models(Path(tmp))
+        tmp = Path(tmp)
+        paths = [Path(p) / "model.onnx" if Path(p).is_dir() else Path(p) for p in a.models]
+        if a.arch:
+            paths.append(_esc2c_export(a.arch, a.width, tmp))
+        if not paths:
+            paths = _default_models(tmp) + [_esc2c_export(arch, 0.17, tmp) for arch in ("vgg11", "resnet18")]
         results = [measure(p) for p in paths]
         for r in results:
             report(r)
