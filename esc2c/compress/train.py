@@ -40,7 +40,8 @@ class TrainConfig:
     T: float = 4.0                 # distillation temperature (losses built by name)
     seed: int = 0
     device: str = "cpu"
-    progress: bool = True
+    progress: bool = True          # per-batch progress bars (tqdm)
+    verbose: bool = True           # one summary line per epoch
     cache_teacher: bool = True     # run the frozen teacher once over the training set, not once per epoch
 
 
@@ -232,7 +233,7 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
         if score > best_acc:
             best_acc, best_epoch, best_state = score, epoch + 1, _state_cpu(student)
         history.append(row)
-        if cfg.progress:
+        if cfg.verbose:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
                        + (f" val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""))
         if ckpt is not None:
