@@ -16,12 +16,21 @@ from esc2c.errors import Esc2cError
               help="test vectors compiled into the project (its ctest and firmware self-test)")
 @click.option("--cmsis-nn", "cmsis_nn", default=None, type=click.Path(file_okay=False),
               help="CMSIS-NN checkout to build against (default: the sources in the bakenn package)")
-def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn):
+@click.option("--frontend/--no-frontend", default=None,
+              help="generate the log-mel front end in C from the model's FeatureSpec (default: when the model "
+                   "has one in its metadata)")
+@click.option("--audio", "audio", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="audio file compiled in as a PCM test clip of the front end (repeatable)")
+def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio):
     """Compile an INT8 QDQ ONNX MODEL to C calling CMSIS-NN, with a CMake project in OUT."""
     from esc2c.compiler.emit import emit
 
-    r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn)
+    r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn,
+             frontend=frontend, audio=audio)
     click.echo(r.summary())
+    if (r.out / "esc2c_frontend_config.h").is_file():
+        click.echo(f"log-mel front end: esc2c_frontend_config.h, esc2c_frontend_tables.c, runtime/frontend/ "
+                   f"(+ {1 + len(audio)} PCM test clip(s) in audio_vectors.h)")
     s = r.graph.plan_stats
     click.echo(f"arena peak {s['peak_bytes']} B vs sum of all tensors {s['sum_of_tensors_bytes']} B "
                f"({s['peak_bytes'] / max(1, s['sum_of_tensors_bytes']):.2f}x), {s['in_place_ops']} in-place ops")

@@ -182,7 +182,10 @@ def make_vectors(g: Graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str = "double",
-         n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None) -> EmitResult:
+         n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None,
+         frontend: bool | None = None, audio: tuple = ()) -> EmitResult:
+    """``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
+    ``audio``: PCM test clips for it (esc2c/frontend/project.py)."""
     t0 = time.perf_counter()
     onnx_path = Path(onnx_path)
     if rounding not in ("double", "single"):
@@ -195,10 +198,14 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         if not (nn_path / "Include" / "arm_nnfunctions.h").is_file():
             raise Esc2cError(f"{nn_path}: not a CMSIS-NN checkout (no Include/arm_nnfunctions.h)")
     vectors = make_vectors(g, n_vectors, seed)
+    from esc2c.frontend import project as fe_project
+
+    fe_plan = fe_project.plan(onnx_path, g, frontend, list(audio))
     layers, arrays = _layers(g)
     const_bytes = sum(a["size"] * (1 if a["ctype"] == "int8_t" else 4) for a in arrays)
     inp, outp = g.input, g.output
     ctx = {
+        **fe_project.cmake_context(fe_plan),
         "version": __version__, "source": onnx_path.name, "layers": layers, "arrays": arrays,
         "input_size": inp.size, "output_size": outp.size, "arena_size": g.arena_size,
         "num_layers": len(layers), "input_hwc": inp.shape[1:] if len(inp.shape) == 4 else (1, 1, inp.size),
@@ -227,6 +234,8 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
             (tmp / dest).write_text(env.get_template(tpl).render(**ctx))
         shutil.copytree(RUNTIME / "include", tmp / "runtime" / "include")
         shutil.copytree(RUNTIME / "src", tmp / "runtime" / "src")
+        if fe_plan is not None:
+            fe_project.write(fe_plan, tmp, __version__, onnx_path.name)
         if board:
             from esc2c.target.boards import copy_board
 
@@ -242,6 +251,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
 
         emit_tflm(g, tmp, vectors["inputs"], vectors["outputs_double"], onnx_path.name)
         meta = {"source": onnx_path.name, "rounding": rounding, "board": board, "fit": fit,
+                "frontend": fe_project.summary(fe_plan) if fe_plan is not None else None,
                 "plan": g.plan_stats, "weight_bytes": const_bytes, "layers": [L["cname"] for L in layers],
                 "layer_tensors": [op.output for op in g.layer_ops()], "layer_sizes": [L["out_size"] for L in layers]}
         (tmp / "esc2c.json").write_text(json.dumps(meta, indent=1))

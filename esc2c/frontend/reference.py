@@ -1,6 +1,6 @@
 """The Python pipeline the C front end must reproduce: int16 PCM -> :func:`esc2c.features.logmel` (float64
-maths, the training features) -> the model's input quantization (ONNX QuantizeLinear: float32 division,
-round half to even, saturate to int8)."""
+maths, the training features) -> the model's input quantization (:func:`esc2c.quant.intparams.quantize`:
+ONNX QuantizeLinear, round half to even, saturate to int8)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,18 +8,13 @@ import numpy as np
 from esc2c import features as fe
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
+from esc2c.quant import intparams
 
 
 def to_pcm(audio: np.ndarray) -> np.ndarray:
     """Float audio in [-1, 1) -> int16 PCM (x * 32768, rounded, saturated); exact for 16-bit sources."""
     a = np.asarray(audio, dtype=np.float64)
     return np.clip(np.rint(a * 32768.0), -32768, 32767).astype(np.int16)
-
-
-def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """ONNX QuantizeLinear to int8: ``saturate(round_half_even(x / scale) + zero_point)`` in float32."""
-    y = np.asarray(x, dtype=np.float32) / np.float32(scale)
-    return np.clip(np.rint(y) + int(zero_point), -128, 127).astype(np.int8)
 
 
 def model_input(spec: FeatureSpec, pcm: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -29,7 +24,7 @@ def model_input(spec: FeatureSpec, pcm: np.ndarray, scale: float, zero_point: in
     if pcm.ndim != 1 or pcm.dtype != np.int16:
         raise Esc2cError(f"front end reference: expected 1-D int16 PCM, got {pcm.dtype} {pcm.shape}")
     audio = fe.fix_length(pcm.astype(np.float64) / 32768.0, spec.n_samples)  # fix_length casts to float32: exact
-    return quantize(fe.logmel(spec, audio), scale, zero_point)
+    return intparams.quantize(fe.logmel(spec, audio), np.float32(scale), zero_point)
 
 
 def read_pcm(path: str, sample_rate: int) -> np.ndarray:
