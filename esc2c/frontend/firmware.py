@@ -120,3 +120,35 @@ def run(out: str | Path, profile: bool = True, timeout: float = 600.0) -> tuple[
             result.frontend_instructions, result.model_instructions, result.hop_instructions = split_marks(
                 marks, hops_per_clip(out), len(clips))
     return fw, result
+
+
+_FRONTEND_SYMBOLS = re.compile(
+    r"^(esc2c_fe_|esc2c_frontend_|frame_to_column|window_samples|arm_rfft_fast|arm_cfft|arm_radix8|arm_bitreversal|"
+    r"twiddleCoef|armBitRevIndexTable|stage_rfft|merge_rfft|log10f$|__ieee754_log10f$|__ieee754_logf$|logf$)")
+
+
+def frontend_footprint(elf: str | Path) -> dict[str, int]:
+    """Flash bytes of the front end in a linked image (its code, CMSIS-DSP's FFT with the tables of the
+    one size it uses, log10f from the C library, the generated window/mel tables), from the symbol sizes."""
+    import subprocess
+
+    from esc2c.target.build import require_tool
+
+    nm = require_tool("arm-none-eabi-nm", "gcc-arm-none-eabi")
+    text = subprocess.run([nm, "-S", "--defined-only", str(elf)], stdout=subprocess.PIPE, text=True, check=True).stdout
+    sizes = {"code": 0, "fft_tables": 0, "frontend_tables": 0, "state_ram": 0}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 4:
+            continue
+        size, kind, name = int(parts[1], 16), parts[2], parts[3]
+        if name == "fe_state":
+            sizes["state_ram"] = size
+        if not _FRONTEND_SYMBOLS.match(name):
+            continue
+        if kind in "Tt":
+            sizes["code"] += size
+        elif kind in "Rr":
+            sizes["frontend_tables" if name.startswith("esc2c_fe_") else "fft_tables"] += size
+    sizes["flash_total"] = sizes["code"] + sizes["fft_tables"] + sizes["frontend_tables"]
+    return sizes
