@@ -239,7 +239,6 @@ class _Writer:
         wi = self.const(f"{op.name}/weights", np.asarray(op.weights, np.int8), fb.TensorType.INT8, wq)
         bq = self._quant(_f32(x.scale).astype(np.float64) * _f32(s_w), np.zeros(s_w.size, np.int64), 0)
         bi = self.const(f"{op.name}/bias", np.asarray(op.bias, np.int32), fb.TensorType.INT32, bq)
-        kh, kw = op.attrs["kernel"]
         sh, sw = op.attrs["stride"]
         if tuple(op.attrs.get("dilation", (1, 1))) != (1, 1):
             raise Esc2cError(f"layer '{op.name}': dilated convolutions are not written to TFLite")
@@ -324,11 +323,12 @@ class _Writer:
 
     def _pool_weight_scale(self, op, s_in, s_out, n, sums, want, zp_out, search: int = 512) -> np.float32:
         base = np.float32(1.0) / np.float32(n)
-        for k in sorted(range(-search, search + 1), key=abs):
-            s_w = base
-            step = np.float32(np.inf) if k > 0 else np.float32(-np.inf)
-            for _ in range(abs(k)):
-                s_w = np.nextafter(s_w, step)
+        up = down = base
+        candidates = [base]  # float32 values nearest 1/n first, alternating above and below
+        for _ in range(search):
+            up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(-np.inf))
+            candidates += [up, down]
+        for s_w in candidates:
             m, s = tflite_conv_params(s_in, [s_w], s_out)
             got = np.clip(intparams.requantize(sums, m[0], s[0], "double") + zp_out, op.act_min, op.act_max)
             if np.array_equal(got, want):
