@@ -58,9 +58,10 @@ def main(argv=None) -> int:
         print(f"layers: {len(g.layer_ops())}, MACs: {sum(op.macs for op in g.ops)}")
         print(f"compile time (front end + passes): {min(t_compile):.3f} s (best of {a.repeat})")
         print(f"emit time (C + CMake project + integer ONNX + test vectors): {min(t_emit):.3f} s (best of {a.repeat})")
-        print(f"arena: {g.arena_size} B (peak {s['peak_bytes']} B, lower bound {s['lower_bound_bytes']} B), "
+        print(f"arena: {g.arena_size} B (peak {s['peak_bytes']} B; disjoint-buffer lower bound {s['lower_bound_bytes']} B), "
               f"sum of all tensors {s['sum_of_tensors_bytes']} B -> {s['peak_bytes'] / s['sum_of_tensors_bytes']:.2f}x, "
-              f"largest scratch {s['scratch_bytes_max']} B, {s['in_place_ops']} in-place ops")
+              f"largest scratch {s['scratch_bytes_max']} B, {s['in_place_ops']} in-place ops, "
+              f"{s['overlapped_ops']} outputs over consumed inputs")
         print(f"weights, biases, requantization tables (const, flash): {r.weight_bytes} B")
         if a.board:
             build = work / "out" / "build-fw"

@@ -33,7 +33,8 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio):
                    f"(+ {1 + len(audio)} PCM test clip(s) in audio_vectors.h)")
     s = r.graph.plan_stats
     click.echo(f"arena peak {s['peak_bytes']} B vs sum of all tensors {s['sum_of_tensors_bytes']} B "
-               f"({s['peak_bytes'] / max(1, s['sum_of_tensors_bytes']):.2f}x), {s['in_place_ops']} in-place ops")
+               f"({s['peak_bytes'] / max(1, s['sum_of_tensors_bytes']):.2f}x), {s['in_place_ops']} in-place ops, "
+               f"{s['overlapped_ops']} outputs over their consumed inputs")
     if board:
         from esc2c.compiler.emit import check_fit
 

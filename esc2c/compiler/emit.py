@@ -50,7 +50,7 @@ class EmitResult:
     def summary(self) -> str:
         s = self.graph.plan_stats
         return (f"{self.out}: {len(self.graph.layer_ops())} layers, weights {self.weight_bytes} B (flash), "
-                f"arena {self.arena_bytes} B (lower bound {s['lower_bound_bytes']} B, all tensors "
+                f"arena {self.arena_bytes} B (disjoint-buffer lower bound {s['lower_bound_bytes']} B, all tensors "
                 f"{self.sum_of_tensors_bytes} B), emitted in {self.emit_seconds:.2f} s")
 
 

@@ -236,7 +236,7 @@ def emit_tflm(g: Graph, dest: Path, inputs: np.ndarray, expected: np.ndarray, so
     import jinja2
 
     from esc2c import __version__
-    from esc2c.compiler.tflite_writer import write_tflite
+    from esc2c.compiler.tflite_writer import SCHEMA_VERSION, write_tflite
 
     dest = Path(dest)
     (dest / "tflm").mkdir(parents=True, exist_ok=True)
@@ -256,7 +256,8 @@ def emit_tflm(g: Graph, dest: Path, inputs: np.ndarray, expected: np.ndarray, so
     ctx = {"version": __version__, "source": source, "model_size": len(m.data), "model_body": body,
            "input_size": g.input.size, "output_size": g.output.size, "n": len(inputs),
            "inputs": [row(v) for v in inputs], "outputs": [row(v) for v in expected], "arena_size": arena,
-           "resolver_adds": [RESOLVER_ADD[c] for c in m.ops_used]}
+           "resolver_adds": [RESOLVER_ADD[c] for c in m.ops_used],
+           "schema_version": SCHEMA_VERSION}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
     for name in ("main.cc", "model_data.cc", "model_data.h", "CMakeLists.txt"):
