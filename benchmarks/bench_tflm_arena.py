@@ -72,8 +72,8 @@ def report(r: dict) -> bool:
     ratio = r["arena"] / s.size
     print(f"model: {r['model']} ({r['layers']} layers, .tflite {r['tflite_bytes']} B"
           + (f", {r['pads']} PAD op(s) added for pads TFLite's SAME cannot express" if r["pads"] else "") + ")")
-    print(f"  esc2c arena (static plan):      {r['arena']:>8} B  (peak {p['peak_bytes']} B, lower bound "
-          f"{p['lower_bound_bytes']} B, incl. CMSIS-NN scratch up to {p['scratch_bytes_max']} B)")
+    print(f"  esc2c arena (static plan):      {r['arena']:>8} B  (peak {p['peak_bytes']} B; tensors live at once "
+          f"{p['lower_bound_bytes']} B, which overlap lets the plan undercut; CMSIS-NN scratch up to {p['scratch_bytes_max']} B)")
     print(f"  sum of all tensor sizes:        {p['sum_of_tensors_bytes']:>8} B")
     print(f"  TFLM smallest working arena:    {s.size:>8} B  ({s.probes} probes, {r['search_s']:.1f} s; recorded "
           f"head {s.recorded_head} B tensor data + tail {s.recorded_total - s.recorded_head} B persistent)")
