@@ -36,7 +36,9 @@ Op kinds and their fields (after all passes; shapes NHWC, N = 1):
 
 Common fields: ``act`` (fused activation as a real-valued range, e.g. relu = (0, inf)), turned into the
 int8 clamp ``act_min``/``act_max`` by qparams; ``kernel`` (C function) and ``scratch`` (bytes) by
-kernel_select; ``macs``; ``attrs['scratch_offset']`` and ``attrs['in_place']`` by memplan.
+kernel_select; ``macs``; ``attrs['scratch_offset']``, ``attrs['in_place']`` (the input whose bytes the
+output reuses) and ``attrs['overlap']`` ((input, gap): the output starts gap bytes before that input and
+overwrites only bytes the kernel has already consumed) by memplan.
 
 Tensor fields: name, shape, scale, zero_point; ``offset`` (arena byte offset) after memplan;
 ``is_input``/``is_output``.
