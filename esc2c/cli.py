@@ -19,6 +19,7 @@ def _register() -> None:
     from esc2c.compiler.cli import emit_cmd, verify_cmd
     from esc2c.compress.cli import compress
     from esc2c.data.cli import datasets
+    from esc2c.frontend.cli import audio_cmd
     from esc2c.target.cli import flash_cmd, run_cmd
 
     cli.add_command(datasets)
@@ -27,6 +28,7 @@ def _register() -> None:
     cli.add_command(flash_cmd)
     cli.add_command(emit_cmd)
     cli.add_command(verify_cmd)
+    cli.add_command(audio_cmd)
 
 
 _register()

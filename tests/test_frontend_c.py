@@ -135,3 +135,17 @@ def test_bad_quantization_is_refused():
         tables.render(FeatureSpec(clip_seconds=1.0), 0.0, 0)
     with pytest.raises(Esc2cError, match="zero point"):
         tables.render(FeatureSpec(clip_seconds=1.0), 0.1, 200)
+
+
+def test_cmsis_dsp_path_from_env(monkeypatch, tmp_path):
+    from esc2c.frontend import cmsis_dsp
+
+    real = cmsis_dsp.cmsis_dsp_path()
+    monkeypatch.setenv(cmsis_dsp.ENV_VAR, str(real))
+    assert cmsis_dsp.cmsis_dsp_path() == real
+    monkeypatch.setenv(cmsis_dsp.ENV_VAR, str(tmp_path / "missing"))
+    with pytest.raises(Esc2cError, match="no such directory"):
+        cmsis_dsp.cmsis_dsp_path()
+    monkeypatch.setenv(cmsis_dsp.ENV_VAR, str(tmp_path))
+    with pytest.raises(Esc2cError, match="not a CMSIS-DSP source tree"):
+        cmsis_dsp.cmsis_dsp_path()

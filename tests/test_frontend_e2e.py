@@ -109,3 +109,21 @@ def test_stm32f746zg_raw_audio_firmware_fits(us8k):
     fw = firmware.build(r.out, "stm32f746zg")
     assert fw.elf.is_file()
     assert 0 < fw.flash_bytes <= fw.flash_limit and 0 < fw.ram_bytes <= fw.ram_limit
+    # only the 1024-point FFT's tables are linked (size-specific init + --gc-sections)
+    syms = subprocess.run(["arm-none-eabi-nm", str(fw.elf)], capture_output=True, text=True, check=True).stdout
+    assert "twiddleCoef_rfft_1024" in syms
+    assert not any(f"twiddleCoef_rfft_{n}" in syms for n in (32, 64, 128, 256, 512, 2048, 4096))
+    fp = firmware.frontend_footprint(fw.elf)
+    assert 0 < fp["flash_total"] < 40 * 1024 and fp["state_ram"] > 0
+
+
+@needs_cmake
+def test_audio_command(us8k, shared_data, capsys):
+    from esc2c.cli import main
+
+    r, _ = us8k
+    clip = clip_files(shared_data, "urbansound8k", 3)[2]
+    assert main(["audio", str(r.out), str(clip)]) == 0
+    assert "1 clips: int8 input identical" in capsys.readouterr().out
+    assert main(["audio", str(r.out), str(clip), "--target", "qemu"]) == 1
+    assert "compiled into the firmware" in capsys.readouterr().err
