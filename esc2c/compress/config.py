@@ -29,13 +29,13 @@ class CompressConfig:
     val_folds: list[int] = field(default_factory=lambda: [5])
     synthetic_per_class: int = 40
     features: dict = field(default_factory=lambda: {"n_mels": 32, "clip_seconds": 2.0, "n_fft": 512,
-                                                    "win_length": 512, "hop_length": 256})
+                                                    "win_length": 512, "hop_length": 512})
     cache_dir: str | None = None
     # model
     arch: str = "small"
     width: float = 1.0
     # schedule (epochs per stage)
-    epochs_teacher: int = 12
+    epochs_teacher: int = 10
     epochs_prune: int = 8          # PoKD fine-tuning of the pruned model (M_PoKD)
     epochs_qat_ta: int = 2         # M_OriQ: quantized teacher assistant trained by PoKD from M_Ori
     epochs_qakd: int = 8           # M_QaKD: quantized M_PoKD trained by PoKD from M_OriQ

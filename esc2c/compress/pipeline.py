@@ -3,7 +3,8 @@
 Stages (each a directory of the run, see :mod:`esc2c.compress.stages`):
 
   teacher   M_Ori: the full model with aux heads, trained with eq. 4 (CE on logits and every aux head)
-  prune     CUP to ``prune_ratio`` of the deployed parameters (plus an accuracy-vs-ratio sweep, untrained)
+  prune     CUP to ``prune_ratio`` of the deployed parameters, plus an accuracy-vs-ratio sweep scored before
+            any fine-tuning (BatchNorm statistics re-estimated on training batches, weights untouched)
   finetune  M_Pru: the pruned model fine-tuned with eq. 4 (no distillation)
   pokd      M_PoKD: the pruned model trained by PoKD from M_Ori
   qat_ta    M_OriQ: INT8 QAT of M_Ori trained by PoKD from M_Ori (teacher assistant)
@@ -33,7 +34,7 @@ from esc2c.compress.train import TrainConfig, evaluate, resolve_device, train
 from esc2c.data import load_features
 from esc2c.errors import Esc2cError
 from esc2c.models.counting import count_params
-from esc2c.models.registry import build_from_config, build_model, layer_widths, model_config
+from esc2c.models.registry import build_from_config, build_model, model_config
 from esc2c.quant import export, qat
 
 STAGES = ("teacher", "prune", "finetune", "pokd", "qat_ta", "qakd", "qat_ce", "directkd")
@@ -57,12 +58,30 @@ def _qat_save(q: qat.QATNet) -> dict:
 
 
 def _qat_load(ck: dict, ctx) -> qat.QATNet:
-    return qakd.load_qat_state(build_from_config(ck["model_config"]), ck["qat_state"])
+    q = qakd.load_qat_state(build_from_config(ck["model_config"]), ck["qat_state"])
+    q.float_config = ck["model_config"]
+    return q
 
 
 def _with_float_config(q: qat.QATNet, float_model) -> qat.QATNet:
     q.float_config = model_config(float_model)
     return q
+
+
+@torch.no_grad()
+def recalibrated_bn(model, data, batch_size: int = 64, max_batches: int = 16, seed: int = 0):
+    """A copy of ``model`` whose BatchNorm statistics are re-estimated on training batches (no weight
+    update): how a pruned model is scored before fine-tuning (pruning invalidates the old statistics)."""
+    import copy
+
+    m = copy.deepcopy(model).cpu().train()
+    bns = [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    for b in bns:
+        b.reset_running_stats()
+        b.momentum = None  # cumulative average over the batches seen
+    for xb in qakd.calibration_batches(data, batch_size, max_batches, seed):
+        m(xb)
+    return m.eval()
 
 
 def int8_bytes(program: dict) -> int:
@@ -118,7 +137,7 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
     R = runner.results
 
     def acc(model) -> float:
-        return evaluate(model, va, dev)["acc"]
+        return evaluate(model.to(dev), va, dev)["acc"]
 
     def metrics(model, res) -> dict:
         return {"val_acc": acc(model), "params": count_params(model), "best_epoch": res.best_epoch,
@@ -138,11 +157,11 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
             try:
                 p = cup.prune_to_ratio(m_ori, r)
                 sweep.append({"target": float(r), "ratio": p.ratio, "params_after": p.params_after,
-                              "accuracy": acc(p.model)})
+                              "accuracy": acc(recalibrated_bn(p.model, tr, seed=cfg.seed))})
             except Esc2cError as e:
                 log(f"[prune] sweep ratio {r}: {e}")
         sweep.append({"target": cfg.prune_ratio, "ratio": pr.ratio, "params_after": pr.params_after,
-                      "accuracy": acc(pr.model)})
+                      "accuracy": acc(recalibrated_bn(pr.model, tr, seed=cfg.seed))})
         summary = pr.summary()
         log(f"[prune] removed {pr.ratio:.4f} of {pr.params_before} parameters (t = {pr.threshold:.4g})")
         return StageResult(pr.model, {"val_acc": sweep[-1]["accuracy"], "params": pr.params_after,

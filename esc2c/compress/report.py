@@ -34,7 +34,7 @@ def build_report(cfg, stage_metrics: dict, ptq_acc: float, deployed: dict, spec,
         if m is None:
             continue
         row = {"model": key, "stage": stage, "description": desc, "val_acc": m["val_acc"], "params": m["params"],
-               "compression": 1.0 - m["params"] / ori_params}
+               "compression": 1.0 - m["params"] / ori_params, "int8": "int_val_acc" in m}
         if "int_val_acc" in m:
             row["int_val_acc"] = m["int_val_acc"]
             row["int8_params"] = m["int8_params"]
@@ -43,7 +43,7 @@ def build_report(cfg, stage_metrics: dict, ptq_acc: float, deployed: dict, spec,
         if key == "M_PoKD":
             rows.append({"model": "M_Qua (PTQ)", "stage": "pokd", "description":
                          "M_PoKD INT8, calibrated only (no training)", "val_acc": ptq_acc, "params": m["params"],
-                         "compression": 1.0 - m["params"] / ori_params})
+                         "compression": 1.0 - m["params"] / ori_params, "int8": True})
     prune = stage_metrics["prune"]
     return {
         "config": cfg.to_dict(),
@@ -80,8 +80,7 @@ def _plot_stages(rep: dict, path: Path) -> None:
     names = [r["model"] for r in rep["table"]]
     accs = [100 * r["val_acc"] for r in rep["table"]]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 3.5))
-    ax.bar(range(len(names)), accs, color=["tab:blue" if "int_val_acc" not in r else "tab:orange"
-                                           for r in rep["table"]])
+    ax.bar(range(len(names)), accs, color=["tab:orange" if r["int8"] else "tab:blue" for r in rep["table"]])
     for i, a in enumerate(accs):
         ax.text(i, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
@@ -97,7 +96,7 @@ def write_report(rep: dict, out_dir) -> None:
     out = Path(out_dir)
     _plot_stages(rep, out / "acc_stages.png")
     sweep = sorted(rep["prune"]["sweep"], key=lambda r: r["ratio"])
-    plot_accuracy_vs_ratio(sweep, out / "acc_vs_ratio.png", title="Accuracy vs prune ratio (before fine-tuning)")
+    plot_accuracy_vs_ratio(sweep, out / "acc_vs_ratio.png", title="Accuracy vs prune ratio (no fine-tuning, BN re-estimated)")
     plot_widths(rep["prune"]["widths"], out / "widths.png")
     atomic_write_text(out / "report.json", json.dumps(rep, indent=1) + "\n")
     c, d = rep["config"], rep["deployed"]
