@@ -195,3 +195,43 @@ def test_save_and_load_model(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Esc2cError, match="bad.pt"):
         load_model(tmp_path / "bad.pt")
+
+
+@pytest.mark.slow
+def test_synthetic_teacher_prune_pokd_chain(tmp_path):
+    """End to end on the built-in synthetic set: teacher -> CUP -> PoKD through the stage runner."""
+    from esc2c.compress.cup import prune_to_ratio
+    from esc2c.data.loader import load_features
+    from esc2c.features import FeatureSpec
+    from esc2c.models.counting import count_params
+
+    spec = FeatureSpec(n_mels=40, hop_length=1024)
+    feats = load_features("synthetic", None, None, spec, cache_dir=tmp_path / "cache", progress=False)
+    mean, std = feats.subset([1, 2, 3]).stats()
+    spec = spec.with_stats(mean, std)
+    feats = feats.normalised(spec)
+    tr, va, te = feats.subset([1, 2, 3]), feats.subset([4]), feats.subset([5])
+    cfg = lambda e: TrainConfig(epochs=e, progress=False, seed=0)   # noqa: E731
+
+    def teacher(ctx):
+        torch.manual_seed(0)
+        m = build_model("small", 10, in_shape=tuple(feats.x.shape[1:]))
+        return train(m, tr, va, "ce_aux", cfg=cfg(6), checkpoint=ctx.train_checkpoint).model, {}
+
+    def prune(ctx):
+        res = prune_to_ratio(ctx.results["teacher"].model, 0.8)
+        return res.model, res.summary()
+
+    def pokd(ctx):
+        import copy
+        s = copy.deepcopy(ctx.results["prune"].model)
+        res = train(s, tr, va, "pokd", teacher=ctx.results["teacher"].model, cfg=cfg(5),
+                    checkpoint=ctx.train_checkpoint)
+        return res.model, res.metrics
+
+    stages = [Stage("teacher", teacher), Stage("prune", prune), Stage("pokd", pokd)]
+    out = StageRunner(tmp_path / "run", spec=spec.to_dict(), log=lambda s: None).run(stages)
+    acc = {k: evaluate(v.model, te)["acc"] for k, v in out.items()}
+    assert acc["teacher"] > 0.6                                   # 10 classes: chance is 0.1
+    assert acc["pokd"] > max(0.4, acc["prune"])                   # distillation recovers the pruned model
+    assert abs(1 - count_params(out["pokd"].model) / count_params(out["teacher"].model) - 0.8) <= 0.005

@@ -244,4 +244,6 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
             on_epoch_end(epoch + 1, row)
     if best_state is not None:
         student.load_state_dict(best_state)
+    elif val_data is not None:                   # zero epochs: report the model as it is
+        best_acc = evaluate(student, val_data, dev)["acc"]
     return TrainResult(student, best_acc, best_epoch, copy.deepcopy(history))
