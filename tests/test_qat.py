@@ -180,3 +180,18 @@ def test_errors_are_clear():
         q.integer_program(IN_SHAPE)
     with pytest.raises(Esc2cError, match="rounding"):
         qat.run_integer({"tensors": {}, "layers": [], "input": "input"}, np.zeros((1,), np.int8), "nearest")
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "resnet18", "small"])
+def test_registry_models_quantize_and_match_the_reference(arch):
+    from esc2c.models.registry import build_model
+
+    shape = (1, 16, 24)
+    model = _randomize_bn(build_model(arch, 6, 0.125, shape)).eval()
+    x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(5))
+    q = qat.calibrate(qat.quantize_model(model), [x]).eval()
+    xi = qat.quantize_input(q, x[:3])
+    got = q.integer_forward(xi, "double")
+    want = reference.run(q.integer_program(shape), xi, "double")
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert len(q.forward_all(x).aux_logits) == len(model.aux_heads) > 0
