@@ -80,7 +80,10 @@ def test_no_frontend_flag_and_model_without_spec(us8k, tmp_path):
     m = onnx.load(str(r.out / "model.onnx"))
     del m.metadata_props[:]
     onnx.save(m, str(tmp_path / "nospec.onnx"))
-    assert not (emit(tmp_path / "nospec.onnx", tmp_path / "auto", n_vectors=1).out / "audio_vectors.h").exists()
+    auto = emit(tmp_path / "nospec.onnx", tmp_path / "auto", n_vectors=1)
+    assert not (auto.out / "audio_vectors.h").exists()
+    with pytest.raises(Esc2cError, match="no front end"):
+        verify.build_host(plain.out)
     with pytest.raises(Esc2cError, match="FeatureSpec"):
         emit(tmp_path / "nospec.onnx", tmp_path / "forced", n_vectors=1, frontend=True)
     assert not (tmp_path / "forced").exists()
@@ -127,3 +130,11 @@ def test_audio_command(us8k, shared_data, capsys):
     assert "1 clips: int8 input identical" in capsys.readouterr().out
     assert main(["audio", str(r.out), str(clip), "--target", "qemu"]) == 1
     assert "compiled into the firmware" in capsys.readouterr().err
+
+
+@needs_cmake
+def test_cmsis_dsp_path_override_is_checked(us8k, tmp_path):
+    r, _ = us8k
+    p = subprocess.run(["cmake", "-S", str(r.out), "-B", str(tmp_path / "b"), f"-DCMSIS_DSP_PATH={tmp_path}"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "has no Include/arm_math.h" in p.stdout + p.stderr

@@ -49,15 +49,21 @@ class AudioRun:
 
 def build(out: str | Path, board: str = "mps2-an500") -> AudioFirmware:
     """Build the project's firmware (esc2c.target.build) and its firmware_audio for ``board``."""
-    from esc2c.target.build import _run, build_firmware, require_tool
+    import subprocess
+
+    from esc2c.target.build import build_firmware
 
     out = Path(out).resolve()
     if not (out / "audio_vectors.h").is_file():
         raise Esc2cError(f"{out}: the project has no front end (emit a model with a FeatureSpec, or --frontend)")
     fw = build_firmware(out, board)
-    require_tool("cmake", "cmake")
-    _run(["cmake", "--build", str(fw.build_dir), "--target", "firmware_audio", "-j", str(min(4, os.cpu_count() or 1))],
-         f"building the {board} raw-audio firmware", fw.build_dir / "build_audio.log")
+    log = fw.build_dir / "build_audio.log"
+    proc = subprocess.run(["cmake", "--build", str(fw.build_dir), "--target", "firmware_audio", "-j",
+                           str(min(4, os.cpu_count() or 1))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log.write_text(proc.stdout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-25:])
+        raise Esc2cError(f"building the {board} raw-audio firmware failed (full log: {log}):\n{tail}")
     report = dict(line.split(None, 1) for line in (fw.build_dir / "size_report_audio.txt").read_text().splitlines())
     flash, flash_limit = (int(v) for v in report["flash"].split())
     ram, ram_limit = (int(v) for v in report["ram"].split())

@@ -65,8 +65,12 @@ static int stream_clip(const esc2c_audio_io_t *io, const int16_t *pcm, int32_t n
     }
     for (int32_t s = 0; fe_state.n_columns < (uint32_t)ESC2C_FE_FRAMES; s += ESC2C_FE_HOP_LENGTH)
     {
-        const int16_t *hop = &pcm[s];
-        if (s + ESC2C_FE_HOP_LENGTH > n)
+        const int16_t *hop = last_hop;
+        if (s + ESC2C_FE_HOP_LENGTH <= n)
+        {
+            hop = &pcm[s];
+        }
+        else
         {
             const int32_t have = n - s > 0 ? n - s : 0;
             memset(last_hop, 0, sizeof(last_hop));
@@ -74,7 +78,6 @@ static int stream_clip(const esc2c_audio_io_t *io, const int16_t *pcm, int32_t n
             {
                 memcpy(last_hop, &pcm[s], sizeof(int16_t) * (size_t)have);
             }
-            hop = last_hop;
         }
         mark(io, 10);
         (void)esc2c_frontend_push(&fe_state, hop);
