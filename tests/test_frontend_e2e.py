@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 
 from _frontend_models import clip_files, label_of, make_model, read
