@@ -23,7 +23,8 @@ def projects(tmp_path_factory):
     for kind, kw in [("vgg", {}), ("resnet", {}), ("vgg_asym", {}), ("vgg_pt_u8", {"per_channel": False, "uint8": True}),
                      ("strip", {})]:
         model = build(kind.replace("_pt_u8", ""), tmp, **kw)
-        out[kind] = emit(model, tmp / f"out_{kind}", n_vectors=4)
+        kernels = "cmsis" if kind in ("vgg_pt_u8", "strip") else "fast"  # both conv paths end to end
+        out[kind] = emit(model, tmp / f"out_{kind}", n_vectors=4, kernels=kernels)
     return out
 
 
@@ -80,7 +81,7 @@ def test_emitted_project_contents(projects):
                  "esc2c_model_run", "esc2c_layer_names", "esc2c_layer_macs"):
         assert name in h
     assert f"#define ESC2C_INPUT_SIZE        {21 * 11}" in h
-    assert "const int8_t esc2c_w0" in (out / "weights.c").read_text()
+    assert "const int16_t esc2c_w0" in (out / "weights.c").read_text()  # fast conv: int16 weights
     for f in ("model.onnx", "model.ir.json", "model_int.onnx", "vectors/inputs.npy", "runtime/src/esc2c_kernels.c",
               "host/main.c", "test_vectors.h", "CMakeLists.txt"):
         assert (out / f).is_file(), f
@@ -94,7 +95,8 @@ def test_target_compile_is_warning_free(projects, tmp_path):
     nn, core = cmsis_paths()
     flags = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-O2", f"-I{out}",
              f"-I{out / 'runtime/include'}", f"-I{nn / 'Include'}", f"-I{core}"]
-    for i, src in enumerate([out / "model.c", out / "weights.c", out / "runtime/src/esc2c_kernels.c"]):
+    for i, src in enumerate([out / "model.c", out / "weights.c", out / "runtime/src/esc2c_kernels.c",
+                             out / "runtime/src/esc2c_conv_s8_fast.c"]):
         for rounding in ([], ["-DCMSIS_NN_USE_SINGLE_ROUNDING"]):
             r = subprocess.run(["arm-none-eabi-gcc", *flags, *rounding, "-Wall", "-Wextra", "-Werror", "-c", str(src),
                                 "-o", str(tmp_path / f"{i}.o")], capture_output=True, text=True)

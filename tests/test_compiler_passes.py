@@ -138,7 +138,7 @@ def test_integer_params_come_from_intparams(paths):
 
 
 def test_kernel_selection_and_scratch_sizes(paths):
-    g = run_passes(load_ir(paths["vgg"]))
+    g = run_passes(load_ir(paths["vgg"]), kernels="cmsis")  # CMSIS-NN for every conv (tests/test_conv_fast.py: fast)
     by = {op.name: op for op in g.ops}
     first = g.ops[0]  # 3x3 conv, 1 input channel: im2col of 2 int16 columns of 9 taps, padded to 12 (upstream)
     assert first.kernel == "arm_convolve_wrapper_s8" and first.scratch == 2 * 12 * 2
@@ -147,7 +147,7 @@ def test_kernel_selection_and_scratch_sizes(paths):
     pw = next(op for op in g.ops if op.kind == "conv" and op.attrs["kernel"] == (1, 1))
     assert pw.scratch == 0  # arm_convolve_1x1_s8_fast
     assert g.ops[-1].kernel == "arm_convolve_wrapper_s8"  # per-channel FC runs as a 1x1 conv
-    gpt = run_passes(load_ir(paths["vgg_pt"]))
+    gpt = run_passes(load_ir(paths["vgg_pt"]), kernels="cmsis")
     assert gpt.ops[-1].kernel == "arm_fully_connected_s8" and gpt.ops[-1].multiplier.size == 5
     assert conv_wrapper_buffer((1, 1, 16, 8), (1, 1, 16, 4), (1, 3), (1, 1), (0, 1, 0, 1)) == {"dsp": 96, "host": 96}
     assert dw_wrapper_buffer((1, 5, 5, 8), (1, 5, 5, 16), (3, 3)) == {"dsp": 0, "host": 0}

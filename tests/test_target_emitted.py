@@ -43,7 +43,7 @@ def test_emitted_model_on_qemu_is_bit_exact_with_host_on_every_layer(resnet_proj
     assert {L.op for L in p.layers} >= {"conv", "add"}
     fn = {f["name"]: f["instructions"] for f in p.functions}
     assert sum(fn.values()) + p.unlisted_instructions == p.total_instructions
-    assert "arm_nn_mat_mult_kernel_s8_s16" in fn  # CMSIS-NN's im2col conv inner kernel
+    assert "esc2c_conv_fast_s8" in fn  # the project's conv kernel (default `--kernels fast`)
     again = run_qemu(resnet_project, vectors=4, profile=True, profile_dir=tmp_path / "b", echo=lambda s: None).profile
     assert [L.instructions for L in again.layers] == counts
     assert again.per_vector_instructions == p.per_vector_instructions

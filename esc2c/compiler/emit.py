@@ -25,6 +25,9 @@ from esc2c.compiler.frontend import load_ir
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.passes import run_passes
+from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
+from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
+from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import atomic_path
 
@@ -67,9 +70,10 @@ def cmsis_paths() -> tuple[Path, Path]:
     return nn, core
 
 
-def compile_model(onnx_path: str | Path) -> Graph:
-    """ONNX file -> IR with every pass applied (front end, fusion, layout, qparams, kernels, memory)."""
-    return run_passes(load_ir(onnx_path))
+def compile_model(onnx_path: str | Path, kernels: str = DEFAULT_KERNELS) -> Graph:
+    """ONNX file -> IR with every pass applied (front end, fusion, layout, qparams, kernels, memory).
+    ``kernels``: "fast" (the project's convolution kernel) or "cmsis" (CMSIS-NN's for every convolution)."""
+    return run_passes(load_ir(onnx_path), kernels)
 
 
 def board_limits(board: str) -> tuple[int, int]:
@@ -90,7 +94,7 @@ def board_limits(board: str) -> tuple[int, int]:
 
 def check_fit(g: Graph, board: str) -> dict:
     flash_limit, ram_limit = board_limits(board)
-    flash = g.weight_bytes() + CODE_RESERVE
+    flash = g.weight_bytes() + flash_bytes_delta(g) + CODE_RESERVE  # fast conv weights are int16
     ram = g.arena_size + STACK_RESERVE
     problems = []
     if flash > flash_limit:
@@ -145,12 +149,15 @@ def _layers(g: Graph) -> tuple[list[dict], list[dict]]:
             L["kernel_hw"] = op.attrs["kernel"]
             L["stride"] = op.attrs["stride"]
             L["pad"] = op.attrs["pads"][:2]
-        if op.weights is not None:
+        if op.kernel == FAST_CONV:  # int16, in the order the kernel reads them (passes/conv_fast.py)
+            L["weights"] = array(f"esc2c_w{i}", "int16_t", pack_weights(op.weights))
+            L["bias"] = array(f"esc2c_b{i}", "int32_t", op.bias)
+        elif op.weights is not None:
             L["weights"] = array(f"esc2c_w{i}", "int8_t", op.weights)
             L["bias"] = array(f"esc2c_b{i}", "int32_t", op.bias)
         if op.kind == "fully_connected" and op.kernel == "arm_convolve_wrapper_s8":
             L.update(in_dims=(1, 1, op.weights.shape[1]), kernel_hw=(1, 1), stride=(1, 1), pad=(0, 0))
-        if op.kernel in ("arm_convolve_wrapper_s8", "arm_depthwise_conv_wrapper_s8", "esc2c_group_conv_s8"):
+        if op.kernel in ("arm_convolve_wrapper_s8", "arm_depthwise_conv_wrapper_s8", "esc2c_group_conv_s8", FAST_CONV):
             L["mult"] = array(f"esc2c_m{i}", "int32_t", op.multiplier)
             L["shift"] = array(f"esc2c_s{i}", "int32_t", op.shift)
         if op.kernel in ("arm_fully_connected_s8", "esc2c_requantize_s8"):
@@ -183,14 +190,17 @@ def make_vectors(g: Graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str = "double",
          n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None,
-         frontend: bool | None = None, audio: tuple = ()) -> EmitResult:
+         frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS) -> EmitResult:
     """``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
-    ``audio``: PCM test clips for it (esc2c/frontend/project.py)."""
+    ``audio``: PCM test clips for it (esc2c/frontend/project.py); ``kernels``: "fast" runs plain
+    convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's."""
     t0 = time.perf_counter()
     onnx_path = Path(onnx_path)
     if rounding not in ("double", "single"):
         raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
-    g = compile_model(onnx_path)
+    if kernels not in KERNEL_CHOICES:
+        raise Esc2cError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, got {kernels!r}")
+    g = compile_model(onnx_path, kernels)
     fit = check_fit(g, board) if board else None
     nn_path, core_path = cmsis_paths()
     if cmsis_nn_path is not None:
@@ -202,7 +212,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
 
     fe_plan = fe_project.plan(onnx_path, g, frontend, list(audio))
     layers, arrays = _layers(g)
-    const_bytes = sum(a["size"] * (1 if a["ctype"] == "int8_t" else 4) for a in arrays)
+    const_bytes = sum(a["size"] * {"int8_t": 1, "int16_t": 2}.get(a["ctype"], 4) for a in arrays)
     inp, outp = g.input, g.output
     ctx = {
         **fe_project.cmake_context(fe_plan),
@@ -250,7 +260,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         from esc2c.compiler.tflm import emit_tflm
 
         emit_tflm(g, tmp, vectors["inputs"], vectors["outputs_double"], onnx_path.name)
-        meta = {"source": onnx_path.name, "rounding": rounding, "board": board, "fit": fit,
+        meta = {"source": onnx_path.name, "rounding": rounding, "kernels": kernels, "board": board, "fit": fit,
                 "frontend": fe_project.summary(fe_plan) if fe_plan is not None else None,
                 "plan": g.plan_stats, "weight_bytes": const_bytes, "layers": [L["cname"] for L in layers],
                 "layer_tensors": [op.output for op in g.layer_ops()], "layer_sizes": [L["out_size"] for L in layers]}

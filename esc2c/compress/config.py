@@ -33,13 +33,13 @@ class CompressConfig:
     cache_dir: str | None = None
     # model
     arch: str = "small"
-    width: float = 1.0
+    width: float = 0.5
     # schedule (epochs per stage)
     epochs_teacher: int = 10
     epochs_prune: int = 8          # PoKD fine-tuning of the pruned model (M_PoKD)
     epochs_qat_ta: int = 2         # M_OriQ: quantized teacher assistant trained by PoKD from M_Ori
     epochs_qakd: int = 8           # M_QaKD: quantized M_PoKD trained by PoKD from M_OriQ
-    prune_ratio: float = 0.9
+    prune_ratio: float = 0.8
     # optimisation (the paper: Adam, batch 64, lr 1e-3, weight decay 5e-4)
     batch_size: int = 64
     lr: float = 1e-3

@@ -8,6 +8,12 @@ wants more than was planned, which covers other CMSIS-NN versions.
 from __future__ import annotations
 
 from esc2c.compiler.ir import Graph, Op
+from esc2c.compiler.passes import conv_fast
+from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES
+from esc2c.compiler.passes import conv_fast
+from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES
+from esc2c.compiler.passes import conv_fast
+from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES
 
 CONV = "arm_convolve_wrapper_s8"
 DW_CONV = "arm_depthwise_conv_wrapper_s8"
@@ -76,12 +82,21 @@ def _macs(op: Op, g: Graph) -> int:
     return 0
 
 
-def kernel_select(g: Graph) -> Graph:
+def kernel_select(g: Graph, kernels: str = DEFAULT_KERNELS) -> Graph:
+    """``kernels``: "fast" runs plain convolutions on the project's kernel (esc2c_conv_fast_s8, conv_fast.py),
+    "cmsis" keeps CMSIS-NN's arm_convolve_wrapper_s8 for them (the reference path)."""
+    if kernels not in KERNEL_CHOICES:
+        raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
     for op in g.ops:
         x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
         sizes = {"dsp": 0, "host": 0}
         if op.kind == "conv" and op.attrs.get("group", 1) > 1:
             op.kernel = GROUP_CONV  # CMSIS-NN v4.0.0 has no grouped convolution
+        elif op.kind == "conv" and kernels == "fast" and conv_fast.applies(op):
+            op.kernel = FAST_CONV
+            kh, kw = op.attrs["kernel"]
+            size = conv_fast.buffer_size(x.shape[3], kh, kw)
+            sizes = {"dsp": size, "host": size}
         elif op.kind == "conv":
             op.kernel = CONV
             sizes = conv_wrapper_buffer(x.shape, y.shape, op.attrs["kernel"], op.attrs["stride"], op.attrs["pads"])

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
-from esc2c.compiler.passes.kernel_select import (AVG_POOL, AVG_POOL_RESCALE, CONV, GROUP_CONV, IN_PLACE, MAX_POOL)
+from esc2c.compiler.passes.kernel_select import (AVG_POOL, AVG_POOL_RESCALE, CONV, FAST_CONV, GROUP_CONV, IN_PLACE,
+                                                  MAX_POOL)
 
 ALIGN = 4  # CMSIS-NN scratch buffers hold int16/int32; activation buffers are aligned alike
 RANDOM_ORDERS = 24  # seeded random placement orders tried beside the heuristic ones
@@ -70,7 +71,7 @@ def _pack(bufs: list[Buffer], order, partners: dict[tuple[str, str], int]) -> in
 
 def raster_ordered(op: Op, g: Graph) -> bool:
     """Whether the op's kernel reads its input and writes its output pixel by pixel in raster order."""
-    if op.kernel in (MAX_POOL, AVG_POOL, AVG_POOL_RESCALE, GROUP_CONV):
+    if op.kernel in (MAX_POOL, AVG_POOL, AVG_POOL_RESCALE, GROUP_CONV, FAST_CONV):
         return True
     if op.kernel == CONV and op.kind == "conv":
         kh, kw = op.attrs["kernel"]

@@ -1,0 +1,58 @@
+/* esc2c fast int8 convolution (NHWC, groups = 1): the project's own kernel beside CMSIS-NN's
+ * arm_convolve_wrapper_s8, bit-exact to the same integer contract (DESIGN.md section 3): per output channel
+ * acc = bias + sum((x + in_offset) * w), requantized exactly like arm_nn_requantize (single rounding when
+ * CMSIS_NN_USE_SINGLE_ROUNDING is defined), plus out_offset, clamped to [act_min, act_max].
+ *
+ * Speed comes from work done once at compile time: the weights are stored pre-widened to int16 in the
+ * order the inner loop reads them (see esc2c/compiler/passes/conv_fast.py, which writes them), so the
+ * inner loop only loads and multiplies (SMLAD on cores with the DSP extension; portable C elsewhere, same
+ * bits). Each step computes 2 output channels for 3 output pixels.
+ *
+ * Packed weight layout (int16), with K = kernel_h * kernel_w * in_c taps in [kh][kw][c] order, Kp = K
+ * rounded up to a multiple of 4 (zero taps), NW = Kp / 2 and P = (out_c + 1) / 2 channel pairs (a missing
+ * odd channel is zero):
+ *   for pair p < P, for word j < NW (quad q = j / 2, s = j % 2), for channel c in (2p, 2p + 1):
+ *     W[c][4q + s], W[c][4q + s + 2]
+ * i.e. esc2c_conv_fast_s8_weights_len() = P * NW * 4 int16 values.
+ */
+#ifndef ESC2C_CONV_FAST_H
+#define ESC2C_CONV_FAST_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Output pixels computed per step (columns of the scratch buffer). */
+#define ESC2C_CONV_FAST_PIXELS 3
+
+/* Taps per output channel after padding to a multiple of 4. */
+#define ESC2C_CONV_FAST_KP(in_c, kernel_h, kernel_w) ((((in_c) * (kernel_h) * (kernel_w)) + 3) / 4 * 4)
+
+/* Scratch bytes esc2c_conv_fast_s8 needs: 3 interleaved int16 columns of Kp taps, plus one linear column
+ * when in_c is not a multiple of 4, plus 3 bytes to align the columns to 4 bytes (any scratch address). */
+#define ESC2C_CONV_FAST_BUFFER_SIZE(in_c, kernel_h, kernel_w) \
+    (2 * ESC2C_CONV_FAST_KP(in_c, kernel_h, kernel_w) * (ESC2C_CONV_FAST_PIXELS + (((in_c) % 4) != 0)) + 3)
+
+int32_t esc2c_conv_fast_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t kernel_w);
+
+/* Number of int16 values in the packed weights. */
+int32_t esc2c_conv_fast_s8_weights_len(int32_t in_c, int32_t out_c, int32_t kernel_h, int32_t kernel_w);
+
+/* Convolution NHWC, no dilation. weights: packed as above (4-byte aligned); bias may be NULL; scratch:
+ * esc2c_conv_fast_s8_buffer_size() bytes at any address. The output may start over input bytes already
+ * consumed (pixels are read and written in raster order, 3 at a time). Returns 0, or -1 on bad arguments. */
+int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c,
+                       const int16_t *weights, const int32_t *bias,
+                       int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c,
+                       int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                       int32_t pad_h, int32_t pad_w, int32_t in_offset,
+                       const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                       int32_t act_min, int32_t act_max, void *scratch);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ESC2C_CONV_FAST_H */

@@ -1,0 +1,151 @@
+"""runtime/src/esc2c_conv_s8_fast.c (portable C path, host) against the integer contract: a numpy
+convolution requantized by esc2c.quant.intparams, both rounding modes, odd shapes; weights laid out by
+esc2c.compiler.passes.conv_fast.pack_weights."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esc2c.compiler.passes import conv_fast
+from esc2c.quant import intparams as ip
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "runtime" / "src" / "esc2c_conv_s8_fast.c"
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("convfast")
+    out = {}
+    for mode in ip.ROUNDING_MODES:
+        so = tmp / f"conv_fast_{mode}.so"
+        defs = ["-DCMSIS_NN_USE_SINGLE_ROUNDING"] if mode == "single" else []
+        subprocess.run(["gcc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", *defs,
+                        f"-I{ROOT / 'runtime' / 'include'}", str(SRC), "-o", str(so)], check=True)
+        lib = ctypes.CDLL(str(so))
+        lib.esc2c_conv_fast_s8.restype = ctypes.c_int
+        lib.esc2c_conv_fast_s8_buffer_size.restype = ctypes.c_int32
+        lib.esc2c_conv_fast_s8_weights_len.restype = ctypes.c_int32
+        out[mode] = lib
+    return out
+
+
+def _ptr(a):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def reference(x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out_hw, mode):
+    """int8 NHWC conv by the contract: sum((x - in_zp) * w) + bias, requantize, + out_zp, clamp."""
+    h, wd, cin = x.shape
+    cout, kh, kw, _ = w.shape
+    oh, ow = out_hw
+    xp = np.zeros((h + kh + stride[0] * oh, wd + kw + stride[1] * ow, cin), np.int64)
+    xp[pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x.astype(np.int64) - in_zp
+    acc = np.zeros((oh, ow, cout), np.int64)
+    for dy in range(kh):
+        for dx in range(kw):
+            patch = xp[dy:dy + stride[0] * oh:stride[0], dx:dx + stride[1] * ow:stride[1]]
+            acc += patch @ w[:, dy, dx, :].astype(np.int64).T
+    acc += bias
+    y = ip.requantize(acc, mult, shift, mode) + out_zp
+    return np.clip(y, act[0], act[1]).astype(np.int8)
+
+
+def run_fast(lib, x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out_hw, misalign=0):
+    h, wd, cin = x.shape
+    cout, kh, kw, _ = w.shape
+    packed = conv_fast.pack_weights(w)
+    assert packed.size == lib.esc2c_conv_fast_s8_weights_len(cin, cout, kh, kw)
+    nbuf = lib.esc2c_conv_fast_s8_buffer_size(cin, kh, kw)
+    assert nbuf == conv_fast.buffer_size(cin, kh, kw)
+    scratch = np.full(nbuf // 4 + 2, 0x5A5A5A5A, np.uint32)  # garbage: the kernel must not read stale data
+    guard = scratch.view(np.uint8)[misalign + nbuf:].copy()
+    out = np.zeros(out_hw + (cout,), np.int8)
+    x = np.ascontiguousarray(x, np.int8)
+    bias32 = np.ascontiguousarray(bias, np.int32)
+    m32, s32 = np.ascontiguousarray(mult, np.int32), np.ascontiguousarray(shift, np.int32)
+    i32 = ctypes.c_int32
+    rc = lib.esc2c_conv_fast_s8(_ptr(x), i32(h), i32(wd), i32(cin), _ptr(packed), _ptr(bias32), _ptr(out),
+                                i32(out_hw[0]), i32(out_hw[1]), i32(cout), i32(kh), i32(kw), i32(stride[0]),
+                                i32(stride[1]), i32(pads[0]), i32(pads[1]), i32(-in_zp), _ptr(m32), _ptr(s32),
+                                i32(out_zp), i32(act[0]), i32(act[1]), ctypes.c_void_p(scratch.ctypes.data + misalign))
+    assert rc == 0
+    assert np.array_equal(scratch.view(np.uint8)[misalign + nbuf:], guard)  # stays inside its buffer
+    return out
+
+
+# (H, W, C_in, C_out, KH, KW, stride, pads (top, left), output (H, W))
+SHAPES = [
+    (7, 9, 1, 16, 3, 3, (1, 1), (1, 1), (7, 9)),        # first conv: 1 input channel, 9 taps padded to 12
+    (6, 5, 5, 7, 3, 3, (2, 2), (1, 1), (3, 3)),         # stride 2, C_in and C_out odd
+    (5, 8, 8, 6, 3, 1, (1, 1), (1, 0), (5, 8)),         # 3x1 (non-square kernel)
+    (4, 7, 12, 3, 1, 3, (1, 2), (0, 1), (4, 4)),        # 1x3, stride (1, 2)
+    (4, 4, 12, 9, 1, 1, (1, 1), (0, 0), (4, 4)),        # 1x1
+    (9, 7, 3, 5, 5, 3, (2, 1), (2, 1), (5, 7)),         # 5x3, C_in 3
+    (6, 6, 16, 8, 3, 3, (1, 1), (0, 0), (4, 4)),        # no padding
+    (5, 6, 8, 4, 3, 3, (2, 2), (0, 0), (3, 3)),         # asymmetric padding: trailing pad only
+    (1, 11, 4, 10, 1, 5, (1, 1), (0, 2), (1, 11)),      # height 1
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{s[0]}x{s[1]}x{s[2]}-{s[3]}k{s[4]}x{s[5]}s{s[6][0]}{s[6][1]}"
+                                                for s in SHAPES])
+@pytest.mark.parametrize("mode", ip.ROUNDING_MODES)
+def test_fast_conv_equals_contract(libs, shape, mode):
+    h, wd, cin, cout, kh, kw, stride, pads, out_hw = shape
+    rng = np.random.default_rng(hash(shape) % 2**32)
+    for trial in range(3):
+        x = rng.integers(-128, 128, (h, wd, cin))
+        w = rng.integers(-127, 128, (cout, kh, kw, cin))
+        if trial == 0:
+            x[:] = 127 if rng.random() < 0.5 else -128  # extremes: x - zp reaches +-255
+            w[:, ...] = -127
+        bias = rng.integers(-(1 << 14), 1 << 14, cout)
+        reals = rng.uniform(1e-4, 0.05, cout)
+        reals[0] = 1.5 if trial == 1 else reals[0]  # a left shift (multiplier > 1)
+        mult, shift = ip.quantize_multiplier(reals)
+        in_zp, out_zp = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+        act = (out_zp, 127) if trial == 2 else (-128, 127)
+        want = reference(x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out_hw, mode)
+        got = run_fast(libs[mode], x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out_hw,
+                       misalign=trial)  # the memory plan may place the scratch at any byte
+        np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+
+
+@pytest.mark.parametrize("mode", ip.ROUNDING_MODES)
+def test_requantization_ties_match_contract(libs, mode):
+    """1x1 conv with one tap and weight 1: the accumulator is the input, so every rounding tie of the
+    requantization is exercised (x * 2^-n for small n) in both modes."""
+    vals = np.arange(-255, 256)
+    n = vals.size
+    x = (vals[:, None] // 2).clip(-128, 127)  # h = n pixels of 1 channel
+    x = np.repeat(x, 1, axis=1).reshape(n, 1, 1)
+    w = np.ones((4, 1, 1, 1), np.int64)
+    bias = np.array([0, 1, -1, 3])
+    mult, shift = ip.quantize_multiplier(np.array([0.5, 0.25, 0.125, 2.0 ** -5]))
+    want = reference(x, w, bias, mult, shift, 0, 0, (-128, 127), (1, 1), (0, 0), (n, 1), mode)
+    got = run_fast(libs[mode], x, w, bias, mult, shift, 0, 0, (-128, 127), (1, 1), (0, 0), (n, 1))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bad_arguments_are_refused(libs):
+    lib = libs["double"]
+    x = np.zeros(16, np.int8)
+    w = np.zeros(64, np.int16)
+    m = np.ones(4, np.int32)
+    scratch = np.zeros(64, np.uint32)
+    out = np.zeros(16, np.int8)
+    i32 = ctypes.c_int32
+    args = [_ptr(x), i32(2), i32(2), i32(4), _ptr(w), None, _ptr(out), i32(2), i32(2), i32(4), i32(1), i32(1),
+            i32(1), i32(1), i32(0), i32(0), i32(0), _ptr(m), _ptr(m), i32(0), i32(-128), i32(127)]
+    assert lib.esc2c_conv_fast_s8(*args, _ptr(scratch)) == 0
+    assert lib.esc2c_conv_fast_s8(*args, None) == -1  # no scratch
+    args[4] = ctypes.c_void_p(w.ctypes.data + 2)
+    assert lib.esc2c_conv_fast_s8(*args, _ptr(scratch)) == -1  # weights not 4-byte aligned
