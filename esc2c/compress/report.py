@@ -96,7 +96,7 @@ def write_report(rep: dict, out_dir) -> None:
     out = Path(out_dir)
     _plot_stages(rep, out / "acc_stages.png")
     sweep = sorted(rep["prune"]["sweep"], key=lambda r: r["ratio"])
-    plot_accuracy_vs_ratio(sweep, out / "acc_vs_ratio.png", title="Accuracy vs prune ratio (no fine-tuning, BN re-estimated)")
+    plot_accuracy_vs_ratio(sweep, out / "acc_vs_ratio.png", title="Accuracy vs prune ratio, no fine-tuning")
     plot_widths(rep["prune"]["widths"], out / "widths.png")
     atomic_write_text(out / "report.json", json.dumps(rep, indent=1) + "\n")
     c, d = rep["config"], rep["deployed"]
@@ -119,7 +119,8 @@ def write_report(rep: dict, out_dir) -> None:
         f"- accuracy drop vs M_Ori: {100 * d['acc_drop_vs_ori']:.2f} points",
         "",
         f"CUP threshold {rep['prune']['threshold']:.4g} removed {100 * rep['prune']['ratio']:.2f} % of "
-        f"{rep['prune']['params_before']} parameters.",
+        f"{rep['prune']['params_before']} parameters. The accuracy-vs-ratio sweep scores each pruned model "
+        "before any fine-tuning, with its BatchNorm statistics re-estimated on training batches.",
         "",
         "![accuracy per stage](acc_stages.png)",
         "![accuracy vs prune ratio](acc_vs_ratio.png)",
