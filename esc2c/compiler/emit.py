@@ -26,8 +26,6 @@ from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.passes import run_passes
 from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import atomic_path
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS
 from esc2c.compiler.passes.fuse_activation import fuse_activation
 from esc2c.compiler.passes.kernel_select import kernel_select
 from esc2c.compiler.passes.layout_nhwc import layout_nhwc

@@ -10,10 +10,6 @@ from __future__ import annotations
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.passes import conv_fast
 from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES
-from esc2c.compiler.passes import conv_fast
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES
-from esc2c.compiler.passes import conv_fast
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES
 
 CONV = "arm_convolve_wrapper_s8"
 DW_CONV = "arm_depthwise_conv_wrapper_s8"
