@@ -400,7 +400,7 @@ class QATNet(nn.Module):
         """int8 codes of every named tensor of the fake-quant forward (for comparison with the integers)."""
         rec: dict = {}
         self._trunk(x, rec)
-        return {k: v.q.to_int(v.t).numpy().astype(np.int8) for k, v in rec.items()}
+        return {k: v.q.to_int(v.t).cpu().numpy().astype(np.int8) for k, v in rec.items()}
 
     # -- integer views
     @torch.no_grad()
