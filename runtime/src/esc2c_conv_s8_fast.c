@@ -13,6 +13,10 @@
 
 #define NPIX ESC2C_CONV_FAST_PIXELS
 
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-loop-distribute-patterns") /* short zero runs: no memset calls */
+#endif
+
 #if defined(__ARM_FEATURE_DSP) && defined(__OPTIMIZE__)
 #define ESC2C_FAST_DSP 1
 #else
@@ -102,45 +106,71 @@ static void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0, int32_t x0)
         }
         return;
     }
-    /* in_c not a multiple of 4: taps in [kh][kw][c] order into a linear column first, then paired */
-    int16_t *lin = g->lin;
-    int32_t n = 0;
+    /* in_c not a multiple of 4: taps in [kh][kw][c] order into a linear int16 column first, then paired */
+    const int32_t row_taps = g->kw * cin;
+    const int full_row = x0 >= 0 && x0 + g->kw <= g->in_w;
+    int16_t *d = g->lin;
     for (int32_t dy = 0; dy < g->kh; dy++)
     {
         const int32_t y = y0 + dy;
+        if (y < 0 || y >= g->in_h)
+        {
+            for (int32_t t = 0; t < row_taps; t++)
+            {
+                *d++ = 0;
+            }
+            continue;
+        }
+        const int8_t *row = g->in + (y * g->in_w + x0) * cin;
+        if (full_row)
+        {
+            for (int32_t t = 0; t < row_taps; t++)
+            {
+                *d++ = (int16_t)(row[t] + g->off);
+            }
+            continue;
+        }
         for (int32_t dx = 0; dx < g->kw; dx++)
         {
             const int32_t x = x0 + dx;
-            if (y < 0 || y >= g->in_h || x < 0 || x >= g->in_w)
+            const int inside = x >= 0 && x < g->in_w;
+            for (int32_t c = 0; c < cin; c++)
             {
-                for (int32_t c = 0; c < cin; c++)
-                {
-                    lin[n++] = 0;
-                }
-            }
-            else
-            {
-                const int8_t *src = g->in + (y * g->in_w + x) * cin;
-                for (int32_t c = 0; c < cin; c++)
-                {
-                    lin[n++] = (int16_t)(src[c] + g->off);
-                }
+                *d++ = inside ? (int16_t)(row[dx * cin + c] + g->off) : 0;
             }
         }
     }
-    while (n < g->kp)
+    for (int32_t t = g->k; t < g->kp; t++)
     {
-        lin[n++] = 0;
+        *d++ = 0;
     }
-    for (int32_t q = 0; q < g->kp; q += 4)
+    /* taps (t0, t1), (t2, t3) -> words (t0, t2), (t1, t3) */
+    const uint32_t *lw = (const uint32_t *)(const void *)g->lin;
+    for (int32_t q = 0; q < g->kp / 4; q++)
     {
-        col[0] = pack16(lin[q], lin[q + 2]);
-        col[NPIX] = pack16(lin[q + 1], lin[q + 3]);
+        const uint32_t t01 = lw[2 * q];
+        const uint32_t t23 = lw[2 * q + 1];
+        col[0] = (t01 & 0xFFFFu) | (t23 << 16);
+        col[NPIX] = (t01 >> 16) | (t23 & 0xFFFF0000u);
         col += 2 * NPIX;
     }
 }
 
 /* acc[c][p] = sum over nw words of the 2 int16 products of weight word (c) and column word (p). nw even. */
+#define ESC2C_DOT_STEP                                 \
+    "ldmia %[xp]!, {%[x0], %[x1], %[x2]}\n\t"          \
+    "ldrd %[wa], %[wb], [%[wp]], #8\n\t"               \
+    "smlad %[a00], %[wa], %[x0], %[a00]\n\t"           \
+    "smlad %[a01], %[wa], %[x1], %[a01]\n\t"           \
+    "smlad %[a02], %[wa], %[x2], %[a02]\n\t"           \
+    "smlad %[a10], %[wb], %[x0], %[a10]\n\t"           \
+    "smlad %[a11], %[wb], %[x1], %[a11]\n\t"           \
+    "smlad %[a12], %[wb], %[x2], %[a12]\n\t"
+#define ESC2C_DOT_OPERANDS                                                                                 \
+    : [a00] "+r"(a00), [a01] "+r"(a01), [a02] "+r"(a02), [a10] "+r"(a10), [a11] "+r"(a11), [a12] "+r"(a12), \
+      [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [wa] "=&r"(wa),      \
+      [wb] "=&r"(wb)
+
 static inline void dot_2x3(const uint32_t *cols, const int16_t *weights, int32_t nw, int32_t acc[2][NPIX])
 {
 #if ESC2C_FAST_DSP
@@ -152,31 +182,18 @@ static inline void dot_2x3(const uint32_t *cols, const int16_t *weights, int32_t
     register uint32_t x1 __asm__("r11");
     register uint32_t x2 __asm__("r12");
     uint32_t wa, wb;
-    __asm__ volatile(
-        "1:\n\t"
-        "ldmia %[xp]!, {%[x0], %[x1], %[x2]}\n\t"
-        "ldrd %[wa], %[wb], [%[wp]], #8\n\t"
-        "smlad %[a00], %[wa], %[x0], %[a00]\n\t"
-        "smlad %[a01], %[wa], %[x1], %[a01]\n\t"
-        "smlad %[a02], %[wa], %[x2], %[a02]\n\t"
-        "smlad %[a10], %[wb], %[x0], %[a10]\n\t"
-        "smlad %[a11], %[wb], %[x1], %[a11]\n\t"
-        "smlad %[a12], %[wb], %[x2], %[a12]\n\t"
-        "ldmia %[xp]!, {%[x0], %[x1], %[x2]}\n\t"
-        "ldrd %[wa], %[wb], [%[wp]], #8\n\t"
-        "smlad %[a00], %[wa], %[x0], %[a00]\n\t"
-        "smlad %[a01], %[wa], %[x1], %[a01]\n\t"
-        "smlad %[a02], %[wa], %[x2], %[a02]\n\t"
-        "smlad %[a10], %[wb], %[x0], %[a10]\n\t"
-        "smlad %[a11], %[wb], %[x1], %[a11]\n\t"
-        "smlad %[a12], %[wb], %[x2], %[a12]\n\t"
-        "cmp %[xp], %[xend]\n\t"
-        "bne 1b\n\t"
-        : [a00] "+r"(a00), [a01] "+r"(a01), [a02] "+r"(a02), [a10] "+r"(a10), [a11] "+r"(a11),
-          [a12] "+r"(a12), [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
-          [wa] "=&r"(wa), [wb] "=&r"(wb)
-        : [xend] "r"(xend)
-        : "cc", "memory");
+    if (nw & 2)
+    {
+        __asm__ volatile(ESC2C_DOT_STEP ESC2C_DOT_STEP ESC2C_DOT_OPERANDS : : "memory");
+    }
+    if (xp != xend)
+    {
+        __asm__ volatile("1:\n\t" ESC2C_DOT_STEP ESC2C_DOT_STEP ESC2C_DOT_STEP ESC2C_DOT_STEP
+                         "cmp %[xp], %[xend]\n\t"
+                         "bne 1b\n\t" ESC2C_DOT_OPERANDS
+                         : [xend] "r"(xend)
+                         : "cc", "memory");
+    }
     acc[0][0] = a00;
     acc[0][1] = a01;
     acc[0][2] = a02;
@@ -201,14 +218,21 @@ static inline void dot_2x3(const uint32_t *cols, const int16_t *weights, int32_t
 #endif
 }
 
-/* Per-channel requantization constants, arm_nn_requantize arithmetic split into what depends on the
- * channel only. */
+/* Per-channel requantization constants: arm_nn_requantize split into what depends on the channel only.
+ * Double rounding: high = doubling_high_mult(val << left, mult), then divide by 2^right with ties away from
+ * zero (remainder against mask/2, one more for negative values), all exact in 32 bits like CMSIS-NN.
+ * Single rounding: (prod >> (30 - shift) + 1) >> 1 == (prod + 2^(30 - shift)) >> (31 - shift); for
+ * shift <= -1 that is the high word of (prod + 2^(30 - shift)) shifted right by -shift - 1. */
 typedef struct
 {
     int32_t mult;
     int32_t shift;
-#if !defined(CMSIS_NN_USE_SINGLE_ROUNDING)
-    int32_t left, right, round, neg;
+#if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+    int32_t high_only;
+    int32_t hshift;
+    int64_t round;
+#else
+    int32_t left, right, mask, half;
 #endif
 } rq_t;
 
@@ -217,11 +241,15 @@ static inline rq_t rq_setup(int32_t mult, int32_t shift)
     rq_t r;
     r.mult = mult;
     r.shift = shift;
-#if !defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+#if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+    r.high_only = shift <= -1;
+    r.hshift = r.high_only ? -shift - 1 : 0;
+    r.round = (int64_t)1 << (30 - shift);
+#else
     r.left = shift > 0 ? shift : 0;
     r.right = shift > 0 ? 0 : -shift;
-    r.round = r.right > 0 ? (int32_t)((uint32_t)1 << (r.right - 1)) : 0;
-    r.neg = r.right > 0 ? 1 : 0;
+    r.mask = (int32_t)(((uint32_t)1 << r.right) - 1u);
+    r.half = r.mask >> 1;
 #endif
     return r;
 }
@@ -230,16 +258,27 @@ static inline int32_t rq_apply(const rq_t *r, int32_t val)
 {
 #if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
     const int64_t prod = (int64_t)val * (int64_t)r->mult;
+    if (r->high_only)
+    {
+        return (int32_t)((prod + r->round) >> 32) >> r->hshift;
+    }
     const int64_t res = prod >> (30 - r->shift);
     return (int32_t)((res + 1) >> 1);
 #else
-    /* arm_nn_doubling_high_mult_no_sat of val * 2^left, then arm_nn_divide_by_power_of_two (ties away from
-     * zero): for right > 0 that is (high + 2^(right-1) - [high < 0]) >> right */
-    const int64_t prod = (int64_t)(int32_t)((uint32_t)val << r->left) * (int64_t)r->mult;
-    const int32_t high = (int32_t)((prod + ((int64_t)1 << 30)) >> 31);
-    const int32_t neg = (int32_t)((uint32_t)high >> 31) & r->neg;
-    return (int32_t)((int64_t)high + r->round - neg) >> r->right;
+    const int32_t v = (int32_t)((uint32_t)val << r->left);
+    const int32_t high = (int32_t)(((int64_t)v * (int64_t)r->mult + ((int64_t)1 << 30)) >> 31);
+    const int32_t res = high >> r->right;
+    const int32_t threshold = r->half + (int32_t)((uint32_t)high >> 31);
+    return res + ((high & r->mask) > threshold);
 #endif
+}
+
+static inline int8_t rq_out(const rq_t *r, int32_t acc, int32_t out_offset, int32_t act_min, int32_t act_max)
+{
+    int32_t v = rq_apply(r, acc) + out_offset;
+    v = v < act_min ? act_min : v;
+    v = v > act_max ? act_max : v;
+    return (int8_t)v;
 }
 
 int32_t esc2c_conv_fast_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t kernel_w)
@@ -318,11 +357,16 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
                 }
                 const rq_t r = rq_setup(mult[o], shift[o]);
                 const int32_t b = bias != NULL ? bias[o] : 0;
+                if (n == NPIX)
+                {
+                    dst[o] = rq_out(&r, acc[c][0] + b, out_offset, act_min, act_max);
+                    dst[out_c + o] = rq_out(&r, acc[c][1] + b, out_offset, act_min, act_max);
+                    dst[2 * out_c + o] = rq_out(&r, acc[c][2] + b, out_offset, act_min, act_max);
+                    continue;
+                }
                 for (int32_t i = 0; i < n; i++)
                 {
-                    int32_t v = rq_apply(&r, acc[c][i] + b) + out_offset;
-                    v = v < act_min ? act_min : (v > act_max ? act_max : v);
-                    dst[i * out_c + o] = (int8_t)v;
+                    dst[i * out_c + o] = rq_out(&r, acc[c][i] + b, out_offset, act_min, act_max);
                 }
             }
         }
