@@ -62,6 +62,9 @@ def main(argv=None) -> int:
               f"sum of all tensors {s['sum_of_tensors_bytes']} B -> {s['peak_bytes'] / s['sum_of_tensors_bytes']:.2f}x, "
               f"largest scratch {s['scratch_bytes_max']} B, {s['in_place_ops']} in-place ops, "
               f"{s['overlapped_ops']} outputs over consumed inputs")
+        plain = compile_model(a.model, fuse="none")
+        print(f"arena without conv+pool fusion (--fuse none): {plain.arena_size} B; "
+              f"{sum(op.kind == 'conv_pool' for op in g.ops)} conv + pool pair(s) run band-wise")
         print(f"weights, biases, requantization tables (const, flash): {r.weight_bytes} B")
         if a.board:
             build = work / "out" / "build-fw"

@@ -59,10 +59,12 @@ def measure(model: Path) -> dict:
     from esc2c.compiler.tflm import smallest_arena
 
     g = compile_model(model)
+    unfused = compile_model(model, fuse="none")  # every conv output stored whole (no band-wise conv + pool)
     m = write_tflite(g)
     t0 = time.perf_counter()
     s = smallest_arena(m.data)
     return {"model": model, "layers": len(g.layer_ops()), "arena": g.arena_size, "plan": g.plan_stats,
+            "unfused_arena": unfused.arena_size, "fused_ops": sum(op.kind == "conv_pool" for op in g.ops),
             "tflite_bytes": len(m.data), "pads": len(m.inserted_pads), "tflm": s,
             "search_s": time.perf_counter() - t0}
 
@@ -74,6 +76,8 @@ def report(r: dict) -> bool:
           + (f", {r['pads']} PAD op(s) added for pads TFLite's SAME cannot express" if r["pads"] else "") + ")")
     print(f"  esc2c arena (static plan):      {r['arena']:>8} B  (peak {p['peak_bytes']} B; tensors live at once "
           f"{p['lower_bound_bytes']} B, which overlap lets the plan undercut; CMSIS-NN scratch up to {p['scratch_bytes_max']} B)")
+    print(f"  esc2c arena, no conv+pool fusion: {r['unfused_arena']:>6} B  ({r['unfused_arena'] / s.size:.2f}x TFLM; "
+          f"fused: {r['fused_ops']} conv + pool pair(s) run band-wise)")
     print(f"  sum of all tensor sizes:        {p['sum_of_tensors_bytes']:>8} B")
     print(f"  TFLM smallest working arena:    {s.size:>8} B  ({s.probes} probes, {r['search_s']:.1f} s; recorded "
           f"head {s.recorded_head} B tensor data + tail {s.recorded_total - s.recorded_head} B persistent)")

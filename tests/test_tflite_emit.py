@@ -102,7 +102,7 @@ def test_model_without_exact_tflite_form_gets_no_variant(tmp_path):
     writes tflm/UNSUPPORTED.txt naming the layer and no model.tflite; verify's check says NOT RUN."""
     torch.manual_seed(0)
     f = export_float(_PaddedAvgPool(), (1, 1, 6, 6), tmp_path / "p_float.onnx")
-    g = compile_model(quantize(f, tmp_path / "p_int8.onnx", (1, 1, 6, 6)))
+    g = compile_model(quantize(f, tmp_path / "p_int8.onnx", (1, 1, 6, 6)), fuse="none")  # the pool as its own op
     pool = next(op for op in g.ops if op.kind == "avg_pool")
     x = np.zeros((2,) + tuple(g.input.shape[1:]), np.int8)
     reason = tflm.emit_tflm(g, tmp_path / "out", x, np.zeros((2, g.output.size), np.int8))

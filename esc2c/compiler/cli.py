@@ -24,12 +24,15 @@ from esc2c.errors import Esc2cError
 @click.option("--kernels", type=click.Choice(["fast", "cmsis"]), default="fast", show_default=True,
               help="convolution kernels: fast = the project's (int16 weights in flash, ~2x fewer instructions "
                    "on Cortex-M7), cmsis = CMSIS-NN's arm_convolve_wrapper_s8 (the reference path)")
-def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, kernels):
+@click.option("--fuse", type=click.Choice(["auto", "all", "none"]), default="auto", show_default=True,
+              help="conv -> pool pairs run band-wise, never storing the conv's whole output: auto = when the "
+                   "arena gets smaller, all = every such pair, none = every op as in the model")
+def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse):
     """Compile an INT8 QDQ ONNX MODEL to C calling CMSIS-NN, with a CMake project in OUT."""
     from esc2c.compiler.emit import emit
 
     r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn,
-             frontend=frontend, audio=audio, kernels=kernels)
+             frontend=frontend, audio=audio, kernels=kernels, fuse=fuse)
     click.echo(r.summary())
     if (r.out / "esc2c_frontend_config.h").is_file():
         click.echo(f"log-mel front end: esc2c_frontend_config.h, esc2c_frontend_tables.c, runtime/frontend/ "

@@ -25,6 +25,7 @@ from esc2c.compiler.frontend import load_ir
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.passes import run_passes
+from esc2c.compiler.passes.fuse_conv_pool import MODES as FUSE_MODES, layer_context as conv_pool_context
 from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import atomic_path
@@ -68,10 +69,10 @@ def cmsis_paths() -> tuple[Path, Path]:
     return nn, core
 
 
-def compile_model(onnx_path: str | Path, kernels: str = DEFAULT_KERNELS) -> Graph:
+def compile_model(onnx_path: str | Path, kernels: str = DEFAULT_KERNELS, fuse: str = "auto") -> Graph:
     """ONNX file -> IR with every pass applied (front end, fusion, layout, qparams, kernels, memory).
     ``kernels``: "fast" (the project's convolution kernel) or "cmsis" (CMSIS-NN's for every convolution)."""
-    return run_passes(load_ir(onnx_path), kernels)
+    return run_passes(load_ir(onnx_path), kernels, fuse=fuse)
 
 
 def board_limits(board: str) -> tuple[int, int]:
@@ -172,6 +173,8 @@ def _layers(g: Graph) -> tuple[list[dict], list[dict]]:
         if op.kind == "add":
             b = g.tensors[op.inputs[1]]
             L["in2_off"], L["in2_offset"], L["add"] = b.offset, -b.zero_point, op.add
+        if op.kind == "conv_pool":  # band-wise conv + pool (passes/fuse_conv_pool.py, templates/conv_pool.c.j2)
+            L["cp"] = conv_pool_context(op, g)
         layers.append(L)
     return layers, arrays
 
@@ -188,17 +191,22 @@ def make_vectors(g: Graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str = "double",
          n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None,
-         frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS) -> EmitResult:
+         frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS,
+         fuse: str = "auto") -> EmitResult:
     """``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
     ``audio``: PCM test clips for it (esc2c/frontend/project.py); ``kernels``: "fast" runs plain
-    convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's."""
+    convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's;
+    ``fuse``: which conv -> pool pairs run band-wise without storing the conv output: "auto" (when that
+    makes the arena smaller), "all" or "none" (passes/fuse_conv_pool.py)."""
     t0 = time.perf_counter()
     onnx_path = Path(onnx_path)
     if rounding not in ("double", "single"):
         raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
     if kernels not in KERNEL_CHOICES:
         raise Esc2cError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, got {kernels!r}")
-    g = compile_model(onnx_path, kernels)
+    if fuse not in FUSE_MODES:
+        raise Esc2cError(f"fuse must be one of {', '.join(FUSE_MODES)}, got {fuse!r}")
+    g = compile_model(onnx_path, kernels, fuse=fuse)
     fit = check_fit(g, board) if board else None
     nn_path, core_path = cmsis_paths()
     if cmsis_nn_path is not None:
@@ -258,7 +266,8 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         from esc2c.compiler.tflm import emit_tflm
 
         emit_tflm(g, tmp, vectors["inputs"], vectors["outputs_double"], onnx_path.name)
-        meta = {"source": onnx_path.name, "rounding": rounding, "kernels": kernels, "board": board, "fit": fit,
+        meta = {"source": onnx_path.name, "rounding": rounding, "kernels": kernels, "fuse": fuse, "board": board,
+                "fit": fit,
                 "frontend": fe_project.summary(fe_plan) if fe_plan is not None else None,
                 "plan": g.plan_stats, "weight_bytes": const_bytes, "layers": [L["cname"] for L in layers],
                 "layer_tensors": [op.output for op in g.layer_ops()], "layer_sizes": [L["out_size"] for L in layers]}

@@ -10,6 +10,7 @@ the passes then rewrite it in place:
                   flatten reordered from CHW to HWC order
   qparams         integer parameters from esc2c.quant.intparams (multiplier/shift, act_min/max, add params)
   kernel_select   the C function for each op and its scratch-buffer size
+  fuse_conv_pool  conv -> pool pairs into one band-wise ``conv_pool`` op (optional: ``run_passes(fuse=...)``)
   memplan         arena offsets for every activation tensor and the scratch buffer
 
 After all passes, every op carries everything an executor needs; nothing is recomputed downstream.
@@ -31,6 +32,14 @@ Op kinds and their fields (after all passes; shapes NHWC, N = 1):
                       tables indexed by the count: out = requant(sum(q - zp_in), M[count]) + zp_out
   ``add``             inputs [a, b] (same shape); ``add`` dict from intparams.add_params; act_min/act_max
   ``requantize``      inputs [x]; ``multiplier``/``shift`` length 1: out = requant(x - zp_in) + zp_out
+  ``conv_pool``       (fuse_conv_pool pass; ``emit(fuse=False)`` keeps the two ops) a ``conv`` (group 1) and the
+                      ``max_pool`` / ``avg_pool`` (equal qparams) reading it, run band-wise: the conv's fields,
+                      kernel (its C function) and attrs; inputs [conv input], outputs [pool output];
+                      attrs ``pool`` (name, kind, fn, kernel, stride, pads, act_min/act_max, macs, scratch),
+                      ``mid`` (name and shape of the conv output, which is not a tensor of the graph; its
+                      qparams are the output's), ``conv`` (name, macs, scratch), ``band_rows``,
+                      ``band_offset`` (band buffer inside the op's scratch); macs = conv + pool.
+                      ``fuse_conv_pool.unfuse`` gives back the two ops (integer ONNX and .tflite use it)
   ``reshape``         a view: the output aliases the input's bytes (flatten of NHWC data, or no-op)
   ``relu``            only between fold_qdq and fuse_activation (afterwards fused, or a requantize op)
 
@@ -57,7 +66,7 @@ from typing import Any
 import numpy as np
 
 OP_KINDS = ("conv", "depthwise_conv", "fully_connected", "max_pool", "avg_pool", "add", "requantize",
-            "reshape", "relu")
+            "reshape", "relu", "conv_pool")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from esc2c.compiler.ir import Graph, Op
+from esc2c.compiler.passes.fuse_conv_pool import unfuse
 from esc2c.quant.intparams import ROUNDING_MODES
 
 OPSET = 17
@@ -118,7 +119,9 @@ def _counts(in_hw, out_hw, kernel, stride, pads) -> np.ndarray:
 
 
 def lower_to_onnx(g: Graph, rounding: str = "double") -> onnx.ModelProto:
-    """The IR as an integer-only ONNX model; every IR tensor is a graph output (int8, NHWC)."""
+    """The IR as an integer-only ONNX model; every IR tensor is a graph output (int8, NHWC). A fused conv +
+    pool (``conv_pool``) is lowered as its two ops, the conv output an output too (same values)."""
+    g = unfuse(g)
     if g.layout != "NHWC" or any(op.kind in ("conv", "fully_connected") and op.multiplier is None for op in g.ops):
         raise ValueError("lower_to_onnx needs the IR after the layout and qparams passes")
     B = _Builder(rounding)

@@ -431,8 +431,11 @@ def _aligned(data: bytes) -> bytes:
 
 
 def write_tflite(g: Graph, pad_ops: bool = True) -> TfliteModel:
-    """The IR (after all passes) as a .tflite model with the same integer arithmetic (double rounding)."""
-    m = _Writer(g, pad_ops).write()
+    """The IR (after all passes) as a .tflite model with the same integer arithmetic (double rounding).
+    A fused conv + pool (``conv_pool``) is written as its CONV_2D and pool with the conv output between."""
+    from esc2c.compiler.passes.fuse_conv_pool import unfuse
+
+    m = _Writer(unfuse(g), pad_ops).write()
     m.data = _aligned(m.data)
     return m
 

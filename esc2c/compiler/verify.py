@@ -179,8 +179,8 @@ def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1
         raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
     if n < 1:
         raise Esc2cError("--n must be at least 1")
-    g = compile_model(out / "model.onnx")
     meta = json.loads((out / "esc2c.json").read_text()) if (out / "esc2c.json").is_file() else {}
+    g = compile_model(out / "model.onnx", fuse=meta.get("fuse", "auto"))  # the layers the project was emitted with
     if meta.get("layer_tensors") and meta["layer_tensors"] != [op.output for op in g.layer_ops()]:
         raise Esc2cError(f"{out}: the project was emitted by a different compiler version; emit it again")
     rng = np.random.default_rng(seed)

@@ -11,7 +11,8 @@
    it has already consumed. With the output starting g bytes before the input, it is safe when, for every
    output pixel q, the output bytes of pixels 0..q end at or before the first input byte pixel q reads:
    (q + 1) * C_out - g <= C_in * first_input_pixel(q). The smallest such g is used (:func:`overlap_gap`).
-   This also holds for kernels that batch pixels (their writes lag further behind their reads).
+   This also holds for kernels that batch pixels (their writes lag further behind their reads). A fused
+   conv + pool (``conv_pool``) writes pooled rows after the input rows they need: fuse_conv_pool.overlap_gap.
 4. Scratch buffers live only during their op.
 5. Packing: buffers are placed in decreasing size order, each into the best-fitting free gap among the
    already placed buffers whose lifetimes overlap it, at the lowest offset that fits (first fit; an
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
+from esc2c.compiler.passes.fuse_conv_pool import KIND as CONV_POOL, overlap_gap as conv_pool_gap
 from esc2c.compiler.passes.kernel_select import (AVG_POOL, AVG_POOL_RESCALE, CONV, FAST_CONV, GROUP_CONV, IN_PLACE,
                                                   MAX_POOL)
 
@@ -71,6 +73,8 @@ def _pack(bufs: list[Buffer], order, partners: dict[tuple[str, str], int]) -> in
 
 def raster_ordered(op: Op, g: Graph) -> bool:
     """Whether the op's kernel reads its input and writes its output pixel by pixel in raster order."""
+    if op.kind == CONV_POOL:  # band by band: rows of output after the input rows they need
+        return True
     if op.kernel in (MAX_POOL, AVG_POOL, AVG_POOL_RESCALE, GROUP_CONV, FAST_CONV):
         return True
     if op.kernel == CONV and op.kind == "conv":
@@ -83,6 +87,8 @@ def raster_ordered(op: Op, g: Graph) -> bool:
 
 def overlap_gap(op: Op, g: Graph) -> int:
     """Smallest g (bytes) such that the output may start g bytes before the input (see the module doc)."""
+    if op.kind == CONV_POOL:
+        return conv_pool_gap(op, g)
     x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
     _, h, w, ci = x.shape
     _, oh, ow, co = y.shape

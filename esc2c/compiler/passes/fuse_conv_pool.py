@@ -1,0 +1,232 @@
+"""Conv + pool fusion: a convolution followed by a max pool (or an average pool with equal input and output
+quantization, CMSIS-NN's arm_avgpool_s8) runs band-wise, so the convolution's full output is never stored.
+
+For every pooled output row r the pool window covers conv output rows [lo, hi] (clipped to the conv
+output). Those rows are computed by the same convolution kernel as unfused (arm_convolve_wrapper_s8 or the
+project's fast kernel) on the input rows they need -- the input pointer moved to the first row, the input
+height cut to the rows read, the top padding what is left of the conv's own -- into a small band buffer,
+and the pool kernel reduces the band to pooled row r (its top padding likewise adjusted). Conv rows shared
+by consecutive windows (pool kernel taller than its stride) are moved to the band's front, not recomputed;
+conv rows no window reads are not computed. Every conv output row, and every pooled row, is computed by
+the same integer arithmetic as in the unfused graph, so results are bit-identical.
+
+IR: the two ops become one op of kind ``conv_pool`` (see ir.py): the conv's fields (weights, bias,
+multiplier/shift, act_min/act_max, kernel = the conv's C function, attrs kernel/stride/pads/...), input the
+conv's input, output the pool's output; ``attrs['pool']`` the pool (name, kind, C function, kernel, stride,
+pads, clamp), ``attrs['mid']`` the conv output that is no longer a tensor (name, shape; its quantization is
+the pool output's), ``attrs['band_rows']`` and ``attrs['band_offset']`` (the band's byte offset inside the
+op's scratch; the first bytes hold the larger of the conv's and the pool's own scratch). :func:`unfuse`
+gives back the two-op graph, for the back ends that describe the computation op by op (integer ONNX,
+.tflite).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from esc2c.compiler.ir import Graph, Op, Tensor
+from esc2c.compiler.passes.kernel_select import AVG_POOL, CONV, MAX_POOL
+
+FAST_CONV = "esc2c_conv_fast_s8"  # the project's fast convolution (passes/conv_fast.py)
+CONV_KERNELS = (CONV, FAST_CONV)
+POOL_KERNELS = (MAX_POOL, AVG_POOL)
+KIND = "conv_pool"
+MODES = ("auto", "all", "none")
+DEFAULT_MODE = "auto"
+
+
+def _align4(n: int) -> int:
+    return (n + 3) // 4 * 4
+
+
+def windows(op_or_attrs, conv_h: int, pooled_h: int) -> list[tuple[int, int, int]]:
+    """(w0, lo, hi) per pooled row: the window's first conv row (may be negative: padding) and the conv
+    rows [lo, hi] it covers inside the conv output."""
+    p = op_or_attrs
+    kh, sh, pt = p["kernel"][0], p["stride"][0], p["pads"][0]
+    res = []
+    for r in range(pooled_h):
+        w0 = r * sh - pt
+        res.append((w0, max(w0, 0), min(w0 + kh, conv_h) - 1))
+    return res
+
+
+def schedule(windows_: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """Per pooled row, the conv rows [first, last] computed anew (first > last: none), the rest being
+    moved from the previous band."""
+    out, held_hi = [], -1
+    for _, lo, hi in windows_:
+        first = max(lo, held_hi + 1)
+        out.append((first, hi))
+        held_hi = max(held_hi, hi)
+    return out
+
+
+def _in_rows(conv_attrs, in_h: int, first: int, last: int) -> tuple[int, int]:
+    """Input rows [start, end) conv output rows first..last read (clipped to the input)."""
+    kh, sh, pt = conv_attrs["kernel"][0], conv_attrs["stride"][0], conv_attrs["pads"][0]
+    return max(first * sh - pt, 0), min(last * sh - pt + kh, in_h)
+
+
+def _fusable(g: Graph, conv: Op) -> Op | None:
+    if conv.kind != "conv" or conv.kernel not in CONV_KERNELS or conv.attrs.get("group", 1) != 1:
+        return None
+    if tuple(conv.attrs.get("dilation", (1, 1))) != (1, 1):
+        return None
+    mid = g.tensors[conv.output]
+    if len(mid.shape) != 4 or mid.is_output or mid.name in g.outputs:
+        return None
+    users = g.consumers(mid.name)
+    if len(users) != 1 or users[0].kind not in ("max_pool", "avg_pool") or users[0].kernel not in POOL_KERNELS:
+        return None
+    pool = users[0]
+    out = g.tensors[pool.output]
+    if (mid.scale, mid.zero_point) != (out.scale, out.zero_point):  # the band holds conv output in out's qparams
+        return None
+    x = g.tensors[conv.inputs[0]]
+    wins = windows(pool.attrs, mid.shape[1], out.shape[1])
+    if any(hi < lo for _, lo, hi in wins):
+        return None
+    if max(hi - lo + 1 for _, lo, hi in wins) >= mid.shape[1]:  # a window spans every conv row: nothing saved
+        return None
+    for first, last in schedule(wins):
+        if first <= last:
+            s, e = _in_rows(conv.attrs, x.shape[1], first, last)
+            if e <= s:  # conv rows wholly in padding: not a case the band call can express
+                return None
+    return pool
+
+
+def _fuse(g: Graph, conv: Op, pool: Op) -> Op:
+    mid, out = g.tensors[conv.output], g.tensors[pool.output]
+    wins = windows(pool.attrs, mid.shape[1], out.shape[1])
+    band_rows = max(hi - lo + 1 for _, lo, hi in wins)
+    row_bytes = mid.shape[2] * mid.shape[3]
+    conv_paths = conv.attrs.get("scratch_by_path", {"dsp": conv.scratch, "host": conv.scratch})
+    pool_paths = pool.attrs.get("scratch_by_path", {"dsp": pool.scratch, "host": pool.scratch})
+    head = {k: _align4(max(conv_paths.get(k, 0), pool_paths.get(k, 0))) for k in conv_paths}
+    band_offset = max(head.values())
+    attrs = {k: v for k, v in conv.attrs.items() if k != "scratch_by_path"}
+    attrs.update({
+        "pool": {"name": pool.name, "kind": pool.kind, "fn": pool.kernel, "kernel": tuple(pool.attrs["kernel"]),
+                 "stride": tuple(pool.attrs["stride"]), "pads": tuple(pool.attrs["pads"]),
+                 "act_min": pool.act_min, "act_max": pool.act_max, "macs": pool.macs,
+                 "scratch": pool.scratch, "scratch_by_path": dict(pool_paths),
+                 "attrs": {k: v for k, v in pool.attrs.items() if k not in ("kernel", "stride", "pads",
+                                                                              "scratch_by_path")}},
+        "mid": {"name": mid.name, "shape": tuple(mid.shape)},
+        "conv": {"name": conv.name, "macs": conv.macs, "scratch": conv.scratch, "scratch_by_path": dict(conv_paths)},
+        "band_rows": band_rows,
+        "band_offset": band_offset,
+        "scratch_by_path": {k: band_offset + band_rows * row_bytes for k in conv_paths},
+    })
+    return Op(name=f"{conv.name}+{pool.name}", kind=KIND, inputs=list(conv.inputs), outputs=list(pool.outputs),
+              attrs=attrs, weights=conv.weights, weight_scales=conv.weight_scales, bias=conv.bias, act=conv.act,
+              multiplier=conv.multiplier, shift=conv.shift, act_min=conv.act_min, act_max=conv.act_max,
+              kernel=conv.kernel, scratch=band_offset + band_rows * row_bytes, macs=conv.macs + pool.macs)
+
+
+def fuse_all(g: Graph) -> Graph:
+    """A graph (sharing tensors and ops with ``g``) with every fusable conv -> pool pair as one op."""
+    tensors = dict(g.tensors)
+    ops: list[Op] = []
+    skip: set[int] = set()
+    for op in g.ops:
+        if id(op) in skip:
+            continue
+        pool = _fusable(g, op)
+        if pool is None:
+            ops.append(op)
+            continue
+        ops.append(_fuse(g, op, pool))
+        skip.add(id(pool))
+        del tensors[op.output]
+    fused = Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), layout=g.layout,
+                  metadata=g.metadata)
+    fused.check()
+    return fused
+
+
+def fuse_conv_pool(g: Graph, mode: str = DEFAULT_MODE) -> Graph:
+    """The pass (after kernel_select, before memplan). ``mode``: "auto" fuses when the memory plan of the
+    fused graph is smaller than the unfused one's (small models whose conv outputs are no larger than a
+    band plus the buffers around it gain nothing), "all" fuses every fusable pair, "none" nothing."""
+    if mode not in MODES:
+        raise ValueError(f"fuse mode must be one of {MODES}, got {mode!r}")
+    if mode == "none":
+        return g
+    fused = fuse_all(g)
+    if mode == "all" or len(fused.ops) == len(g.ops):
+        return fused
+    from esc2c.compiler.passes.memplan import memplan
+
+    if memplan(fused).arena_size < memplan(g).arena_size:
+        return fused
+    return g
+
+
+def unfuse(g: Graph) -> Graph:
+    """A copy of the graph with every ``conv_pool`` op split back into its conv and pool ops and the conv
+    output tensor restored (the ops share arrays with ``g``); the graph itself when nothing is fused."""
+    if not any(op.kind == KIND for op in g.ops):
+        return g
+    tensors = dict(g.tensors)
+    ops: list[Op] = []
+    for op in g.ops:
+        if op.kind != KIND:
+            ops.append(op)
+            continue
+        a = op.attrs
+        p, m, c = a["pool"], a["mid"], a["conv"]
+        out = g.tensors[op.output]
+        tensors[m["name"]] = Tensor(m["name"], tuple(m["shape"]), out.scale, out.zero_point)
+        conv_attrs = {k: v for k, v in a.items() if k not in ("pool", "mid", "conv", "band_rows", "band_offset",
+                                                             "scratch_offset", "overlap", "in_place")}
+        conv_attrs["scratch_by_path"] = dict(c["scratch_by_path"])
+        ops.append(Op(name=c["name"], kind="conv", inputs=list(op.inputs), outputs=[m["name"]], attrs=conv_attrs,
+                      weights=op.weights, weight_scales=op.weight_scales, bias=op.bias, act=op.act,
+                      multiplier=op.multiplier, shift=op.shift, act_min=op.act_min, act_max=op.act_max,
+                      kernel=op.kernel, scratch=c["scratch"], macs=c["macs"]))
+        pool_attrs = copy.deepcopy(p["attrs"])
+        pool_attrs.update(kernel=tuple(p["kernel"]), stride=tuple(p["stride"]), pads=tuple(p["pads"]),
+                          scratch_by_path=dict(p["scratch_by_path"]))
+        ops.append(Op(name=p["name"], kind=p["kind"], inputs=[m["name"]], outputs=list(op.outputs),
+                      attrs=pool_attrs, act_min=p["act_min"], act_max=p["act_max"], kernel=p["fn"],
+                      scratch=p["scratch"], macs=p["macs"]))
+    return Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), layout=g.layout,
+                 metadata=dict(g.metadata))
+
+
+def overlap_gap(op: Op, g: Graph) -> int:
+    """Memory plan: smallest g such that the pooled output may start g bytes before the conv input. Pooled
+    row r is written once the band for row r is complete; afterwards only input rows from the first row the
+    next bands read are needed, so rows 0..r of the output must end at or before that row's first byte."""
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
+    _, in_h, in_w, c_in = x.shape
+    _, ph, pw, c = y.shape
+    sched = schedule(windows(op.attrs["pool"], op.attrs["mid"]["shape"][1], ph))
+    starts = [_in_rows(op.attrs, in_h, f, l)[0] if f <= l else in_h for f, l in sched]
+    later = np.minimum.accumulate(np.array(starts[::-1] + [in_h]))[::-1]  # first input row read by rows >= r
+    gaps = [(r + 1) * pw * c - int(later[r + 1]) * in_w * c_in for r in range(ph - 1)]
+    return max(gaps, default=0)
+
+
+def layer_context(op: Op, g: Graph) -> dict:
+    """What templates/conv_pool.c.j2 needs beside the common layer fields."""
+    a, p = op.attrs, op.attrs["pool"]
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
+    mid = a["mid"]["shape"]
+    base = a["scratch_offset"]
+    conv_scratch = a["conv"]["scratch"]
+    return {
+        "in_h": x.shape[1], "in_w": x.shape[2], "in_c": x.shape[3],
+        "mid_h": mid[1], "mid_w": mid[2], "mid_c": mid[3],
+        "pool_fn": p["fn"], "pool_kernel": p["kernel"], "pool_stride": p["stride"], "pool_pad": p["pads"][:2],
+        "pool_act_min": p["act_min"], "pool_act_max": p["act_max"],
+        "conv_scratch": conv_scratch, "pool_scratch": p["scratch"],
+        "conv_scratch_ptr": f"&esc2c_arena[{base}]" if conv_scratch else "NULL",
+        "pool_scratch_ptr": f"&esc2c_arena[{base}]" if p["scratch"] else "NULL",
+        "band_off": base + a["band_offset"], "band_rows": a["band_rows"],
+        "out_h": y.shape[1], "out_w": y.shape[2],
+    }
