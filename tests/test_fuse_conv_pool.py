@@ -163,3 +163,47 @@ def test_fused_model_on_qemu_is_bit_exact_with_host(models, tmp_path):
     out = emit(models["resnet"], tmp_path / "out", board="stm32f746zg", n_vectors=2, fuse="all").out
     report = run_qemu(out, vectors=6, debug_layers=True, echo=lambda s: None)
     assert (report.identical, report.vectors, report.layers_checked) == (6, 6, True)
+
+
+def _paper_export(arch: str, tmp: Path) -> Path:
+    """esc2c's own QDQ export of a registry model at the paper's compression (width 0.17) and the
+    UrbanSound8K log-mel shape 64 x 124 (calibrated on random data: the shapes are what matters here)."""
+    from esc2c.features import FeatureSpec
+    from esc2c.models.registry import build_model
+    from esc2c.quant import export, qat
+
+    torch.manual_seed(0)
+    spec = FeatureSpec(sample_rate=16000, clip_seconds=4.0, n_fft=1024, win_length=1024, hop_length=512, n_mels=64)
+    shape = (1,) + tuple(spec.shape)
+    m = build_model(arch, 10, width=0.17, in_shape=shape, aux=False).eval()
+    q = qat.calibrate(qat.quantize_model(m), [torch.randn(2, *shape) for _ in range(2)]).eval()
+    export.export_onnx(q, tmp / f"{arch}.onnx", shape, feature_spec=spec)
+    return tmp / f"{arch}.onnx"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["vgg11", "resnet18"])
+def test_paper_size_models_fused_bit_exact_and_within_tflm_goal(arch, tmp_path):
+    from esc2c.compiler.tflm import smallest_arena
+
+    model = _paper_export(arch, tmp_path)
+    plain = compile_model(model, fuse="none")
+    r = emit(model, tmp_path / "out", n_vectors=2)
+    assert any(op.kind == KIND for op in r.graph.ops)
+    assert r.arena_bytes < plain.arena_size and r.arena_bytes < plain.tensors[plain.ops[0].output].size
+    for rounding in ("double", "single"):
+        rep = verify(r.out, n=3, rounding=rounding, n_features=1)
+        assert rep.ok, rep.text()
+    tflm = smallest_arena((r.out / "model.tflite").read_bytes()).size
+    assert r.arena_bytes <= 0.6 * tflm, (r.arena_bytes, tflm)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
+                    reason="needs gcc-arm-none-eabi and qemu-system-arm")
+def test_paper_size_fused_resnet18_on_qemu_every_layer(tmp_path):
+    from esc2c.target.runner import run_qemu
+
+    out = emit(_paper_export("resnet18", tmp_path), tmp_path / "out", board="stm32f746zg", n_vectors=2).out
+    report = run_qemu(out, vectors=3, debug_layers=True, echo=lambda s: None)
+    assert (report.identical, report.vectors, report.layers_checked) == (3, 3, True)
