@@ -92,6 +92,7 @@ SHAPES = [
     (6, 6, 16, 8, 3, 3, (1, 1), (0, 0), (4, 4)),        # no padding
     (5, 6, 8, 4, 3, 3, (2, 2), (0, 0), (3, 3)),         # asymmetric padding: trailing pad only
     (1, 11, 4, 10, 1, 5, (1, 1), (0, 2), (1, 11)),      # height 1
+    (3, 4, 4, 131, 1, 1, (1, 1), (0, 0), (3, 4)),       # more channels than one requantization table (128)
 ]
 
 

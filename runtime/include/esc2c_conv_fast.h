@@ -8,9 +8,9 @@
  * inner loop only loads and multiplies (SMLAD on cores with the DSP extension; portable C elsewhere, same
  * bits). Each step computes 2 output channels for 3 output pixels.
  *
- * Packed weight layout (int16), with K = kernel_h * kernel_w * in_c taps in [kh][kw][c] order, Kp = K
- * rounded up to a multiple of 4 (zero taps), NW = Kp / 2 and P = (out_c + 1) / 2 channel pairs (a missing
- * odd channel is zero):
+ * Packed weight layout (int16): taps in [kh][kw][c] order, each kernel row's kernel_w * in_c taps padded
+ * with zero taps to a multiple of 4 (so a row of input is read 4 bytes at a time), Kp = kernel_h * that
+ * many taps, NW = Kp / 2 and P = (out_c + 1) / 2 channel pairs (a missing odd channel is zero):
  *   for pair p < P, for word j < NW (quad q = j / 2, s = j % 2), for channel c in (2p, 2p + 1):
  *     W[c][4q + s], W[c][4q + s + 2]
  * i.e. esc2c_conv_fast_s8_weights_len() = P * NW * 4 int16 values.
@@ -27,11 +27,12 @@ extern "C" {
 /* Output pixels computed per step (columns of the scratch buffer). */
 #define ESC2C_CONV_FAST_PIXELS 3
 
-/* Taps per output channel after padding to a multiple of 4. */
-#define ESC2C_CONV_FAST_KP(in_c, kernel_h, kernel_w) ((((in_c) * (kernel_h) * (kernel_w)) + 3) / 4 * 4)
+/* Taps per output channel after padding each kernel row to a multiple of 4. */
+#define ESC2C_CONV_FAST_KP(in_c, kernel_h, kernel_w) ((kernel_h) * ((((in_c) * (kernel_w)) + 3) / 4 * 4))
 
-/* Scratch bytes esc2c_conv_fast_s8 needs: 3 interleaved int16 columns of Kp taps, plus one linear column
- * when in_c is not a multiple of 4, plus 3 bytes to align the columns to 4 bytes (any scratch address). */
+/* Scratch bytes esc2c_conv_fast_s8 needs: 3 interleaved int16 columns of Kp taps, plus room for one row of
+ * int16 taps when in_c is not a multiple of 4, plus 3 bytes to align the columns to 4 bytes (any scratch address).
+ * The kernel also keeps a table of up to 128 channels' requantization constants on the stack (3 KB). */
 #define ESC2C_CONV_FAST_BUFFER_SIZE(in_c, kernel_h, kernel_w) \
     (2 * ESC2C_CONV_FAST_KP(in_c, kernel_h, kernel_w) * (ESC2C_CONV_FAST_PIXELS + (((in_c) % 4) != 0)) + 3)
 
@@ -41,7 +42,7 @@ int32_t esc2c_conv_fast_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t k
 int32_t esc2c_conv_fast_s8_weights_len(int32_t in_c, int32_t out_c, int32_t kernel_h, int32_t kernel_w);
 
 /* Convolution NHWC, no dilation. weights: packed as above (4-byte aligned); bias may be NULL; scratch:
- * esc2c_conv_fast_s8_buffer_size() bytes at any address. The output may start over input bytes already
+ * esc2c_conv_fast_s8_buffer_size() bytes at any address; act_min/act_max within [-128, 127]. The output may start over input bytes already
  * consumed (pixels are read and written in raster order, 3 at a time). Returns 0, or -1 on bad arguments. */
 int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c,
                        const int16_t *weights, const int32_t *bias,

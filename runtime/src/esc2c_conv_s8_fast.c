@@ -49,42 +49,53 @@ static inline void widen4(const int8_t *src, uint32_t off2, int32_t off, uint32_
 typedef struct
 {
     const int8_t *in;
-    int32_t in_h, in_w, in_c, kh, kw, k, kp, off;
+    const int8_t *in_end; /* one past the input tensor */
+    int32_t in_h, in_w, in_c, kh, kw, row_taps, row_quads, off;
     uint32_t off2;
     int16_t *lin;
 } geom_t;
 
-/* One pixel's column (window origin y0, x0) into col[0], col[NPIX], col[2 * NPIX], ... */
+/* One pixel's column (window origin y0, x0) into col[0], col[NPIX], col[2 * NPIX], ...: per kernel row,
+ * KW * C_in taps padded to row_quads quads. */
 static void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0, int32_t x0)
 {
     const int32_t cin = g->in_c;
-    if (cin % 4 == 0)
+    const int32_t rq = g->row_quads;
+    const int full_row = x0 >= 0 && x0 + g->kw <= g->in_w;
+    for (int32_t dy = 0; dy < g->kh; dy++)
     {
-        const int32_t row_quads = g->kw * cin / 4;
-        const int full_row = x0 >= 0 && x0 + g->kw <= g->in_w;
-        for (int32_t dy = 0; dy < g->kh; dy++)
+        const int32_t y = y0 + dy;
+        if (y < 0 || y >= g->in_h)
         {
-            const int32_t y = y0 + dy;
-            if (y < 0 || y >= g->in_h)
+            for (int32_t q = 0; q < rq; q++)
             {
-                for (int32_t q = 0; q < row_quads; q++)
-                {
-                    col[0] = 0;
-                    col[NPIX] = 0;
-                    col += 2 * NPIX;
-                }
-                continue;
+                col[0] = 0;
+                col[NPIX] = 0;
+                col += 2 * NPIX;
             }
-            const int8_t *row = g->in + (y * g->in_w + x0) * cin;
-            if (full_row)
+            continue;
+        }
+        const int8_t *row = g->in + (y * g->in_w + x0) * cin;
+        /* a whole row by 4-byte loads; bytes past row_taps (still inside the tensor) meet zero weights */
+        if (full_row && row + 4 * rq <= g->in_end)
+        {
+            int32_t q = 0;
+            for (; q + 2 <= rq; q += 2)
             {
-                for (int32_t q = 0; q < row_quads; q++)
-                {
-                    widen4(row + 4 * q, g->off2, g->off, &col[0], &col[NPIX]);
-                    col += 2 * NPIX;
-                }
-                continue;
+                widen4(row, g->off2, g->off, &col[0], &col[NPIX]);
+                widen4(row + 4, g->off2, g->off, &col[2 * NPIX], &col[3 * NPIX]);
+                row += 8;
+                col += 4 * NPIX;
             }
+            if (q < rq)
+            {
+                widen4(row, g->off2, g->off, &col[0], &col[NPIX]);
+                col += 2 * NPIX;
+            }
+            continue;
+        }
+        if (cin % 4 == 0) /* left/right edge, whole quads per tap position */
+        {
             for (int32_t dx = 0; dx < g->kw; dx++)
             {
                 const int32_t x = x0 + dx;
@@ -103,33 +114,10 @@ static void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0, int32_t x0)
                     col += 2 * NPIX;
                 }
             }
-        }
-        return;
-    }
-    /* in_c not a multiple of 4: taps in [kh][kw][c] order into a linear int16 column first, then paired */
-    const int32_t row_taps = g->kw * cin;
-    const int full_row = x0 >= 0 && x0 + g->kw <= g->in_w;
-    int16_t *d = g->lin;
-    for (int32_t dy = 0; dy < g->kh; dy++)
-    {
-        const int32_t y = y0 + dy;
-        if (y < 0 || y >= g->in_h)
-        {
-            for (int32_t t = 0; t < row_taps; t++)
-            {
-                *d++ = 0;
-            }
             continue;
         }
-        const int8_t *row = g->in + (y * g->in_w + x0) * cin;
-        if (full_row)
-        {
-            for (int32_t t = 0; t < row_taps; t++)
-            {
-                *d++ = (int16_t)(row[t] + g->off);
-            }
-            continue;
-        }
+        /* left/right edge (or the tensor's last bytes): taps one by one into int16, then paired */
+        int16_t *d = g->lin;
         for (int32_t dx = 0; dx < g->kw; dx++)
         {
             const int32_t x = x0 + dx;
@@ -139,26 +127,26 @@ static void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0, int32_t x0)
                 *d++ = inside ? (int16_t)(row[dx * cin + c] + g->off) : 0;
             }
         }
-    }
-    for (int32_t t = g->k; t < g->kp; t++)
-    {
-        *d++ = 0;
-    }
-    /* taps (t0, t1), (t2, t3) -> words (t0, t2), (t1, t3) */
-    const uint32_t *lw = (const uint32_t *)(const void *)g->lin;
-    for (int32_t q = 0; q < g->kp / 4; q++)
-    {
-        const uint32_t t01 = lw[2 * q];
-        const uint32_t t23 = lw[2 * q + 1];
-        col[0] = (t01 & 0xFFFFu) | (t23 << 16);
-        col[NPIX] = (t01 >> 16) | (t23 & 0xFFFF0000u);
-        col += 2 * NPIX;
+        for (int32_t t = g->row_taps; t < 4 * rq; t++)
+        {
+            *d++ = 0;
+        }
+        /* taps (t0, t1), (t2, t3) -> words (t0, t2), (t1, t3) */
+        const uint32_t *lw = (const uint32_t *)(const void *)g->lin;
+        for (int32_t q = 0; q < rq; q++)
+        {
+            const uint32_t t01 = lw[2 * q];
+            const uint32_t t23 = lw[2 * q + 1];
+            col[0] = (t01 & 0xFFFFu) | (t23 << 16);
+            col[NPIX] = (t01 >> 16) | (t23 & 0xFFFF0000u);
+            col += 2 * NPIX;
+        }
     }
 }
 
-/* acc[c][p] = sum over nw words of the 2 int16 products of weight word (c) and column word (p). nw even. */
+/* One step: 2 weight words x 3 column words, 12 MACs in 8 instructions of 4 bytes each (32 bytes). */
 #define ESC2C_DOT_STEP                                 \
-    "ldmia %[xp]!, {%[x0], %[x1], %[x2]}\n\t"          \
+    "ldmia.w %[xp]!, {%[x0], %[x1], %[x2]}\n\t"        \
     "ldrd %[wa], %[wb], [%[wp]], #8\n\t"               \
     "smlad %[a00], %[wa], %[x0], %[a00]\n\t"           \
     "smlad %[a01], %[wa], %[x1], %[a01]\n\t"           \
@@ -166,33 +154,41 @@ static void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0, int32_t x0)
     "smlad %[a10], %[wb], %[x0], %[a10]\n\t"           \
     "smlad %[a11], %[wb], %[x1], %[a11]\n\t"           \
     "smlad %[a12], %[wb], %[x2], %[a12]\n\t"
-#define ESC2C_DOT_OPERANDS                                                                                 \
-    : [a00] "+r"(a00), [a01] "+r"(a01), [a02] "+r"(a02), [a10] "+r"(a10), [a11] "+r"(a11), [a12] "+r"(a12), \
-      [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [wa] "=&r"(wa),      \
-      [wb] "=&r"(wb)
+/* Steps unrolled in one straight run (one copy: not inlined, so all 14 registers are free for the asm); a
+ * call with n <= ESC2C_DOT_RUN steps jumps to the n-th step from the
+ * end (no loop counter, no compare and branch per step). 96 steps = 3 KB of code, reachable by ADR.W. */
+#define ESC2C_DOT_RUN 96
+#define ESC2C_STR2(x) #x
+#define ESC2C_STR(x) ESC2C_STR2(x)
 
-static inline void dot_2x3(const uint32_t *cols, const int16_t *weights, int32_t nw, int32_t acc[2][NPIX])
+__attribute__((noinline)) static void dot_2x3(const uint32_t *cols, const int16_t *weights, int32_t nw, int32_t acc[2][NPIX])
 {
 #if ESC2C_FAST_DSP
     int32_t a00 = 0, a01 = 0, a02 = 0, a10 = 0, a11 = 0, a12 = 0;
     const uint32_t *xp = cols;
-    const uint32_t *const xend = cols + NPIX * nw;
     const uint32_t *wp = (const uint32_t *)(const void *)weights;
     register uint32_t x0 __asm__("r10");
     register uint32_t x1 __asm__("r11");
     register uint32_t x2 __asm__("r12");
     uint32_t wa, wb;
-    if (nw & 2)
+    int32_t left = nw;
+    while (left > 0)
     {
-        __asm__ volatile(ESC2C_DOT_STEP ESC2C_DOT_STEP ESC2C_DOT_OPERANDS : : "memory");
-    }
-    if (xp != xend)
-    {
-        __asm__ volatile("1:\n\t" ESC2C_DOT_STEP ESC2C_DOT_STEP ESC2C_DOT_STEP ESC2C_DOT_STEP
-                         "cmp %[xp], %[xend]\n\t"
-                         "bne 1b\n\t" ESC2C_DOT_OPERANDS
-                         : [xend] "r"(xend)
-                         : "cc", "memory");
+        int32_t n = left < ESC2C_DOT_RUN ? left : ESC2C_DOT_RUN;
+        left -= n;
+        /* wa holds the entry address until the first step loads it */
+        __asm__ volatile("adr.w %[wa], 3f\n\t"
+                         "sub.w %[wa], %[wa], %[n], lsl #5\n\t"
+                         "orr.w %[wa], %[wa], #1\n\t"
+                         "bx %[wa]\n\t"
+                         ".p2align 2\n\t"
+                         ".rept " ESC2C_STR(ESC2C_DOT_RUN) "\n\t" ESC2C_DOT_STEP ".endr\n"
+                         "3:\n\t"
+                         : [a00] "+r"(a00), [a01] "+r"(a01), [a02] "+r"(a02), [a10] "+r"(a10), [a11] "+r"(a11),
+                           [a12] "+r"(a12), [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1),
+                           [x2] "=&r"(x2), [wa] "=&r"(wa), [wb] "=&r"(wb), [n] "+r"(n)
+                         :
+                         : "memory");
     }
     acc[0][0] = a00;
     acc[0][1] = a01;
@@ -218,72 +214,148 @@ static inline void dot_2x3(const uint32_t *cols, const int16_t *weights, int32_t
 #endif
 }
 
-/* Per-channel requantization constants: arm_nn_requantize split into what depends on the channel only.
+/* Per-channel constants, computed once per call (per step when there are more than ESC2C_FAST_TABLE
+ * channels) into a table on the stack: the bias and arm_nn_requantize split into what depends on the channel
+ * only.
  * Double rounding: high = doubling_high_mult(val << left, mult), then divide by 2^right with ties away from
  * zero (remainder against mask/2, one more for negative values), all exact in 32 bits like CMSIS-NN.
  * Single rounding: (prod >> (30 - shift) + 1) >> 1 == (prod + 2^(30 - shift)) >> (31 - shift); for
  * shift <= -1 that is the high word of (prod + 2^(30 - shift)) shifted right by -shift - 1. */
 typedef struct
 {
+    int32_t bias;
     int32_t mult;
-    int32_t shift;
 #if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
     int32_t high_only;
-    int32_t hshift;
+    int32_t shift; /* -shift - 1 when high_only, else the shift */
     int64_t round;
 #else
     int32_t left, right, mask, half;
 #endif
-} rq_t;
+} chan_t;
 
-static inline rq_t rq_setup(int32_t mult, int32_t shift)
+static void chan_setup(chan_t *c, int32_t bias, int32_t mult, int32_t shift)
 {
-    rq_t r;
-    r.mult = mult;
-    r.shift = shift;
+    c->bias = bias;
+    c->mult = mult;
 #if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
-    r.high_only = shift <= -1;
-    r.hshift = r.high_only ? -shift - 1 : 0;
-    r.round = (int64_t)1 << (30 - shift);
+    c->high_only = shift <= -1;
+    c->shift = c->high_only ? -shift - 1 : shift;
+    c->round = (int64_t)1 << (30 - shift);
 #else
-    r.left = shift > 0 ? shift : 0;
-    r.right = shift > 0 ? 0 : -shift;
-    r.mask = (int32_t)(((uint32_t)1 << r.right) - 1u);
-    r.half = r.mask >> 1;
+    c->left = shift > 0 ? shift : 0;
+    c->right = shift > 0 ? 0 : -shift;
+    c->mask = (int32_t)(((uint32_t)1 << c->right) - 1u);
+    c->half = c->mask >> 1;
 #endif
-    return r;
 }
 
-static inline int32_t rq_apply(const rq_t *r, int32_t val)
+static inline int32_t chan_requant(const chan_t *c, int32_t acc)
 {
+    const int32_t val = acc + c->bias;
 #if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
-    const int64_t prod = (int64_t)val * (int64_t)r->mult;
-    if (r->high_only)
+    const int64_t prod = (int64_t)val * (int64_t)c->mult;
+    if (c->high_only)
     {
-        return (int32_t)((prod + r->round) >> 32) >> r->hshift;
+        return (int32_t)((prod + c->round) >> 32) >> c->shift;
     }
-    const int64_t res = prod >> (30 - r->shift);
+    const int64_t res = prod >> (30 - c->shift);
     return (int32_t)((res + 1) >> 1);
 #else
-    const int32_t v = (int32_t)((uint32_t)val << r->left);
-    const int32_t high = (int32_t)(((int64_t)v * (int64_t)r->mult + ((int64_t)1 << 30)) >> 31);
-    const int32_t res = high >> r->right;
-    const int32_t threshold = r->half + (int32_t)((uint32_t)high >> 31);
-    return res + ((high & r->mask) > threshold);
+    const int32_t v = (int32_t)((uint32_t)val << c->left);
+    const int32_t high = (int32_t)(((int64_t)v * (int64_t)c->mult + ((int64_t)1 << 30)) >> 31);
+    const int32_t res = high >> c->right;
+    const int32_t threshold = c->half + (int32_t)((uint32_t)high >> 31);
+    return res + ((high & c->mask) > threshold);
 #endif
 }
 
-static inline int8_t rq_out(const rq_t *r, int32_t acc, int32_t out_offset, int32_t act_min, int32_t act_max)
+/* + out_offset, clamped to [act_min, act_max]; hi127: act_max is 127 (one saturation instruction). */
+static inline int8_t clamp_out(int32_t v, int32_t out_offset, int32_t act_min, int32_t act_max, const int hi127)
 {
-    int32_t v = rq_apply(r, acc) + out_offset;
+    v += out_offset;
+    if (hi127)
+    {
+#if defined(__ARM_FEATURE_DSP)
+        __asm__("ssat %0, #8, %1" : "=r"(v) : "r"(v));
+#else
+        v = v > 127 ? 127 : v;
+#endif
+    }
+    else
+    {
+        v = v > act_max ? act_max : v;
+    }
     v = v < act_min ? act_min : v;
-    v = v > act_max ? act_max : v;
     return (int8_t)v;
+}
+
+#define ESC2C_FAST_TABLE 128 /* channels per table (3 KB of stack) */
+
+typedef struct
+{
+    const int16_t *weights; /* first channel pair of the block */
+    const chan_t *chan;     /* its table */
+    int32_t n_ch;           /* channels in the block (even unless it is the last) */
+    int32_t nw, out_c, out_offset, act_min, act_max;
+} out_t;
+
+/* Outputs of one channel for the n pixels of a step (n == NPIX when full). */
+static inline __attribute__((always_inline)) void store_channel(const out_t *o, const chan_t *c, const int32_t a[NPIX],
+                                                                int8_t *dst, int32_t n, const int full,
+                                                                const int hi127)
+{
+    if (full)
+    {
+        dst[0] = clamp_out(chan_requant(c, a[0]), o->out_offset, o->act_min, o->act_max, hi127);
+        dst[o->out_c] = clamp_out(chan_requant(c, a[1]), o->out_offset, o->act_min, o->act_max, hi127);
+        dst[2 * o->out_c] = clamp_out(chan_requant(c, a[2]), o->out_offset, o->act_min, o->act_max, hi127);
+        return;
+    }
+    for (int32_t i = 0; i < n; i++)
+    {
+        dst[i * o->out_c] = clamp_out(chan_requant(c, a[i]), o->out_offset, o->act_min, o->act_max, hi127);
+    }
+}
+
+/* All output channels of one step: the columns are in place, dst is the first pixel's output. */
+static inline __attribute__((always_inline)) void step_channels(const out_t *o, const uint32_t *cols, int8_t *dst,
+                                                                int32_t n, const int full, const int hi127)
+{
+    const int16_t *w = o->weights;
+    const chan_t *c = o->chan;
+    const int32_t pairs = o->n_ch / 2;
+    for (int32_t pc = 0; pc < pairs; pc++)
+    {
+        int32_t acc[2][NPIX];
+        dot_2x3(cols, w, o->nw, acc);
+        w += 4 * o->nw;
+        store_channel(o, c, acc[0], dst, n, full, hi127);
+        store_channel(o, c + 1, acc[1], dst + 1, n, full, hi127);
+        c += 2;
+        dst += 2;
+    }
+    if (o->n_ch & 1)
+    {
+        int32_t acc[2][NPIX];
+        dot_2x3(cols, w, o->nw, acc);
+        store_channel(o, c, acc[0], dst, n, full, hi127);
+    }
 }
 
 int32_t esc2c_conv_fast_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t kernel_w)
 {
     return ESC2C_CONV_FAST_BUFFER_SIZE(in_c, kernel_h, kernel_w);
+}
+
+/* Table for channels [c0, c0 + n) */
+static void fill_table(chan_t *tab, int32_t c0, int32_t n, const int32_t *bias, const int32_t *mult,
+                       const int32_t *shift)
+{
+    for (int32_t o = 0; o < n; o++)
+    {
+        chan_setup(&tab[o], bias != NULL ? bias[c0 + o] : 0, mult[c0 + o], shift[c0 + o]);
+    }
 }
 
 int32_t esc2c_conv_fast_s8_weights_len(int32_t in_c, int32_t out_c, int32_t kernel_h, int32_t kernel_w)
@@ -301,7 +373,7 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
 {
     if (in == NULL || weights == NULL || out == NULL || mult == NULL || shift == NULL || scratch == NULL ||
         ((uintptr_t)weights & 3u) != 0 || in_c <= 0 || out_c <= 0 ||
-        kernel_h <= 0 || kernel_w <= 0 || stride_h <= 0 || stride_w <= 0)
+        kernel_h <= 0 || kernel_w <= 0 || stride_h <= 0 || stride_w <= 0 || act_max > 127 || act_min < -128)
     {
         return -1;
     }
@@ -312,16 +384,33 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
     g.in_c = in_c;
     g.kh = kernel_h;
     g.kw = kernel_w;
-    g.k = in_c * kernel_h * kernel_w;
-    g.kp = ESC2C_CONV_FAST_KP(in_c, kernel_h, kernel_w);
+    g.in_end = in + in_h * in_w * in_c;
+    g.row_taps = kernel_w * in_c;
+    g.row_quads = (g.row_taps + 3) / 4;
     g.off = in_offset;
     g.off2 = pack16(in_offset, in_offset);
-    const int32_t nw = g.kp / 2;
+    const int32_t nw = ESC2C_CONV_FAST_KP(in_c, kernel_h, kernel_w) / 2;
     uint32_t *const cols = (uint32_t *)(void *)((int8_t *)scratch + ((4u - ((uintptr_t)scratch & 3u)) & 3u));
     g.lin = (int16_t *)(void *)(cols + NPIX * nw);
+    chan_t table[ESC2C_FAST_TABLE];
+    const int one_table = out_c <= ESC2C_FAST_TABLE;
+    if (one_table)
+    {
+        fill_table(table, 0, out_c, bias, mult, shift);
+    }
+    out_t oc;
+    oc.weights = weights;
+    oc.chan = table;
+    oc.n_ch = out_c;
+    oc.nw = nw;
+    oc.out_c = out_c;
+    oc.out_offset = out_offset;
+    oc.act_min = act_min;
+    oc.act_max = act_max;
+    const int hi127 = act_max == 127;
     const int32_t n_pix = out_h * out_w;
-    const int32_t pairs = (out_c + 1) / 2;
 
+    int32_t oy = 0, ox = 0; /* position of the step's first pixel */
     for (int32_t p0 = 0; p0 < n_pix; p0 += NPIX)
     {
         const int32_t n = n_pix - p0 < NPIX ? n_pix - p0 : NPIX;
@@ -329,9 +418,12 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
         {
             if (i < n)
             {
-                const int32_t oy = (p0 + i) / out_w;
-                const int32_t ox = (p0 + i) - oy * out_w;
                 im2col_pixel(&g, cols + i, oy * stride_h - pad_h, ox * stride_w - pad_w);
+                if (++ox == out_w)
+                {
+                    ox = 0;
+                    oy++;
+                }
             }
             else
             {
@@ -342,33 +434,28 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
             }
         }
         int8_t *const dst = out + p0 * out_c;
-        const int16_t *w = weights;
-        for (int32_t pc = 0; pc < pairs; pc++)
+        if (!one_table)
         {
-            int32_t acc[2][NPIX];
-            dot_2x3(cols, w, nw, acc);
-            w += 4 * nw;
-            for (int32_t c = 0; c < 2; c++)
+            for (int32_t c0 = 0; c0 < out_c; c0 += ESC2C_FAST_TABLE)
             {
-                const int32_t o = 2 * pc + c;
-                if (o >= out_c)
-                {
-                    break;
-                }
-                const rq_t r = rq_setup(mult[o], shift[o]);
-                const int32_t b = bias != NULL ? bias[o] : 0;
-                if (n == NPIX)
-                {
-                    dst[o] = rq_out(&r, acc[c][0] + b, out_offset, act_min, act_max);
-                    dst[out_c + o] = rq_out(&r, acc[c][1] + b, out_offset, act_min, act_max);
-                    dst[2 * out_c + o] = rq_out(&r, acc[c][2] + b, out_offset, act_min, act_max);
-                    continue;
-                }
-                for (int32_t i = 0; i < n; i++)
-                {
-                    dst[i * out_c + o] = rq_out(&r, acc[c][i] + b, out_offset, act_min, act_max);
-                }
+                out_t ob = oc;
+                ob.n_ch = out_c - c0 < ESC2C_FAST_TABLE ? out_c - c0 : ESC2C_FAST_TABLE;
+                ob.weights = weights + (c0 / 2) * 4 * nw;
+                fill_table(table, c0, ob.n_ch, bias, mult, shift);
+                step_channels(&ob, cols, dst + c0, n, 0, 0);
             }
+        }
+        else if (n != NPIX)
+        {
+            step_channels(&oc, cols, dst, n, 0, 0);
+        }
+        else if (hi127)
+        {
+            step_channels(&oc, cols, dst, NPIX, 1, 1);
+        }
+        else
+        {
+            step_channels(&oc, cols, dst, NPIX, 1, 0);
         }
     }
     return 0;

@@ -2,8 +2,8 @@
 size and its weight layout, written at emit time.
 
 The kernel reads weights pre-widened to int16 in the order its inner loop consumes them (the layout is
-documented in runtime/include/esc2c_conv_fast.h): K = KH*KW*C_in taps padded to Kp (a multiple of 4),
-output channels in pairs, and within a pair, word j of both channels side by side, each word holding taps
+documented in runtime/include/esc2c_conv_fast.h): taps in [KH][KW][C_in] order, each kernel row's KW*C_in
+taps padded with zeros to a multiple of 4 (Kp = KH * that), output channels in pairs, and within a pair, word j of both channels side by side, each word holding taps
 (4q + s, 4q + s + 2) for q = j // 2, s = j % 2. The flash cost is 2 bytes per weight instead of 1.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ DEFAULT_KERNELS = "fast"
 
 
 def padded_taps(c_in: int, kh: int, kw: int) -> int:
-    return (c_in * kh * kw + 3) // 4 * 4
+    return kh * ((c_in * kw + 3) // 4 * 4)
 
 
 def buffer_size(c_in: int, kh: int, kw: int) -> int:
@@ -40,12 +40,13 @@ def pack_weights(w: np.ndarray) -> np.ndarray:
     w = np.asarray(w)
     if w.ndim != 4:
         raise ValueError(f"conv weights must be [C_out, KH, KW, C_in], got shape {w.shape}")
-    c_out = w.shape[0]
-    k = int(np.prod(w.shape[1:]))
-    kp = padded_taps(w.shape[3], w.shape[1], w.shape[2])
+    c_out, kh, kw, c_in = w.shape
+    row = kw * c_in
+    kp = padded_taps(c_in, kh, kw)
     pairs = (c_out + 1) // 2
-    full = np.zeros((2 * pairs, kp), np.int16)
-    full[:c_out, :k] = w.reshape(c_out, k)
+    full = np.zeros((2 * pairs, kh, kp // kh), np.int16)
+    full[:c_out, :, :row] = w.reshape(c_out, kh, row)
+    full = full.reshape(2 * pairs, kp)
     # [pair, channel, quad, hi/lo tap (+2), slot s] -> [pair, quad, slot, channel, lo/hi]
     return np.ascontiguousarray(full.reshape(pairs, 2, kp // 4, 2, 2).transpose(0, 2, 4, 1, 3)).ravel()
 
