@@ -39,7 +39,8 @@ Op kinds and their fields (after all passes; shapes NHWC, N = 1):
                       ``mid`` (name and shape of the conv output, which is not a tensor of the graph; its
                       qparams are the output's), ``conv`` (name, macs, scratch), ``band_rows``,
                       ``band_offset`` (band buffer inside the op's scratch); macs = conv + pool.
-                      ``fuse_conv_pool.unfuse`` gives back the two ops (integer ONNX and .tflite use it)
+                      ``fuse_conv_pool.unfuse`` gives back the two ops (integer ONNX and .tflite use it).
+                      One layer for the per-layer hook and verify ("<conv>+<pool>", the pooled output)
   ``reshape``         a view: the output aliases the input's bytes (flatten of NHWC data, or no-op)
   ``relu``            only between fold_qdq and fuse_activation (afterwards fused, or a requantize op)
 

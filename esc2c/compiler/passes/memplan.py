@@ -210,7 +210,9 @@ def memplan(g: Graph) -> Graph:
         "arena_bytes": g.arena_size,
         "peak_bytes": peak,
         "lower_bound_bytes": plans[0][5],  # without overlap pairs; overlap can go below it
-        "sum_of_tensors_bytes": sum(t.size for n, t in g.tensors.items() if root[n] == n),
+        # the model's tensors, conv outputs a fused conv + pool never stores included
+        "sum_of_tensors_bytes": sum(t.size for n, t in g.tensors.items() if root[n] == n)
+        + sum(int(np.prod(op.attrs["mid"]["shape"])) for op in g.ops if op.kind == CONV_POOL),
         "scratch_bytes_max": max((op.scratch for op in g.ops), default=0),
         "in_place_ops": sum(1 for op in g.ops if "in_place" in op.attrs),
         "overlapped_ops": sum(1 for op in g.ops if "overlap" in op.attrs),
