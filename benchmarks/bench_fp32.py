@@ -6,7 +6,7 @@ widths before/after pruning (Fig. 6) and the wall time. Every student starts fro
 trains for the same epochs; M_Pru is that start fine-tuned with CE alone. Stages are kept under --run-dir, so
 an interrupted run resumes where it stopped.
 
-    .venv/bin/python benchmarks/bench_fp32.py                      # CPU-sized default (~15 min, 1 thread)
+    .venv/bin/python benchmarks/bench_fp32.py                      # CPU-sized default (~15-20 min, 1 thread)
     .venv/bin/python benchmarks/bench_fp32.py --teacher-epochs 2 --student-epochs 1    # smoke run
 """
 from __future__ import annotations
@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--n-mels", type=int, default=40)
     ap.add_argument("--hop", type=int, default=1024, help="STFT hop in samples (n_fft = win = 1024)")
-    ap.add_argument("--teacher-epochs", type=int, default=15)
-    ap.add_argument("--student-epochs", type=int, default=12)
+    ap.add_argument("--teacher-epochs", type=int, default=20)
+    ap.add_argument("--student-epochs", type=int, default=30)
     ap.add_argument("--sweep", default="0.5,0.8,0.9,0.95,0.97",
                     help="prune ratios for the accuracy-vs-ratio curve (Fig. 5); empty to skip")
     ap.add_argument("--sweep-epochs", type=int, default=3, help="CE fine-tuning epochs per sweep point")
