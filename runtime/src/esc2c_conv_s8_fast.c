@@ -161,56 +161,130 @@ static void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0, int32_t x0)
 #define ESC2C_STR2(x) #x
 #define ESC2C_STR(x) ESC2C_STR2(x)
 
-__attribute__((noinline)) static void dot_2x3(const uint32_t *cols, const int16_t *weights, int32_t nw, int32_t acc[2][NPIX])
+/* All pairs of a step in one asm loop when nw <= ESC2C_DOT_LONG: per pair, the accumulators (r0-r5) are
+ * cleared, the straight run of ESC2C_DOT_LONG steps is entered at step ESC2C_DOT_LONG - nw, and the six sums
+ * are stored with one STM; the loop state lives in memory operands, leaving 13 registers to the run. */
+#define ESC2C_DOT_LONG 288
+#if ESC2C_FAST_DSP
+__attribute__((noinline)) static void dot_pairs_long(const uint32_t *cols, const int16_t *weights, int32_t nw,
+                                                     int32_t n_pairs, int32_t *acc)
+{
+    register int32_t a00 __asm__("r0");
+    register int32_t a01 __asm__("r1");
+    register int32_t a02 __asm__("r2");
+    register int32_t a10 __asm__("r3");
+    register int32_t a11 __asm__("r4");
+    register int32_t a12 __asm__("r5");
+    register uint32_t x0 __asm__("r10");
+    register uint32_t x1 __asm__("r11");
+    register uint32_t x2 __asm__("r12");
+    const uint32_t *wp = (const uint32_t *)(const void *)weights;
+    const uint32_t *xp;
+    uint32_t wa, wb;
+    uint32_t entry;
+    int32_t count = n_pairs;
+    int32_t *accp = acc;
+    const uint32_t *colsm = cols;
+    const int32_t nwm = nw;
+    __asm__ volatile(
+        "b 5f\n\t"
+        "1:\n\t"
+        "movs %[a00], #0\n\t"
+        "movs %[a01], #0\n\t"
+        "movs %[a02], #0\n\t"
+        "movs %[a10], #0\n\t"
+        "movs %[a11], #0\n\t"
+        "movs %[a12], #0\n\t"
+        "ldr %[xp], %[colsm]\n\t"
+        "ldr %[wa], %[entry]\n\t"
+        "bx %[wa]\n\t"
+        ".p2align 2\n\t"
+        ".rept " ESC2C_STR(ESC2C_DOT_LONG) "\n\t" ESC2C_DOT_STEP ".endr\n"
+        "3:\n\t"
+        "ldr %[wa], %[accp]\n\t"
+        "stmia %[wa]!, {r0, r1, r2, r3, r4, r5}\n\t"
+        "str %[wa], %[accp]\n\t"
+        "ldr %[wa], %[count]\n\t"
+        "subs %[wa], %[wa], #1\n\t"
+        "str %[wa], %[count]\n\t"
+        "bne 1b\n\t"
+        "b 6f\n\t"
+        "5:\n\t"
+        "adr %[wa], 3b\n\t"
+        "ldr %[wb], %[nwm]\n\t"
+        "sub %[wa], %[wa], %[wb], lsl #5\n\t"
+        "orr %[wa], %[wa], #1\n\t"
+        "str %[wa], %[entry]\n\t"
+        "b 1b\n\t"
+        "6:\n\t"
+        : [a00] "=&r"(a00), [a01] "=&r"(a01), [a02] "=&r"(a02), [a10] "=&r"(a10), [a11] "=&r"(a11),
+          [a12] "=&r"(a12), [xp] "=&r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
+          [wa] "=&r"(wa), [wb] "=&r"(wb), [entry] "=m"(entry), [count] "+m"(count), [accp] "+m"(accp)
+        : [colsm] "m"(colsm), [nwm] "m"(nwm)
+        : "cc", "memory");
+}
+#endif
+
+/* acc[6 * pair + 3 * c + p] = dot product of channel c of the pair with column p, for n_pairs consecutive
+ * channel pairs; nw words per column. One call per step of 3 pixels. */
+__attribute__((noinline)) static void dot_pairs(const uint32_t *cols, const int16_t *weights, int32_t nw,
+                                                int32_t n_pairs, int32_t *acc)
 {
 #if ESC2C_FAST_DSP
-    int32_t a00 = 0, a01 = 0, a02 = 0, a10 = 0, a11 = 0, a12 = 0;
-    const uint32_t *xp = cols;
     const uint32_t *wp = (const uint32_t *)(const void *)weights;
     register uint32_t x0 __asm__("r10");
     register uint32_t x1 __asm__("r11");
     register uint32_t x2 __asm__("r12");
     uint32_t wa, wb;
-    int32_t left = nw;
-    while (left > 0)
+    for (int32_t pc = 0; pc < n_pairs; pc++)
     {
-        int32_t n = left < ESC2C_DOT_RUN ? left : ESC2C_DOT_RUN;
-        left -= n;
-        /* wa holds the entry address until the first step loads it */
-        __asm__ volatile("adr.w %[wa], 3f\n\t"
-                         "sub.w %[wa], %[wa], %[n], lsl #5\n\t"
-                         "orr.w %[wa], %[wa], #1\n\t"
-                         "bx %[wa]\n\t"
-                         ".p2align 2\n\t"
-                         ".rept " ESC2C_STR(ESC2C_DOT_RUN) "\n\t" ESC2C_DOT_STEP ".endr\n"
-                         "3:\n\t"
-                         : [a00] "+r"(a00), [a01] "+r"(a01), [a02] "+r"(a02), [a10] "+r"(a10), [a11] "+r"(a11),
-                           [a12] "+r"(a12), [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1),
-                           [x2] "=&r"(x2), [wa] "=&r"(wa), [wb] "=&r"(wb), [n] "+r"(n)
-                         :
-                         : "memory");
-    }
-    acc[0][0] = a00;
-    acc[0][1] = a01;
-    acc[0][2] = a02;
-    acc[1][0] = a10;
-    acc[1][1] = a11;
-    acc[1][2] = a12;
-#else
-    int32_t a[2][NPIX] = {{0}};
-    for (int32_t j = 0; j < nw; j++)
-    {
-        const int16_t *w = weights + 4 * j;
-        const uint32_t *x = cols + NPIX * j;
-        for (int p = 0; p < NPIX; p++)
+        int32_t a00 = 0, a01 = 0, a02 = 0, a10 = 0, a11 = 0, a12 = 0;
+        const uint32_t *xp = cols;
+        int32_t left = nw;
+        while (left > 0)
         {
-            const int32_t lo = (int16_t)(x[p] & 0xFFFF);
-            const int32_t hi = (int16_t)(x[p] >> 16);
-            a[0][p] += w[0] * lo + w[1] * hi;
-            a[1][p] += w[2] * lo + w[3] * hi;
+            int32_t n = left < ESC2C_DOT_RUN ? left : ESC2C_DOT_RUN;
+            left -= n;
+            /* wa holds the entry address until the first step loads it */
+            __asm__ volatile("adr.w %[wa], 3f\n\t"
+                             "sub.w %[wa], %[wa], %[n], lsl #5\n\t"
+                             "orr.w %[wa], %[wa], #1\n\t"
+                             "bx %[wa]\n\t"
+                             ".p2align 2\n\t"
+                             ".rept " ESC2C_STR(ESC2C_DOT_RUN) "\n\t" ESC2C_DOT_STEP ".endr\n"
+                             "3:\n\t"
+                             : [a00] "+r"(a00), [a01] "+r"(a01), [a02] "+r"(a02), [a10] "+r"(a10),
+                               [a11] "+r"(a11), [a12] "+r"(a12), [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0),
+                               [x1] "=&r"(x1), [x2] "=&r"(x2), [wa] "=&r"(wa), [wb] "=&r"(wb), [n] "+r"(n)
+                             :
+                             : "memory");
         }
+        acc[0] = a00;
+        acc[1] = a01;
+        acc[2] = a02;
+        acc[3] = a10;
+        acc[4] = a11;
+        acc[5] = a12;
+        acc += 6;
     }
-    memcpy(acc, a, sizeof(a));
+#else
+    for (int32_t pc = 0; pc < n_pairs; pc++)
+    {
+        const int16_t *w = weights + (size_t)pc * 4 * nw;
+        int32_t a[2][NPIX] = {{0}};
+        for (int32_t j = 0; j < nw; j++)
+        {
+            const uint32_t *x = cols + NPIX * j;
+            for (int p = 0; p < NPIX; p++)
+            {
+                const int32_t lo = (int16_t)(x[p] & 0xFFFF);
+                const int32_t hi = (int16_t)(x[p] >> 16);
+                a[0][p] += w[4 * j] * lo + w[4 * j + 1] * hi;
+                a[1][p] += w[4 * j + 2] * lo + w[4 * j + 3] * hi;
+            }
+        }
+        memcpy(acc + 6 * pc, a, sizeof(a));
+    }
 #endif
 }
 
@@ -290,57 +364,77 @@ static inline int8_t clamp_out(int32_t v, int32_t out_offset, int32_t act_min, i
     return (int8_t)v;
 }
 
-#define ESC2C_FAST_TABLE 128 /* channels per table (3 KB of stack) */
+#define ESC2C_FAST_TABLE 128 /* channels per table (3 KB of stack, and 1.5 KB of accumulators) */
 
 typedef struct
 {
     const int16_t *weights; /* first channel pair of the block */
     const chan_t *chan;     /* its table */
     int32_t n_ch;           /* channels in the block (even unless it is the last) */
+    int32_t *acc;           /* (ESC2C_FAST_TABLE + 1) * NPIX accumulators */
     int32_t nw, out_c, out_offset, act_min, act_max;
 } out_t;
 
-/* Outputs of one channel for the n pixels of a step (n == NPIX when full). */
-static inline __attribute__((always_inline)) void store_channel(const out_t *o, const chan_t *c, const int32_t a[NPIX],
-                                                                int8_t *dst, int32_t n, const int full,
-                                                                const int hi127)
-{
-    if (full)
-    {
-        dst[0] = clamp_out(chan_requant(c, a[0]), o->out_offset, o->act_min, o->act_max, hi127);
-        dst[o->out_c] = clamp_out(chan_requant(c, a[1]), o->out_offset, o->act_min, o->act_max, hi127);
-        dst[2 * o->out_c] = clamp_out(chan_requant(c, a[2]), o->out_offset, o->act_min, o->act_max, hi127);
-        return;
-    }
-    for (int32_t i = 0; i < n; i++)
-    {
-        dst[i * o->out_c] = clamp_out(chan_requant(c, a[i]), o->out_offset, o->act_min, o->act_max, hi127);
-    }
-}
-
-/* All output channels of one step: the columns are in place, dst is the first pixel's output. */
+/* All output channels of one step: the columns are in place, dst is the first pixel's output. Everything
+ * the requantization reads is copied to locals first: the int8 stores could alias any memory. */
 static inline __attribute__((always_inline)) void step_channels(const out_t *o, const uint32_t *cols, int8_t *dst,
                                                                 int32_t n, const int full, const int hi127)
 {
-    const int16_t *w = o->weights;
+    int32_t *const acc = o->acc;
+    const int32_t n_ch = o->n_ch, out_c = o->out_c, out_offset = o->out_offset;
+    const int32_t act_min = o->act_min, act_max = o->act_max;
     const chan_t *c = o->chan;
-    const int32_t pairs = o->n_ch / 2;
-    for (int32_t pc = 0; pc < pairs; pc++)
+#if ESC2C_FAST_DSP
+    if (o->nw <= ESC2C_DOT_LONG)
     {
-        int32_t acc[2][NPIX];
-        dot_2x3(cols, w, o->nw, acc);
-        w += 4 * o->nw;
-        store_channel(o, c, acc[0], dst, n, full, hi127);
-        store_channel(o, c + 1, acc[1], dst + 1, n, full, hi127);
-        c += 2;
-        dst += 2;
+        dot_pairs_long(cols, o->weights, o->nw, (n_ch + 1) / 2, acc);
     }
-    if (o->n_ch & 1)
+    else
+#endif
     {
-        int32_t acc[2][NPIX];
-        dot_2x3(cols, w, o->nw, acc);
-        store_channel(o, c, acc[0], dst, n, full, hi127);
+        dot_pairs(cols, o->weights, o->nw, (n_ch + 1) / 2, acc);
     }
+    const int32_t *a = acc;
+    for (int32_t ch = 0; ch < n_ch; ch++)
+    {
+        const chan_t cc = *c++;
+        if (full)
+        {
+            const int32_t a0 = a[0], a1 = a[1], a2 = a[2];
+            const int8_t r0 = clamp_out(chan_requant(&cc, a0), out_offset, act_min, act_max, hi127);
+            const int8_t r1 = clamp_out(chan_requant(&cc, a1), out_offset, act_min, act_max, hi127);
+            const int8_t r2 = clamp_out(chan_requant(&cc, a2), out_offset, act_min, act_max, hi127);
+            dst[0] = r0;
+            dst[out_c] = r1;
+            dst[2 * out_c] = r2;
+        }
+        else
+        {
+            for (int32_t i = 0; i < n; i++)
+            {
+                dst[i * out_c] = clamp_out(chan_requant(&cc, a[i]), out_offset, act_min, act_max, hi127);
+            }
+        }
+        a += NPIX;
+        dst++;
+    }
+}
+
+/* The steps in their own functions: small stack frames (the table and the accumulators live in the
+ * caller's), so spilled values are one load away. */
+__attribute__((noinline)) static void step_full_hi127(const out_t *o, const uint32_t *cols, int8_t *dst)
+{
+    step_channels(o, cols, dst, NPIX, 1, 1);
+}
+
+__attribute__((noinline)) static void step_full(const out_t *o, const uint32_t *cols, int8_t *dst)
+{
+    step_channels(o, cols, dst, NPIX, 1, 0);
+}
+
+__attribute__((noinline)) static void step_part(const out_t *o, const uint32_t *cols, int8_t *dst, int32_t n)
+{
+    step_channels(o, cols, dst, n, 0, 0);
 }
 
 int32_t esc2c_conv_fast_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t kernel_w)
@@ -393,6 +487,7 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
     uint32_t *const cols = (uint32_t *)(void *)((int8_t *)scratch + ((4u - ((uintptr_t)scratch & 3u)) & 3u));
     g.lin = (int16_t *)(void *)(cols + NPIX * nw);
     chan_t table[ESC2C_FAST_TABLE];
+    int32_t acc[(ESC2C_FAST_TABLE + 1) * NPIX];
     const int one_table = out_c <= ESC2C_FAST_TABLE;
     if (one_table)
     {
@@ -401,6 +496,7 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
     out_t oc;
     oc.weights = weights;
     oc.chan = table;
+    oc.acc = acc;
     oc.n_ch = out_c;
     oc.nw = nw;
     oc.out_c = out_c;
@@ -442,20 +538,20 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
                 ob.n_ch = out_c - c0 < ESC2C_FAST_TABLE ? out_c - c0 : ESC2C_FAST_TABLE;
                 ob.weights = weights + (c0 / 2) * 4 * nw;
                 fill_table(table, c0, ob.n_ch, bias, mult, shift);
-                step_channels(&ob, cols, dst + c0, n, 0, 0);
+                step_part(&ob, cols, dst + c0, n);
             }
         }
         else if (n != NPIX)
         {
-            step_channels(&oc, cols, dst, n, 0, 0);
+            step_part(&oc, cols, dst, n);
         }
         else if (hi127)
         {
-            step_channels(&oc, cols, dst, NPIX, 1, 1);
+            step_full_hi127(&oc, cols, dst);
         }
         else
         {
-            step_channels(&oc, cols, dst, NPIX, 1, 0);
+            step_full(&oc, cols, dst);
         }
     }
     return 0;
