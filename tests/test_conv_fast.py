@@ -150,3 +150,19 @@ def test_bad_arguments_are_refused(libs):
     assert lib.esc2c_conv_fast_s8(*args, None) == -1  # no scratch
     args[4] = ctypes.c_void_p(w.ctypes.data + 2)
     assert lib.esc2c_conv_fast_s8(*args, _ptr(scratch)) == -1  # weights not 4-byte aligned
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("cmake", "arm-none-eabi-gcc", "qemu-system-arm")),
+                    reason="needs cmake, gcc-arm-none-eabi and qemu-system-arm")
+def test_fast_kernel_on_cortex_m7_every_layer(tmp_path):
+    """The DSP (SMLAD) path on QEMU's Cortex-M7 gives the host build's bits on every layer for a model with a 1-channel first conv, stride 2 and (2, 1), 1x3, 3x1, 1x1 kernels, odd channel counts
+    and asymmetric padding; the host build itself equals the integer ONNX vectors (checked by run_qemu)."""
+    from _compiler_models import build
+    from esc2c.compiler.emit import emit
+    from esc2c.target.runner import run_qemu
+
+    res = emit(build("vgg_asym", tmp_path), tmp_path / "out", board="stm32f746zg", n_vectors=4, kernels="fast")
+    fast = [op for op in res.graph.ops if op.kernel == conv_fast.FAST_CONV]
+    assert len(fast) >= 5 and {op.attrs["kernel"] for op in fast} >= {(3, 3), (1, 3), (3, 1), (1, 1)}
+    report = run_qemu(res.out, vectors=20, debug_layers=True, echo=lambda s: None)
+    assert (report.identical, report.vectors, report.layers_checked) == (20, 20, True)
