@@ -166,3 +166,35 @@ def test_fast_kernel_on_cortex_m7_every_layer(tmp_path):
     assert len(fast) >= 5 and {op.attrs["kernel"] for op in fast} >= {(3, 3), (1, 3), (3, 1), (1, 1)}
     report = run_qemu(res.out, vectors=20, debug_layers=True, echo=lambda s: None)
     assert (report.identical, report.vectors, report.layers_checked) == (20, 20, True)
+
+
+def test_kernel_choice_selection_scratch_and_flash(tmp_path, capsys):
+    """`--kernels fast` (default) puts every plain conv on the fast kernel with its scratch size and int16
+    weights counted in flash; `--kernels cmsis` keeps CMSIS-NN everywhere; bad choices are refused."""
+    from _compiler_models import build
+    from esc2c.cli import main as cli_main
+    from esc2c.compiler.emit import check_fit, compile_model, emit
+    from esc2c.errors import Esc2cError
+
+    model = build("vgg", tmp_path)
+    fast, ref = compile_model(model, fuse="none"), compile_model(model, "cmsis", fuse="none")
+    for a, b in zip(fast.ops, ref.ops):
+        plain = a.kind == "conv" and a.attrs.get("group", 1) == 1
+        assert (a.kernel == conv_fast.FAST_CONV) == plain, a.name
+        assert b.kernel != conv_fast.FAST_CONV
+        if plain:
+            kh, kw = a.attrs["kernel"]
+            assert a.scratch == conv_fast.buffer_size(fast.tensors[a.inputs[0]].shape[3], kh, kw)
+    assert any(op.kind == "depthwise_conv" for op in fast.ops) and fast.ops[-1].kernel != conv_fast.FAST_CONV
+    extra = sum(conv_fast.packed_bytes(op) - op.weights.size for op in fast.ops if op.kernel == conv_fast.FAST_CONV)
+    assert extra > 0 and check_fit(fast, "stm32f746zg")["flash"] == check_fit(ref, "stm32f746zg")["flash"] + extra
+
+    assert cli_main(["emit", str(model), "-o", str(tmp_path / "c"), "--kernels", "cmsis"]) == 0
+    assert "esc2c_conv_fast_s8(" not in (tmp_path / "c" / "model.c").read_text()
+    assert cli_main(["emit", str(model), "-o", str(tmp_path / "f")]) == 0
+    text = (tmp_path / "f" / "model.c").read_text()
+    assert text.count("esc2c_conv_fast_s8(") == sum(op.kernel == conv_fast.FAST_CONV for op in fast.ops)
+    assert "const int16_t esc2c_w0" in (tmp_path / "f" / "weights.c").read_text()
+    with pytest.raises(Esc2cError, match="kernels must be one of"):
+        emit(model, tmp_path / "x", kernels="fastest")
+    assert not (tmp_path / "x").exists()
