@@ -154,14 +154,16 @@ def test_bad_arguments_are_refused(libs):
 
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("cmake", "arm-none-eabi-gcc", "qemu-system-arm")),
                     reason="needs cmake, gcc-arm-none-eabi and qemu-system-arm")
-def test_fast_kernel_on_cortex_m7_every_layer(tmp_path):
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding):
     """The DSP (SMLAD) path on QEMU's Cortex-M7 gives the host build's bits on every layer for a model with a 1-channel first conv, stride 2 and (2, 1), 1x3, 3x1, 1x1 kernels, odd channel counts
     and asymmetric padding; the host build itself equals the integer ONNX vectors (checked by run_qemu)."""
     from _compiler_models import build
     from esc2c.compiler.emit import emit
     from esc2c.target.runner import run_qemu
 
-    res = emit(build("vgg_asym", tmp_path), tmp_path / "out", board="stm32f746zg", n_vectors=4, kernels="fast")
+    res = emit(build("vgg_asym", tmp_path), tmp_path / "out", board="stm32f746zg", n_vectors=4, kernels="fast",
+               rounding=rounding)
     fast = [op for op in res.graph.ops if op.kernel == conv_fast.FAST_CONV]
     assert len(fast) >= 5 and {op.attrs["kernel"] for op in fast} >= {(3, 3), (1, 3), (3, 1), (1, 1)}
     report = run_qemu(res.out, vectors=20, debug_layers=True, echo=lambda s: None)
