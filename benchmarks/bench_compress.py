@@ -3,7 +3,7 @@
 Prints a Table-2/3-style table: M_Ori, M_Pru, M_PoKD, M_Qua (PTQ and QAT-CE), DirectKD, M_QaKD accuracy,
 compression ratio, parameters and int8 size, plus the wall time and the configuration used.
 
-    .venv/bin/python benchmarks/bench_compress.py [-o runs/bench_us8k] [--arch vgg11 --width 0.25 --prune-ratio 0.97 --epochs 30,20,3,20]
+    .venv/bin/python benchmarks/bench_compress.py [-o runs/bench_us8k] [--arch small --width 0.5 --prune-ratio 0.9]
 
 Stages resume from the output directory, so an interrupted run continues where it stopped.
 """
@@ -24,12 +24,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "urbansound8k"))
     ap.add_argument("-o", "--output", default=str(ROOT / "runs" / "bench_us8k"))
-    ap.add_argument("--arch", default="small")
-    ap.add_argument("--width", type=float, default=0.5)
-    ap.add_argument("--prune-ratio", type=float, default=0.9)
-    ap.add_argument("--epochs", default="12,8,2,8", help="teacher,pruned,teacher-assistant,qakd")
-    ap.add_argument("--n-mels", type=int, default=32)
-    ap.add_argument("--hop", type=int, default=1024, help="hop (and window) length in samples at 16 kHz")
+    ap.add_argument("--arch", default="vgg11")
+    ap.add_argument("--width", type=float, default=0.25)
+    ap.add_argument("--prune-ratio", type=float, default=0.97)
+    ap.add_argument("--epochs", default="20,15,2,15", help="teacher,pruned,teacher-assistant,qakd")
+    ap.add_argument("--n-mels", type=int, default=40)
+    ap.add_argument("--hop", type=int, default=512, help="hop, window and FFT length in samples at 16 kHz")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
