@@ -11,15 +11,6 @@ from esc2c.models.registry import build_from_config, build_model, model_config
 IN = (1, 32, 40)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread is faster than two, and much faster on a loaded shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(arch, width=0.25, seed=0):
     torch.manual_seed(seed)
     m = build_model(arch, 6, width=width, in_shape=IN)

@@ -10,15 +10,6 @@ from esc2c.models.registry import build_from_config, build_model, layer_widths, 
 IN = (1, 32, 40)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread is faster than two, and much faster on a loaded shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _convs_before_each_tap(model):
     counts, n = [], 0
     for i, stage in enumerate(model.stages):

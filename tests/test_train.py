@@ -12,15 +12,6 @@ from esc2c.models.registry import build_model
 IN = (1, 16, 24)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread is faster than two, and much faster on a loaded shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Data:
     """A FeatureSet look-alike: 4 classes, each a different bright band of the 'spectrogram' plus noise."""
 
