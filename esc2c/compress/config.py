@@ -27,6 +27,8 @@ class CompressConfig:
     data_dir: str | None = None
     train_folds: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     val_folds: list[int] = field(default_factory=lambda: [5])
+    holdout: float = 0.0           # > 0: pick each stage's best epoch on this fraction of the training folds
+                                   # (whole recordings held out), so val_folds stay an untouched test set
     synthetic_per_class: int = 40
     features: dict = field(default_factory=lambda: {"n_mels": 32, "clip_seconds": 2.0, "n_fft": 512,
                                                     "win_length": 512, "hop_length": 512})
@@ -95,6 +97,8 @@ class CompressConfig:
         for name in ("lr", "temperature"):
             if float(getattr(self, name)) <= 0:
                 bad(name, f"must be > 0 (got {getattr(self, name)})")
+        if not 0.0 <= float(self.holdout) < 1.0:
+            bad("holdout", f"must be in [0, 1) (got {self.holdout})")
         if float(self.weight_decay) < 0:
             bad("weight_decay", f"must be >= 0 (got {self.weight_decay})")
         if self.rounding not in ROUNDING_MODES:

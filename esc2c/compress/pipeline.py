@@ -14,8 +14,10 @@ Stages (each a directory of the run, see :mod:`esc2c.compress.stages`):
 
 Then ``model.onnx`` (QDQ, batch 1, aux heads removed) is written from M_QaKD and checked: onnxruntime and the
 exact integer program are scored on the validation folds. ``report.json`` and ``report.md`` (with plots)
-sum it up. Accuracy is measured on ``val_folds``; the training loop also keeps the epoch that scores best
-there, as the paper's protocol does, so report a separate test fold when that matters.
+sum it up. Accuracy is measured on ``val_folds``. Each training stage keeps its best epoch: scored on
+``val_folds`` too by default (the paper's protocol), or, with ``holdout`` > 0, on that fraction of the
+training folds held out by whole recordings (:func:`esc2c.data.holdout.holdout_split`), so that the
+accuracy reported on ``val_folds`` is a clean test score.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from esc2c.compress.config import CompressConfig
 from esc2c.compress.stages import Stage, StageResult, StageRunner
 from esc2c.compress.train import TrainConfig, evaluate, resolve_device, train
 from esc2c.data import load_features
+from esc2c.data.holdout import holdout_split
 from esc2c.errors import Esc2cError
 from esc2c.models.counting import count_params
 from esc2c.models.registry import build_from_config, build_model, model_config
@@ -41,7 +44,9 @@ STAGES = ("teacher", "prune", "finetune", "pokd", "qat_ta", "qakd", "qat_ce", "d
 
 
 def load_data(cfg: CompressConfig, log: Callable[[str], None] = print):
-    """(train, val, spec): log-mel of the configured folds, normalised with the training folds' statistics."""
+    """(train, select, val, spec): log-mel of the configured folds, normalised with the training folds'
+    statistics. ``select`` (where each stage picks its best epoch) is ``val`` when ``cfg.holdout`` is 0,
+    else the recordings held out of the training folds (then no longer in ``train``)."""
     spec = cfg.feature_spec()
     kw = dict(cache_dir=cfg.cache_dir, seed=cfg.seed, per_class=cfg.synthetic_per_class)
     log(f"features: {cfg.dataset} folds train {cfg.train_folds} val {cfg.val_folds}, "
@@ -50,7 +55,12 @@ def load_data(cfg: CompressConfig, log: Callable[[str], None] = print):
     va = load_features(cfg.dataset, cfg.data_dir, cfg.val_folds, spec, **kw)
     mean, std = tr.stats()
     spec = spec.with_stats(mean, std)
-    return tr.normalised(spec), va.normalised(spec), spec
+    tr, va = tr.normalised(spec), va.normalised(spec)
+    if not cfg.holdout:
+        return tr, va, va, spec
+    tr, sel = holdout_split(tr, cfg.dataset, cfg.holdout, cfg.seed)
+    log(f"holdout: {len(sel.y)} clips of the training folds (whole recordings) pick the best epochs")
+    return tr, sel, va, spec
 
 
 def _qat_save(q: qat.QATNet) -> dict:
@@ -120,7 +130,7 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
     dev = resolve_device(cfg.device)
     torch.set_num_threads(max(1, int(cfg.threads)))
     torch.manual_seed(cfg.seed)
-    tr, va, spec = load_data(cfg, log)
+    tr, sel, va, spec = load_data(cfg, log)
     n_cls = len(tr.class_names)
     in_shape = tuple(tr.x.shape[1:])
     log(f"data: {len(tr.y)} training clips, {len(va.y)} validation clips, {n_cls} classes, input {in_shape}")
@@ -133,6 +143,8 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
               "lr": cfg.lr, "weight_decay": cfg.weight_decay, "temperature": cfg.temperature,
               "dataset": cfg.dataset, "train_folds": cfg.train_folds, "val_folds": cfg.val_folds,
               "synthetic_per_class": cfg.synthetic_per_class}
+    if cfg.holdout:                              # (absent when 0, so runs from before the option still resume)
+        common["holdout"] = cfg.holdout
     runner = StageRunner(out / "stages", config=cfg.to_dict(), spec=spec.to_dict(), device=str(dev), log=log)
     R = runner.results
 
@@ -141,11 +153,11 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
 
     def metrics(model, res) -> dict:
         return {"val_acc": acc(model), "params": count_params(model), "best_epoch": res.best_epoch,
-                "history": res.history}
+                "select_acc": res.best_val_acc, "history": res.history}
 
     def st_teacher(ctx):
         m = build_model(cfg.arch, n_cls, cfg.width, in_shape, aux=True)
-        res = train(m, tr, va, "ce_aux", cfg=tcfg(cfg.epochs_teacher), checkpoint=ctx.train_checkpoint,
+        res = train(m, tr, sel, "ce_aux", cfg=tcfg(cfg.epochs_teacher), checkpoint=ctx.train_checkpoint,
                     checkpoint_extra=ctx.checkpoint_extra())
         return StageResult(res.model, metrics(res.model, res))
 
@@ -171,21 +183,21 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
     def st_finetune(ctx):
         m = build_from_config(model_config(R["prune"].model))
         m.load_state_dict(R["prune"].model.state_dict())
-        res = train(m, tr, va, "ce_aux", cfg=tcfg(cfg.epochs_prune), checkpoint=ctx.train_checkpoint,
+        res = train(m, tr, sel, "ce_aux", cfg=tcfg(cfg.epochs_prune), checkpoint=ctx.train_checkpoint,
                     checkpoint_extra=ctx.checkpoint_extra())
         return StageResult(res.model, metrics(res.model, res))
 
     def st_pokd(ctx):
         m = build_from_config(model_config(R["prune"].model))
         m.load_state_dict(R["prune"].model.state_dict())
-        res = train(m, tr, va, "pokd", teacher=R["teacher"].model, cfg=tcfg(cfg.epochs_prune),
+        res = train(m, tr, sel, "pokd", teacher=R["teacher"].model, cfg=tcfg(cfg.epochs_prune),
                     checkpoint=ctx.train_checkpoint, checkpoint_extra=ctx.checkpoint_extra())
         return StageResult(res.model, metrics(res.model, res))
 
     def qat_stage(fn, float_key: str, *teachers):
         def body(ctx):
             float_model = R[float_key].model
-            res = fn(float_model, *[R[t].model for t in teachers], tr, va, tcfg(ctx.stage_config["epochs"]),
+            res = fn(float_model, *[R[t].model for t in teachers], tr, sel, tcfg(ctx.stage_config["epochs"]),
                      cfg.calib_batches, ctx.train_checkpoint)
             q = _with_float_config(res.model, float_model)
             prog = q.integer_program()
@@ -193,7 +205,8 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
                                    "int8_params": int(sum(L["weight"].size + L["bias"].size
                                                           for L in prog["layers"] if "weight" in L)),
                                    "int8_bytes": int8_bytes(prog),
-                                   "best_epoch": res.best_epoch, "history": res.history,
+                                   "best_epoch": res.best_epoch, "select_acc": res.best_val_acc,
+                                   "history": res.history,
                                    "int_val_acc": integer_accuracy(q, va, cfg.rounding)})
         return body
 
