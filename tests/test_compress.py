@@ -128,3 +128,27 @@ def test_same_seed_same_integer_weights(tiny_config, tmp_path, capsys):
     for k in a:
         assert np.array_equal(a[k], b[k]), k
     capsys.readouterr()
+
+
+def test_int8_stages_train_at_qat_lr(tiny_config, tmp_path, monkeypatch):
+    """The float stages train at lr, every INT8 QAT stage at qat_lr (BN is folded there: the float lr wrecks
+    a trained teacher assistant)."""
+    from esc2c.compress import pipeline, qakd
+
+    seen = []
+
+    def spy(real, kind):
+        def call(model, *a, cfg=None, **kw):
+            seen.append((kind, cfg.lr))
+            return real(model, *a, cfg=cfg, **kw)
+        return call
+
+    monkeypatch.setattr(pipeline, "train", spy(pipeline.train, "float"))
+    monkeypatch.setattr(qakd, "train", spy(qakd.train, "int8"))
+    cfg = load_config(str(tiny_config), {"lr": 2e-3, "qat_lr": 3e-4})
+    pipeline.run(cfg, tmp_path / "run", log=lambda s: None, progress=False)
+    assert sorted(set(seen)) == [("float", 2e-3), ("int8", 3e-4)]
+    assert [k for k, _ in seen].count("int8") == 4          # teacher assistant, QaKD, QAT-CE, DirectKD
+    assert CompressConfig().qat_lr < CompressConfig().lr
+    with pytest.raises(Esc2cError, match="'qat_lr'"):
+        load_config(None, {"qat_lr": 0.0})

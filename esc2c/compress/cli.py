@@ -22,6 +22,7 @@ from esc2c.compress.config import DATASET_CHOICES, load_config, parse_folds
 @click.option("--epochs-qat-ta", type=int, default=None, help="Epochs of the INT8 teacher assistant M_OriQ.")
 @click.option("--epochs-qakd", type=int, default=None, help="Epochs of QaKD (and of the INT8 baselines).")
 @click.option("--batch-size", type=int, default=None)
+@click.option("--qat-lr", type=float, default=None, help="Learning rate of the INT8 QAT stages.")
 @click.option("--holdout", type=float, default=None,
               help="Fraction of the training folds (whole recordings) that picks each stage's best epoch; "
                    "0 picks it on the validation folds.")
@@ -33,8 +34,8 @@ from esc2c.compress.config import DATASET_CHOICES, load_config, parse_folds
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run directory (stages resume from it).")
 def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width, prune_ratio, epochs_teacher,
-             epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, holdout, rounding, no_baselines, device, seed,
-             output):
+             epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_lr, holdout, rounding, no_baselines, device,
+             seed, output):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
     from esc2c.compress import pipeline
     from esc2c.compress.report import format_table
@@ -42,7 +43,8 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
     overrides = {"dataset": dataset, "data_dir": data_dir, "train_folds": parse_folds(train_folds),
                  "val_folds": parse_folds(val_folds), "arch": arch, "width": width, "prune_ratio": prune_ratio,
                  "epochs_teacher": epochs_teacher, "epochs_prune": epochs_prune, "epochs_qat_ta": epochs_qat_ta,
-                 "epochs_qakd": epochs_qakd, "batch_size": batch_size, "holdout": holdout, "rounding": rounding,
+                 "epochs_qakd": epochs_qakd, "batch_size": batch_size, "qat_lr": qat_lr,
+                 "holdout": holdout, "rounding": rounding,
                  "baselines": False if no_baselines else None, "device": device, "seed": seed}
     cfg = load_config(config_path, overrides)
     rep = pipeline.run(cfg, output, log=click.echo)

@@ -8,6 +8,7 @@ Stages (each a directory of the run, see :mod:`esc2c.compress.stages`):
   finetune  M_Pru: the pruned model fine-tuned with eq. 4 (no distillation)
   pokd      M_PoKD: the pruned model trained by PoKD from M_Ori
   qat_ta    M_OriQ: INT8 QAT of M_Ori trained by PoKD from M_Ori (teacher assistant)
+            (every INT8 stage trains at ``qat_lr``: BN is folded, so the steps that suit the float model wreck it)
   qakd      M_QaKD: INT8 QAT of M_PoKD trained by PoKD from M_OriQ  -> exported
   qat_ce    baseline M_Qua: INT8 QAT of M_PoKD with cross-entropy only        (``baselines``)
   directkd  baseline DirectKD: INT8 QAT of M_PoKD trained by PoKD from M_Ori  (``baselines``)
@@ -135,8 +136,8 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
     in_shape = tuple(tr.x.shape[1:])
     log(f"data: {len(tr.y)} training clips, {len(va.y)} validation clips, {n_cls} classes, input {in_shape}")
 
-    def tcfg(epochs: int) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+    def tcfg(epochs: int, lr: float | None = None) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=lr or cfg.lr, weight_decay=cfg.weight_decay,
                            T=cfg.temperature, seed=cfg.seed, device=str(dev), progress=progress)
 
     common = {"arch": cfg.arch, "width": cfg.width, "seed": cfg.seed, "batch_size": cfg.batch_size,
@@ -145,6 +146,7 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
               "synthetic_per_class": cfg.synthetic_per_class}
     if cfg.holdout:                              # (absent when 0, so runs from before the option still resume)
         common["holdout"] = cfg.holdout
+    qcommon = {**common, "calib_batches": cfg.calib_batches, "qat_lr": cfg.qat_lr}
     runner = StageRunner(out / "stages", config=cfg.to_dict(), spec=spec.to_dict(), device=str(dev), log=log)
     R = runner.results
 
@@ -197,7 +199,8 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
     def qat_stage(fn, float_key: str, *teachers):
         def body(ctx):
             float_model = R[float_key].model
-            res = fn(float_model, *[R[t].model for t in teachers], tr, sel, tcfg(ctx.stage_config["epochs"]),
+            res = fn(float_model, *[R[t].model for t in teachers], tr, sel,
+                     tcfg(ctx.stage_config["epochs"], cfg.qat_lr),
                      cfg.calib_batches, ctx.train_checkpoint)
             q = _with_float_config(res.model, float_model)
             prog = q.integer_program()
@@ -216,20 +219,16 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
                                   "sweep": cfg.ratio_sweep}),
         Stage("finetune", st_finetune, {**common, "epochs": cfg.epochs_prune}),
         Stage("pokd", st_pokd, {**common, "epochs": cfg.epochs_prune}),
-        Stage("qat_ta", qat_stage(qakd.teacher_assistant, "teacher"),
-              {**common, "epochs": cfg.epochs_qat_ta, "calib_batches": cfg.calib_batches},
+        Stage("qat_ta", qat_stage(qakd.teacher_assistant, "teacher"), {**qcommon, "epochs": cfg.epochs_qat_ta},
               save=_qat_save, load=_qat_load),
         Stage("qakd", qat_stage(qakd.qakd, "pokd", "qat_ta"),
-              {**common, "epochs": cfg.epochs_qakd, "epochs_ta": cfg.epochs_qat_ta,
-               "calib_batches": cfg.calib_batches}, save=_qat_save, load=_qat_load),
+              {**qcommon, "epochs": cfg.epochs_qakd, "epochs_ta": cfg.epochs_qat_ta}, save=_qat_save, load=_qat_load),
     ]
     if cfg.baselines:
         stages += [
-            Stage("qat_ce", qat_stage(qakd.qat_ce, "pokd"),
-                  {**common, "epochs": cfg.epochs_qakd, "calib_batches": cfg.calib_batches},
+            Stage("qat_ce", qat_stage(qakd.qat_ce, "pokd"), {**qcommon, "epochs": cfg.epochs_qakd},
                   save=_qat_save, load=_qat_load),
-            Stage("directkd", qat_stage(qakd.direct_kd, "pokd", "teacher"),
-                  {**common, "epochs": cfg.epochs_qakd, "calib_batches": cfg.calib_batches},
+            Stage("directkd", qat_stage(qakd.direct_kd, "pokd", "teacher"), {**qcommon, "epochs": cfg.epochs_qakd},
                   save=_qat_save, load=_qat_load),
         ]
     for s in stages:
