@@ -33,7 +33,8 @@ def main() -> None:
     ap.add_argument("--holdout", type=float, default=0.15,
                     help="fraction of folds 1-2 (whole recordings, by fsID) that picks each stage's best epoch, "
                          "so fold 3 is only tested; 0 picks on fold 3 as the paper does")
-    ap.add_argument("--qat-lr", type=float, default=None, help="learning rate of the INT8 stages (config default)")
+    ap.add_argument("--qat-ta-lr", type=float, default=None,
+                    help="learning rate of the INT8 teacher assistant (config default)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -44,7 +45,7 @@ def main() -> None:
         "epochs_teacher": e[0], "epochs_prune": e[1], "epochs_qat_ta": e[2], "epochs_qakd": e[3],
         "features": {"n_mels": args.n_mels, "clip_seconds": 4.0, "n_fft": args.hop, "win_length": args.hop,
                      "hop_length": args.hop},
-        "ratio_sweep": [0.5, 0.7, 0.85, 0.9, 0.95], "holdout": args.holdout, "qat_lr": args.qat_lr,
+        "ratio_sweep": [0.5, 0.7, 0.85, 0.9, 0.95], "holdout": args.holdout, "qat_ta_lr": args.qat_ta_lr,
         "threads": args.threads, "seed": args.seed,
     }
     cfg = load_config(None, overrides)

@@ -10,6 +10,7 @@ from onnx import numpy_helper
 
 from esc2c.cli import main
 from esc2c.compress.config import CompressConfig, load_config, parse_folds
+from esc2c.compress.train import TrainConfig
 from esc2c.errors import Esc2cError
 from esc2c.quant import export
 
@@ -130,25 +131,27 @@ def test_same_seed_same_integer_weights(tiny_config, tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_int8_stages_train_at_qat_lr(tiny_config, tmp_path, monkeypatch):
-    """The float stages train at lr, every INT8 QAT stage at qat_lr (BN is folded there: the float lr wrecks
-    a trained teacher assistant)."""
+def test_teacher_assistant_trains_at_qat_ta_lr(tiny_config, tmp_path, monkeypatch):
+    """The INT8 teacher assistant trains at qat_ta_lr (BN is folded there: the float lr wrecks the trained
+    teacher it starts from); every other stage, the INT8 students included, at lr."""
     from esc2c.compress import pipeline, qakd
 
     seen = []
 
     def spy(real, kind):
-        def call(model, *a, cfg=None, **kw):
+        def call(*a, **kw):
+            cfg = kw["cfg"] if "cfg" in kw else next(v for v in a if isinstance(v, TrainConfig))
             seen.append((kind, cfg.lr))
-            return real(model, *a, cfg=cfg, **kw)
+            return real(*a, **kw)
         return call
 
     monkeypatch.setattr(pipeline, "train", spy(pipeline.train, "float"))
-    monkeypatch.setattr(qakd, "train", spy(qakd.train, "int8"))
-    cfg = load_config(str(tiny_config), {"lr": 2e-3, "qat_lr": 3e-4})
+    for name in ("qakd", "qat_ce", "direct_kd"):
+        monkeypatch.setattr(qakd, name, spy(getattr(qakd, name), "int8"))
+    monkeypatch.setattr(qakd, "teacher_assistant", spy(qakd.teacher_assistant, "ta"))
+    cfg = load_config(str(tiny_config), {"lr": 2e-3, "qat_ta_lr": 3e-4})
     pipeline.run(cfg, tmp_path / "run", log=lambda s: None, progress=False)
-    assert sorted(set(seen)) == [("float", 2e-3), ("int8", 3e-4)]
-    assert [k for k, _ in seen].count("int8") == 4          # teacher assistant, QaKD, QAT-CE, DirectKD
-    assert CompressConfig().qat_lr < CompressConfig().lr
-    with pytest.raises(Esc2cError, match="'qat_lr'"):
-        load_config(None, {"qat_lr": 0.0})
+    assert sorted(seen) == [("float", 2e-3)] * 3 + [("int8", 2e-3)] * 3 + [("ta", 3e-4)]
+    assert CompressConfig().qat_ta_lr < CompressConfig().lr
+    with pytest.raises(Esc2cError, match="'qat_ta_lr'"):
+        load_config(None, {"qat_ta_lr": 0.0})

@@ -22,7 +22,7 @@ from esc2c.compress.config import DATASET_CHOICES, load_config, parse_folds
 @click.option("--epochs-qat-ta", type=int, default=None, help="Epochs of the INT8 teacher assistant M_OriQ.")
 @click.option("--epochs-qakd", type=int, default=None, help="Epochs of QaKD (and of the INT8 baselines).")
 @click.option("--batch-size", type=int, default=None)
-@click.option("--qat-lr", type=float, default=None, help="Learning rate of the INT8 QAT stages.")
+@click.option("--qat-ta-lr", type=float, default=None, help="Learning rate of the INT8 teacher assistant.")
 @click.option("--holdout", type=float, default=None,
               help="Fraction of the training folds (whole recordings) that picks each stage's best epoch; "
                    "0 picks it on the validation folds.")
@@ -34,7 +34,7 @@ from esc2c.compress.config import DATASET_CHOICES, load_config, parse_folds
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run directory (stages resume from it).")
 def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width, prune_ratio, epochs_teacher,
-             epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_lr, holdout, rounding, no_baselines, device,
+             epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_ta_lr, holdout, rounding, no_baselines, device,
              seed, output):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
     from esc2c.compress import pipeline
@@ -43,7 +43,7 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
     overrides = {"dataset": dataset, "data_dir": data_dir, "train_folds": parse_folds(train_folds),
                  "val_folds": parse_folds(val_folds), "arch": arch, "width": width, "prune_ratio": prune_ratio,
                  "epochs_teacher": epochs_teacher, "epochs_prune": epochs_prune, "epochs_qat_ta": epochs_qat_ta,
-                 "epochs_qakd": epochs_qakd, "batch_size": batch_size, "qat_lr": qat_lr,
+                 "epochs_qakd": epochs_qakd, "batch_size": batch_size, "qat_ta_lr": qat_ta_lr,
                  "holdout": holdout, "rounding": rounding,
                  "baselines": False if no_baselines else None, "device": device, "seed": seed}
     cfg = load_config(config_path, overrides)

@@ -7,8 +7,8 @@ Stages (each a directory of the run, see :mod:`esc2c.compress.stages`):
             any fine-tuning (BatchNorm statistics re-estimated on training batches, weights untouched)
   finetune  M_Pru: the pruned model fine-tuned with eq. 4 (no distillation)
   pokd      M_PoKD: the pruned model trained by PoKD from M_Ori
-  qat_ta    M_OriQ: INT8 QAT of M_Ori trained by PoKD from M_Ori (teacher assistant)
-            (every INT8 stage trains at ``qat_lr``: BN is folded, so the steps that suit the float model wreck it)
+  qat_ta    M_OriQ: INT8 QAT of M_Ori trained by PoKD from M_Ori (teacher assistant), at ``qat_ta_lr``
+            (BN is folded there, so the steps that suit the float teacher wreck it)
   qakd      M_QaKD: INT8 QAT of M_PoKD trained by PoKD from M_OriQ  -> exported
   qat_ce    baseline M_Qua: INT8 QAT of M_PoKD with cross-entropy only        (``baselines``)
   directkd  baseline DirectKD: INT8 QAT of M_PoKD trained by PoKD from M_Ori  (``baselines``)
@@ -146,7 +146,7 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
               "synthetic_per_class": cfg.synthetic_per_class}
     if cfg.holdout:                              # (absent when 0, so runs from before the option still resume)
         common["holdout"] = cfg.holdout
-    qcommon = {**common, "calib_batches": cfg.calib_batches, "qat_lr": cfg.qat_lr}
+    qcommon = {**common, "calib_batches": cfg.calib_batches}
     runner = StageRunner(out / "stages", config=cfg.to_dict(), spec=spec.to_dict(), device=str(dev), log=log)
     R = runner.results
 
@@ -196,11 +196,11 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
                     checkpoint=ctx.train_checkpoint, checkpoint_extra=ctx.checkpoint_extra())
         return StageResult(res.model, metrics(res.model, res))
 
-    def qat_stage(fn, float_key: str, *teachers):
+    def qat_stage(fn, float_key: str, *teachers, lr: float | None = None):
         def body(ctx):
             float_model = R[float_key].model
             res = fn(float_model, *[R[t].model for t in teachers], tr, sel,
-                     tcfg(ctx.stage_config["epochs"], cfg.qat_lr),
+                     tcfg(ctx.stage_config["epochs"], lr),
                      cfg.calib_batches, ctx.train_checkpoint)
             q = _with_float_config(res.model, float_model)
             prog = q.integer_program()
@@ -219,10 +219,12 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
                                   "sweep": cfg.ratio_sweep}),
         Stage("finetune", st_finetune, {**common, "epochs": cfg.epochs_prune}),
         Stage("pokd", st_pokd, {**common, "epochs": cfg.epochs_prune}),
-        Stage("qat_ta", qat_stage(qakd.teacher_assistant, "teacher"), {**qcommon, "epochs": cfg.epochs_qat_ta},
+        Stage("qat_ta", qat_stage(qakd.teacher_assistant, "teacher", lr=cfg.qat_ta_lr),
+              {**qcommon, "epochs": cfg.epochs_qat_ta, "lr_ta": cfg.qat_ta_lr},
               save=_qat_save, load=_qat_load),
         Stage("qakd", qat_stage(qakd.qakd, "pokd", "qat_ta"),
-              {**qcommon, "epochs": cfg.epochs_qakd, "epochs_ta": cfg.epochs_qat_ta}, save=_qat_save, load=_qat_load),
+              {**qcommon, "epochs": cfg.epochs_qakd, "epochs_ta": cfg.epochs_qat_ta, "lr_ta": cfg.qat_ta_lr},
+              save=_qat_save, load=_qat_load),
     ]
     if cfg.baselines:
         stages += [
