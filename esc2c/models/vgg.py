@@ -5,32 +5,16 @@ head's global average pool replaces VGG's last max pool (log-mel inputs are smal
 """
 from __future__ import annotations
 
-from esc2c.models.registry import pool_kernel, scale
+from esc2c.models.registry import plain_stages, scale
 
 CHANNELS = (64, 128, 256, 256, 512, 512, 512, 512)
 STAGES = ((0,), (1,), (2, 3), (4, 5), (6, 7))   # conv indices per stage; stages 1.. start with a max pool
 HIDDEN = 512
 
 
-def _conv(cin: int, cout: int) -> dict:
-    return {"type": "conv", "cin": cin, "cout": cout, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
-            "relu": True}
-
-
 def vgg11_config(num_classes: int, width: float, in_shape: tuple[int, int, int]) -> dict:
     ch = [scale(c, width) for c in CHANNELS]
-    hw = in_shape[1:]
-    stages, cin = [], in_shape[0]
-    for si, convs in enumerate(STAGES):
-        layers = []
-        if si > 0:
-            k = pool_kernel(hw)
-            layers.append({"type": "maxpool", "kernel": k, "stride": k})
-            hw = (hw[0] // k[0], hw[1] // k[1])
-        for ci in convs:
-            layers.append(_conv(cin, ch[ci]))
-            cin = ch[ci]
-        stages.append(layers)
+    stages, cin = plain_stages(ch, STAGES, in_shape)
     taps = [0, 1, 2, 3]
     stage_out = [ch[STAGES[i][-1]] for i in taps]
     hidden = scale(HIDDEN, width)
