@@ -46,7 +46,8 @@ def test_config_file_and_overrides(tmp_path):
     p.write_text("arch: resnet18\nepochs_qakd: 3\nfeatures: {n_mels: 40}\n")
     cfg = load_config(str(p), {"epochs_qakd": 7, "seed": None, "train_folds": [1, 2], "val_folds": [3]})
     assert cfg.arch == "resnet18" and cfg.epochs_qakd == 7 and cfg.seed == 0
-    assert cfg.features["n_mels"] == 40 and cfg.features["hop_length"] == CompressConfig().features["hop_length"]
+    spec = cfg.feature_spec()       # the file's features over the dataset's defaults
+    assert spec.n_mels == 40 and spec.hop_length == CompressConfig().feature_spec().hop_length
     t = tmp_path / "c.toml"
     t.write_text('arch = "vgg11"\nprune_ratio = 0.9\n')
     assert load_config(str(t)).arch == "vgg11"

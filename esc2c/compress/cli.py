@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from esc2c.compress.config import DATASET_CHOICES, load_config, parse_folds
+from esc2c.compress.config import DATASET_CHOICES, PRESETS, load_config, parse_folds
+from esc2c.compress.schedule import SCHEDULES
 
 
 @click.command("compress")
@@ -29,13 +30,21 @@ from esc2c.compress.config import DATASET_CHOICES, load_config, parse_folds
 @click.option("--rounding", type=click.Choice(("double", "single")), default=None,
               help="Requantization rounding the deployed model is checked with (CMSIS-NN default: double).")
 @click.option("--no-baselines", is_flag=True, default=False, help="Skip the M_Qua and DirectKD baselines.")
+@click.option("--preset", type=click.Choice(tuple(PRESETS)), default=None,
+              help="Training recipe: esc2c (augmentation, mixup, label smoothing, warm-up + cosine; the default) "
+                   "or paper (the paper's plain Adam at a constant rate).")
+@click.option("--no-augment", is_flag=True, default=False,
+              help="No time shift, SpecAugment masks or mixup (label smoothing and the schedule stay).")
+@click.option("--mixup-alpha", type=float, default=None, help="mixup Beta(alpha, alpha); 0 turns mixup off.")
+@click.option("--label-smoothing", type=float, default=None)
+@click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=None)
 @click.option("--device", default=None, help="cpu or cuda.")
 @click.option("--seed", type=int, default=None)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run directory (stages resume from it).")
 def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width, prune_ratio, epochs_teacher,
-             epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_ta_lr, holdout, rounding, no_baselines, device,
-             seed, output):
+             epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_ta_lr, holdout, rounding, no_baselines, preset,
+             no_augment, mixup_alpha, label_smoothing, lr_schedule, device, seed, output):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
     from esc2c.compress import pipeline
     from esc2c.compress.report import format_table
@@ -45,7 +54,11 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
                  "epochs_teacher": epochs_teacher, "epochs_prune": epochs_prune, "epochs_qat_ta": epochs_qat_ta,
                  "epochs_qakd": epochs_qakd, "batch_size": batch_size, "qat_ta_lr": qat_ta_lr,
                  "holdout": holdout, "rounding": rounding,
-                 "baselines": False if no_baselines else None, "device": device, "seed": seed}
+                 "baselines": False if no_baselines else None, "device": device, "seed": seed,
+                 "preset": preset, "mixup_alpha": mixup_alpha, "label_smoothing": label_smoothing,
+                 "lr_schedule": lr_schedule}
+    if no_augment:
+        overrides.update(time_shift=0.0, freq_masks=0, time_masks=0, mixup_alpha=0.0)
     cfg = load_config(config_path, overrides)
     rep = pipeline.run(cfg, output, log=click.echo)
     click.echo(format_table(rep))

@@ -3,6 +3,14 @@
 Every field has a default; the defaults are the small synthetic run that finishes in minutes on two CPU
 cores. ``configs/`` holds the paper's settings (Adam, batch 64, lr 1e-3, weight decay 5e-4, epochs
 100 / 50 / 5 / 50, 97 % pruning) for VGG-11 and ResNet-18 on ESC-50 and UrbanSound8K.
+
+Features follow the dataset: ``features`` lists only what differs from :data:`DATASET_FEATURES` (whole 4 s
+UrbanSound8K clips, whole 5 s ESC-50 clips, 40 mels; short clips for the synthetic set).
+
+The training recipe (every stage): time shift, SpecAugment masks, mixup and label smoothing
+(:mod:`esc2c.compress.augment`), a warm-up + cosine learning-rate schedule (:mod:`esc2c.compress.schedule`).
+A preset names a set of field values applied before the config file and the command line: ``paper`` is the
+paper's plain recipe (no augmentation, constant learning rate, no label smoothing), ``esc2c`` the defaults.
 """
 from __future__ import annotations
 
@@ -13,11 +21,26 @@ from pathlib import Path
 
 import yaml
 
+from esc2c.compress.augment import AugmentConfig
+from esc2c.compress.schedule import SCHEDULES
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
 from esc2c.quant.intparams import ROUNDING_MODES
 
 DATASET_CHOICES = ("synthetic", "esc50", "urbansound8k")
+
+# Each dataset's default log-mel (FeatureSpec fields; the rest keep FeatureSpec's defaults: 16 kHz, hann, Slaney).
+DATASET_FEATURES = {
+    "synthetic": {"n_mels": 32, "clip_seconds": 2.0, "n_fft": 512, "win_length": 512, "hop_length": 512},
+    "urbansound8k": {"n_mels": 40, "clip_seconds": 4.0, "n_fft": 1024, "win_length": 1024, "hop_length": 512},
+    "esc50": {"n_mels": 40, "clip_seconds": 5.0, "n_fft": 1024, "win_length": 1024, "hop_length": 512},
+}
+
+PRESETS = {
+    "esc2c": {},
+    "paper": {"time_shift": 0.0, "freq_masks": 0, "time_masks": 0, "mixup_alpha": 0.0, "label_smoothing": 0.0,
+              "lr_schedule": "constant", "warmup_epochs": 0.0},
+}
 
 
 @dataclass
@@ -30,8 +53,7 @@ class CompressConfig:
     holdout: float = 0.0           # > 0: pick each stage's best epoch on this fraction of the training folds
                                    # (whole recordings held out), so val_folds stay an untouched test set
     synthetic_per_class: int = 40
-    features: dict = field(default_factory=lambda: {"n_mels": 32, "clip_seconds": 2.0, "n_fft": 512,
-                                                    "win_length": 512, "hop_length": 512})
+    features: dict = field(default_factory=dict)   # FeatureSpec fields over DATASET_FEATURES[dataset]
     cache_dir: str | None = None
     # model
     arch: str = "small"
@@ -53,6 +75,17 @@ class CompressConfig:
     weight_decay: float = 5e-4
     temperature: float = 4.0
     calib_batches: int = 8
+    # training recipe (esc2c.compress.augment, esc2c.compress.schedule); preset "paper" turns it off
+    preset: str = "esc2c"
+    time_shift: float = 0.25       # random roll of each clip along time, up to this fraction of its frames
+    freq_masks: int = 2            # SpecAugment: frequency masks per clip, each up to freq_mask of the mels
+    freq_mask: float = 0.15
+    time_masks: int = 2            # SpecAugment: time masks per clip, each up to time_mask of the frames
+    time_mask: float = 0.1
+    mixup_alpha: float = 0.2       # mixup Beta(alpha, alpha); 0 = off
+    label_smoothing: float = 0.1
+    lr_schedule: str = "cosine"    # "cosine" (linear warm-up, then cosine) or "constant"
+    warmup_epochs: float = 1.0
     # outputs and extras
     baselines: bool = True         # M_Qua (QAT with CE only) and DirectKD (M_Qua distilled from M_Ori)
     ratio_sweep: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9, 0.95])
@@ -62,10 +95,16 @@ class CompressConfig:
     threads: int = 2
 
     def feature_spec(self) -> FeatureSpec:
+        """The dataset's default features updated with ``features``."""
         try:
-            return FeatureSpec(**self.features)
+            return FeatureSpec(**{**DATASET_FEATURES.get(self.dataset, {}), **self.features})
         except TypeError as e:
             raise Esc2cError(f"config field 'features': {e}") from None
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(time_shift=self.time_shift, freq_masks=self.freq_masks, freq_mask=self.freq_mask,
+                             time_masks=self.time_masks, time_mask=self.time_mask, mixup_alpha=self.mixup_alpha,
+                             label_smoothing=self.label_smoothing)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,6 +151,13 @@ class CompressConfig:
             bad("device", f"must be cpu or cuda[:N] (got {self.device!r})")
         if not all(0.0 <= float(r) < 1.0 for r in self.ratio_sweep):
             bad("ratio_sweep", f"ratios must be in [0, 1) (got {self.ratio_sweep})")
+        if self.preset not in PRESETS:
+            bad("preset", f"unknown preset {self.preset!r} (choose {', '.join(PRESETS)})")
+        if self.lr_schedule not in SCHEDULES:
+            bad("lr_schedule", f"must be one of {', '.join(SCHEDULES)} (got {self.lr_schedule!r})")
+        if float(self.warmup_epochs) < 0:
+            bad("warmup_epochs", f"must be >= 0 (got {self.warmup_epochs})")
+        self.augment()
         self.feature_spec()
         return self
 
@@ -172,7 +218,10 @@ def _coerce(name: str, value, where: str):
 
 
 def load_config(path: str | None = None, overrides: dict | None = None) -> CompressConfig:
-    """Defaults <- config file (YAML/TOML, optional) <- overrides (CLI; None values are ignored)."""
+    """Defaults <- preset <- config file (YAML/TOML, optional) <- overrides (CLI; None values are ignored).
+
+    The preset is the one the overrides name, else the file's, else ``esc2c``. A ``features`` mapping from the
+    command line updates the file's (both only list what differs from the dataset's defaults)."""
     values: dict = {}
     if path is not None:
         p = Path(path)
@@ -180,17 +229,19 @@ def load_config(path: str | None = None, overrides: dict | None = None) -> Compr
             if k not in FIELDS:
                 raise Esc2cError(f"{p}: unknown config field {k!r} (known: {', '.join(sorted(FIELDS))})")
             values[k] = _coerce(k, v, str(p))
+    cli: dict = {}
     for k, v in (overrides or {}).items():
         if v is None:
             continue
         if k not in FIELDS:
             raise Esc2cError(f"unknown config override {k!r}")
-        values[k] = _coerce(k, v, "command line")
-    if "features" in values:  # a partial features mapping updates the defaults
-        merged = CompressConfig().features
-        merged.update(values["features"])
-        values["features"] = merged
-    return CompressConfig(**values).validate()
+        cli[k] = _coerce(k, v, "command line")
+    if "features" in cli and "features" in values:
+        cli["features"] = {**values["features"], **cli["features"]}
+    preset = cli.get("preset", values.get("preset", "esc2c"))
+    if preset not in PRESETS:
+        raise Esc2cError(f"config field 'preset': unknown preset {preset!r} (choose {', '.join(PRESETS)})")
+    return CompressConfig(**{**PRESETS[preset], **values, **cli}).validate()
 
 
 def parse_folds(text: str | None) -> list[int] | None:

@@ -51,7 +51,8 @@ def load_data(cfg: CompressConfig, log: Callable[[str], None] = print):
     spec = cfg.feature_spec()
     kw = dict(cache_dir=cfg.cache_dir, seed=cfg.seed, per_class=cfg.synthetic_per_class)
     log(f"features: {cfg.dataset} folds train {cfg.train_folds} val {cfg.val_folds}, "
-        f"{spec.n_mels} mels x {spec.frames} frames")
+        f"{spec.n_mels} mels x {spec.frames} frames ({spec.clip_seconds:g} s clips at {spec.sample_rate} Hz, "
+        f"n_fft {spec.n_fft}, window {spec.win_length}, hop {spec.hop_length})")
     tr = load_features(cfg.dataset, cfg.data_dir, cfg.train_folds, spec, **kw)
     va = load_features(cfg.dataset, cfg.data_dir, cfg.val_folds, spec, **kw)
     mean, std = tr.stats()
@@ -136,9 +137,14 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
     in_shape = tuple(tr.x.shape[1:])
     log(f"data: {len(tr.y)} training clips, {len(va.y)} validation clips, {n_cls} classes, input {in_shape}")
 
+    augment = cfg.augment()
+    log(f"recipe: {cfg.preset}; augmentation {augment.to_dict()}; lr schedule {cfg.lr_schedule} "
+        f"(warm-up {cfg.warmup_epochs:g} epochs)")
+
     def tcfg(epochs: int, lr: float | None = None) -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=lr or cfg.lr, weight_decay=cfg.weight_decay,
-                           T=cfg.temperature, seed=cfg.seed, device=str(dev), progress=progress)
+                           T=cfg.temperature, seed=cfg.seed, device=str(dev), progress=progress, augment=augment,
+                           schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs)
 
     common = {"arch": cfg.arch, "width": cfg.width, "seed": cfg.seed, "batch_size": cfg.batch_size,
               "lr": cfg.lr, "weight_decay": cfg.weight_decay, "temperature": cfg.temperature,
@@ -146,6 +152,9 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
               "synthetic_per_class": cfg.synthetic_per_class}
     if cfg.holdout:                              # (absent when 0, so runs from before the option still resume)
         common["holdout"] = cfg.holdout
+    if augment.active or augment.soft_targets or cfg.lr_schedule != "constant":    # (absent for the plain recipe,
+        common["recipe"] = {**augment.to_dict(), "lr_schedule": cfg.lr_schedule,   # likewise)
+                            "warmup_epochs": cfg.warmup_epochs}
     qcommon = {**common, "calib_batches": cfg.calib_batches}
     runner = StageRunner(out / "stages", config=cfg.to_dict(), spec=spec.to_dict(), device=str(dev), log=log)
     R = runner.results

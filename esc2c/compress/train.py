@@ -2,10 +2,16 @@
 
 ``train`` optimises a student (any module with ``forward_all(x) -> ModelOutput``, e.g. an ESCNet or a QAT
 wrapper) with a loss chosen by name (see :mod:`esc2c.compress.losses`) against an optional teacher that is
-frozen in eval mode (its outputs are computed once for the whole training set and reused every epoch: the
-teacher is deterministic in eval mode and the features are not augmented). Adam (batch 64, lr 1e-3, weight decay 5e-4 by default) over the student's parameters and
-any the loss owns (FitNet's regressor). After every epoch the student is scored on the validation set; the
-state with the best validation accuracy is what the function leaves in the model and returns.
+frozen in eval mode. Adam (batch 64, lr 1e-3, weight decay 5e-4 by default) over the student's parameters and
+any the loss owns (FitNet's regressor), with a learning-rate schedule stepped per batch
+(:mod:`esc2c.compress.schedule`). After every epoch the student is scored on the validation set; the state with
+the best validation accuracy is what the function leaves in the model and returns.
+
+Augmentation (:mod:`esc2c.compress.augment`: time shift, SpecAugment masks, mixup, label smoothing) is applied
+to each training batch when ``cfg.augment`` asks for it; the teacher then runs on that same augmented batch.
+Without input augmentation the teacher's outputs are computed once for the whole training set and reused every
+epoch (the teacher is deterministic in eval mode). The defaults of :class:`TrainConfig` are the plain loop: no
+augmentation, constant rate; ``esc2c compress`` passes its recipe.
 
 Resuming: with ``checkpoint=path`` every epoch ends by writing (atomically) the student, loss and optimizer
 state, the best state so far and the history; a later call with the same path continues at the next epoch.
@@ -25,7 +31,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from esc2c.compress.augment import AugmentConfig, augment_batch, targets
 from esc2c.compress.losses import Loss, make_loss
+from esc2c.compress.schedule import make_scheduler
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import ESCNet, ModelOutput
 from esc2c.models.registry import model_config
@@ -43,6 +51,10 @@ class TrainConfig:
     progress: bool = True          # per-batch progress bars (tqdm)
     verbose: bool = True           # one summary line per epoch
     cache_teacher: bool = True     # run the frozen teacher once over the training set, not once per epoch
+                                   # (only without input augmentation)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    schedule: str = "constant"     # learning-rate schedule (esc2c.compress.schedule.SCHEDULES)
+    warmup_epochs: float = 0.0     # linear warm-up length of the "cosine" schedule
 
 
 @dataclass
@@ -142,6 +154,11 @@ def _rows(out: ModelOutput, idx: torch.Tensor, dev: torch.device) -> ModelOutput
                        [f[idx].to(dev) for f in out.features])
 
 
+def _num_classes(train_data, y: torch.Tensor) -> int:
+    names = getattr(train_data, "class_names", None)
+    return len(names) if names else int(y.max()) + 1
+
+
 def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_aux",
           teacher: nn.Module | None = None, cfg: TrainConfig | None = None,
           model_prepare: Callable[[nn.Module], nn.Module] | None = None,
@@ -173,6 +190,9 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
         raise Esc2cError(f"loss {loss_fn.name!r} needs a teacher model")
     params = [p for p in list(student.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(x)
+    steps = -(-n // cfg.batch_size)
+    sched = make_scheduler(opt, max(1, cfg.epochs * steps), cfg.schedule, int(round(cfg.warmup_epochs * steps)))
 
     start, best_acc, best_epoch, best_state, history = 0, -1.0, 0, None, []
     ckpt = Path(checkpoint) if checkpoint is not None else None
@@ -182,6 +202,8 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
             student.load_state_dict(st["state_dict"])
             loss_fn.load_state_dict(st["loss_state"])
             opt.load_state_dict(st["optimizer"])
+            if "scheduler" in st:
+                sched.load_state_dict(st["scheduler"])
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's file to remove
             raise Esc2cError(f"{ckpt}: cannot resume from this checkpoint ({e}); delete it to start over") from None
         _optimizer_to(opt, dev)
@@ -191,20 +213,24 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
     extra = dict(checkpoint_extra or {})
     if isinstance(student, ESCNet):
         extra.setdefault("model_config", model_config(student))
-    n = len(x)
+    n_cls = _num_classes(train_data, y)
     t_cache = None
-    if teacher is not None and loss_fn.needs_teacher and cfg.cache_teacher and start < cfg.epochs:
+    if teacher is not None and loss_fn.needs_teacher and cfg.cache_teacher and not cfg.augment.active \
+            and start < cfg.epochs:
         t_cache = teacher_outputs(teacher, x, dev, features=loss_fn.uses_features)
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 100003 + epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        order = torch.randperm(n, generator=gen)
         student.train()
         tot_loss, tot_correct, seen = 0.0, 0, 0
         bar = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress, unit="batch")
         for i in bar:
             idx = order[i:i + cfg.batch_size]
-            xb, yb = x[idx].to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
+            xb, mix = augment_batch(x[idx], cfg.augment, gen)
+            xb, yb = xb.to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
+            target = targets(yb, n_cls, cfg.augment, mix)
             t_out = None
             if t_cache is not None:
                 t_out = _rows(t_cache, idx, dev)
@@ -212,13 +238,14 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
                 with torch.no_grad():
                     t_out = teacher.forward_all(xb)
             s_out = student.forward_all(xb)
-            value, _parts = loss_fn(s_out, t_out, yb)
+            value, _parts = loss_fn(s_out, t_out, target)
             if not torch.isfinite(value):
                 raise Esc2cError(f"training diverged: loss {loss_fn.name!r} is {value.item()} at epoch {epoch + 1} "
                                  "(lower the learning rate)")
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
+            sched.step()
             b = len(idx)
             tot_loss += value.item() * b
             tot_correct += int((s_out.logits.detach().argmax(1) == yb).sum())
@@ -238,7 +265,8 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
                        + (f" val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""))
         if ckpt is not None:
             save_atomic({"epoch": epoch + 1, "state_dict": _state_cpu(student), "loss_state": _state_cpu(loss_fn),
-                         "optimizer": opt.state_dict(), "best_val_acc": best_acc, "best_epoch": best_epoch,
+                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "best_val_acc": best_acc, "best_epoch": best_epoch,
                          "best_state": best_state, "history": history, **extra}, ckpt)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)

@@ -1,0 +1,140 @@
+"""On-the-fly augmentation of log-mel batches, and the soft targets it implies.
+
+Applied by the training loop to every training batch (never to validation or calibration data), on the
+normalised log-mel ``x [B, 1, n_mels, frames]``:
+
+1. time shift: each clip is rolled along time by a random number of frames, up to ``time_shift`` of the clip
+   (both directions). Sounds in UrbanSound8K / ESC-50 start anywhere in the clip, and short clips are
+   zero-padded at their end, so a roll is a plausible clip. The model ends in a global average pool, so the
+   roll changes only what the convolutions see at the wrap point.
+2. SpecAugment (Park et al. 2019, without time warping): ``freq_masks`` bands of up to ``freq_mask`` of the mel
+   bins and ``time_masks`` spans of up to ``time_mask`` of the frames are set to 0, the training mean of the
+   normalised features.
+3. mixup (Zhang et al. 2018): the batch is mixed with a shuffled copy of itself, ``lam ~ Beta(alpha, alpha)``
+   per batch (``lam >= 0.5``, so the first clip dominates), inputs and targets alike.
+
+Targets become class distributions: one-hot labels smoothed by ``label_smoothing`` (``1 - eps`` on the class,
+``eps / C`` spread over all), then mixed. ``torch.nn.functional.cross_entropy`` takes such targets directly,
+so every loss of :mod:`esc2c.compress.losses` trains on them unchanged; a distillation teacher is run on the
+same augmented batch, so its soft targets describe what the student sees.
+
+Everything draws from one ``torch.Generator`` that the loop seeds per epoch, so a resumed run augments
+exactly like an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from esc2c.errors import Esc2cError
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    time_shift: float = 0.0      # max roll as a fraction of the frames (0 = off)
+    freq_masks: int = 0          # SpecAugment frequency masks per clip
+    freq_mask: float = 0.0       # max width of each, as a fraction of the mel bins
+    time_masks: int = 0          # SpecAugment time masks per clip
+    time_mask: float = 0.0       # max width of each, as a fraction of the frames
+    mixup_alpha: float = 0.0     # Beta(alpha, alpha) mixing (0 = off)
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        for name in ("time_shift", "freq_mask", "time_mask"):
+            v = getattr(self, name)
+            if not 0.0 <= float(v) <= 1.0:
+                raise Esc2cError(f"augmentation field {name!r} must be a fraction in [0, 1] (got {v})")
+        for name in ("freq_masks", "time_masks"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise Esc2cError(f"augmentation field {name!r} must be an integer >= 0 (got {v!r})")
+        if not 0.0 <= float(self.mixup_alpha) <= 10.0:
+            raise Esc2cError(f"augmentation field 'mixup_alpha' must be in [0, 10] (got {self.mixup_alpha})")
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise Esc2cError(f"augmentation field 'label_smoothing' must be in [0, 1) (got {self.label_smoothing})")
+
+    @property
+    def active(self) -> bool:
+        """True when the inputs change (then a teacher must see each augmented batch, not a cache)."""
+        return bool(self.time_shift > 0 or (self.freq_masks and self.freq_mask > 0)
+                    or (self.time_masks and self.time_mask > 0) or self.mixup_alpha > 0)
+
+    @property
+    def soft_targets(self) -> bool:
+        return self.mixup_alpha > 0 or self.label_smoothing > 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _masks(x: torch.Tensor, dim: int, count: int, max_frac: float, gen: torch.Generator) -> torch.Tensor:
+    """x with ``count`` random spans per clip along ``dim`` (2 = mel, 3 = time) set to 0."""
+    n, size = x.shape[0], x.shape[dim]
+    max_w = int(math.floor(max_frac * size))
+    if count == 0 or max_w < 1:
+        return x
+    pos = torch.arange(size).view(1, size)
+    keep = torch.ones(n, size, dtype=torch.bool)
+    for _ in range(count):
+        w = torch.randint(0, max_w + 1, (n, 1), generator=gen)
+        start = (torch.rand(n, 1, generator=gen) * (size - w + 1).float()).long()
+        keep &= ~((pos >= start) & (pos < start + w))
+    shape = [n, 1, 1, 1]
+    shape[dim] = size
+    return x * keep.view(shape).to(x.dtype)
+
+
+def _roll(x: torch.Tensor, max_frac: float, gen: torch.Generator) -> torch.Tensor:
+    n, frames = x.shape[0], x.shape[3]
+    max_s = int(math.floor(max_frac * frames))
+    if max_s < 1:
+        return x
+    shift = torch.randint(-max_s, max_s + 1, (n,), generator=gen)
+    idx = (torch.arange(frames).view(1, frames) - shift.view(n, 1)) % frames      # out[t] = x[t - shift]
+    return torch.gather(x, 3, idx.view(n, 1, 1, frames).expand(-1, x.shape[1], x.shape[2], -1))
+
+
+def soft_labels(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    t = F.one_hot(y, num_classes).float()
+    return t * (1.0 - smoothing) + smoothing / num_classes
+
+
+@dataclass
+class Mix:
+    """How a batch was mixed: ``x = lam * x + (1 - lam) * x[perm]``."""
+    lam: float
+    perm: torch.Tensor
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[torch.Tensor, Mix | None]:
+    """The augmented training batch (on the CPU) and its mixup, if any (pass it to :func:`targets`)."""
+    if cfg.time_shift > 0:
+        x = _roll(x, cfg.time_shift, gen)
+    x = _masks(x, 2, cfg.freq_masks, cfg.freq_mask, gen)
+    x = _masks(x, 3, cfg.time_masks, cfg.time_mask, gen)
+    if cfg.mixup_alpha <= 0 or len(x) < 2:
+        return x, None
+    lam = _beta(cfg.mixup_alpha, gen)
+    mix = Mix(max(lam, 1.0 - lam), torch.randperm(len(x), generator=gen))
+    return mix.lam * x + (1.0 - mix.lam) * x[mix.perm], mix
+
+
+def targets(y: torch.Tensor, num_classes: int, cfg: AugmentConfig, mix: Mix | None) -> torch.Tensor:
+    """The training targets for labels ``y``: the labels themselves when nothing softens them, else class
+    distributions ``[B, num_classes]`` (smoothed, then mixed like the inputs)."""
+    if not cfg.soft_targets:
+        return y
+    t = soft_labels(y, num_classes, cfg.label_smoothing)
+    if mix is not None:
+        t = mix.lam * t + (1.0 - mix.lam) * t[mix.perm.to(t.device)]
+    return t
+
+
+def _beta(alpha: float, gen: torch.Generator) -> float:
+    """One Beta(alpha, alpha) draw, seeded from ``gen`` (torch's Beta sampler takes no generator)."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))

@@ -1,0 +1,185 @@
+"""The training recipe: augmentation of log-mel batches, soft targets, the learning-rate schedule, and the
+training loop using them (resumable, teacher on the augmented batch)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from esc2c.compress.augment import AugmentConfig, augment_batch, soft_labels, targets
+from esc2c.compress.config import DATASET_FEATURES, load_config
+from esc2c.compress.schedule import lr_factor, make_scheduler
+from esc2c.compress.train import TrainConfig, evaluate, train
+from esc2c.errors import Esc2cError
+from esc2c.models.registry import build_model
+
+IN = (1, 16, 24)
+
+
+def _x(n=8, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).normal(0, 1, (n, *IN)).astype(np.float32)) + 3.0
+
+
+def test_no_augmentation_is_the_identity():
+    x, y = _x(), torch.arange(8) % 4
+    xa, mix = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(xa, x) and mix is None
+    assert targets(y, 4, AugmentConfig(), None) is y            # integer labels: the plain loss path
+
+
+def test_time_shift_rolls_each_clip_within_its_bound():
+    x = _x()
+    xa, _ = augment_batch(x, AugmentConfig(time_shift=0.25), torch.Generator().manual_seed(1))
+    shifts = set()
+    for a, b in zip(x, xa):
+        s = [k for k in range(-6, 7) if torch.equal(torch.roll(a, k, dims=2), b)]   # 0.25 * 24 frames = 6
+        assert len(s) == 1
+        shifts.add(s[0])
+    assert len(shifts) > 2                                       # per-clip shifts, not one for the batch
+
+
+@pytest.mark.parametrize("dim, field", [(2, "freq"), (3, "time")])
+def test_specaugment_masks_zero_bounded_spans(dim, field):
+    x = _x(64)
+    cfg = AugmentConfig(**{f"{field}_masks": 1, f"{field}_mask": 0.25})
+    xa, _ = augment_batch(x, cfg, torch.Generator().manual_seed(2))
+    size = x.shape[dim]
+    widths = []
+    for a, b in zip(x, xa):
+        zero = (b == 0).all(dim=1 if dim == 3 else 2).squeeze(0) if dim == 2 else (b == 0).all(dim=1).squeeze(0)
+        idx = torch.nonzero(zero).flatten().tolist()
+        if idx:
+            assert idx == list(range(idx[0], idx[-1] + 1))       # one contiguous span
+        widths.append(len(idx))
+        keep = ~zero
+        sel = (slice(None), keep) if dim == 2 else (slice(None), slice(None), keep)
+        assert torch.equal(a[sel], b[sel])                       # the rest untouched
+    assert max(widths) <= math.floor(0.25 * size) and max(widths) > 0
+
+
+def test_mixup_and_label_smoothing_targets():
+    x, y = _x(16), torch.arange(16) % 4
+    cfg = AugmentConfig(mixup_alpha=0.4, label_smoothing=0.1)
+    xa, mix = augment_batch(x, cfg, torch.Generator().manual_seed(3))
+    assert mix is not None and 0.5 <= mix.lam <= 1.0
+    torch.testing.assert_close(xa, mix.lam * x + (1 - mix.lam) * x[mix.perm])
+    t = targets(y, 4, cfg, mix)
+    torch.testing.assert_close(t.sum(1), torch.ones(16))
+    s = soft_labels(y, 4, 0.1)
+    assert torch.allclose(s.max(1).values, torch.full((16,), 0.925)) and torch.allclose(s.min(1).values,
+                                                                                        torch.full((16,), 0.025))
+    torch.testing.assert_close(t, mix.lam * s + (1 - mix.lam) * s[mix.perm])
+    # the same generator state gives the same batch
+    xb, mix2 = augment_batch(x, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(xa, xb) and mix2.lam == mix.lam
+
+
+@pytest.mark.parametrize("field, value", [("time_shift", 1.5), ("freq_masks", -1), ("mixup_alpha", -0.1),
+                                          ("label_smoothing", 1.0)])
+def test_bad_augmentation_is_named(field, value):
+    with pytest.raises(Esc2cError, match=field):
+        AugmentConfig(**{field: value})
+    with pytest.raises(Esc2cError, match=field):
+        load_config(None, {field: value})
+
+
+def test_cosine_schedule_with_warmup():
+    f = [lr_factor(s, 100, "cosine", 10) for s in range(100)]
+    assert f[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert f[10] == pytest.approx(1.0) and f[-1] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))           # monotone after the warm-up
+    assert lr_factor(50, 100, "constant", 10) == 1.0
+    with pytest.raises(Esc2cError, match="schedule"):
+        lr_factor(0, 10, "step")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
+    sched = make_scheduler(opt, 20, "cosine", 4)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5 * lr_factor(s, 20, "cosine", 4) for s in range(20)])
+
+
+def test_dataset_feature_defaults_and_presets(tmp_path):
+    us = load_config(None, {"dataset": "urbansound8k", "data_dir": "somewhere"}).feature_spec()
+    assert (us.clip_seconds, us.n_mels) == (4.0, 40)              # whole 4 s clips, not the synthetic set's
+    assert load_config(None, {"dataset": "esc50", "data_dir": "x"}).feature_spec().clip_seconds == 5.0
+    assert load_config(None).feature_spec().n_mels == DATASET_FEATURES["synthetic"]["n_mels"]
+    assert load_config(None, {"dataset": "urbansound8k", "data_dir": "x",
+                              "features": {"n_mels": 64}}).feature_spec().clip_seconds == 4.0
+    d = load_config(None)
+    assert d.augment().active and d.augment().soft_targets and d.lr_schedule == "cosine"
+    p = load_config(None, {"preset": "paper"})
+    assert not p.augment().active and not p.augment().soft_targets and p.lr_schedule == "constant"
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: paper\nmixup_alpha: 0.3\n")
+    c = load_config(str(f))                                       # the file overrides its preset
+    assert c.mixup_alpha == 0.3 and c.lr_schedule == "constant"
+    assert load_config(str(f), {"preset": "esc2c"}).lr_schedule == "cosine"
+    with pytest.raises(Esc2cError, match="preset"):
+        load_config(None, {"preset": "fancy"})
+
+
+class Data:
+    def __init__(self, n, seed):
+        g = np.random.default_rng(seed)
+        self.y = g.integers(0, 4, n).astype(np.int64)
+        self.x = g.normal(0, 1, (n, *IN)).astype(np.float32)
+        for i, c in enumerate(self.y):
+            self.x[i, 0, 4 * c:4 * c + 4, :] += 1.5
+
+
+RECIPE = dict(augment=AugmentConfig(time_shift=0.2, freq_masks=1, freq_mask=0.1, time_masks=1, time_mask=0.1,
+                                    mixup_alpha=0.2, label_smoothing=0.1),
+              schedule="cosine", warmup_epochs=0.5, batch_size=16, progress=False, verbose=False, seed=2)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build_model("small", 4, width=0.5, in_shape=IN)
+
+
+def test_recipe_learns_and_resumes_bit_identically(tmp_path):
+    tr, va = Data(96, 0), Data(48, 1)
+    cfg = TrainConfig(epochs=3, **RECIPE)
+    ref = train(_model(), tr, va, "ce_aux", cfg=cfg)
+    assert ref.best_val_acc >= 0.5                               # chance is 0.25
+
+    class Kill(Exception):
+        pass
+
+    def kill(epoch, row):
+        if epoch == 1:
+            raise Kill
+    ck = tmp_path / "last.pt"
+    with pytest.raises(Kill):
+        train(_model(), tr, va, "ce_aux", cfg=cfg, checkpoint=ck, on_epoch_end=kill)
+    res = train(_model(seed=5), tr, va, "ce_aux", cfg=cfg, checkpoint=ck)
+    a, b = ref.model.state_dict(), res.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)               # augmentation and schedule resume exactly
+
+
+def test_teacher_sees_the_augmented_batch():
+    tr = Data(32, 0)
+    teacher = _model(3).eval()
+    seen = []
+    real = teacher.forward_all
+
+    def spy(x):
+        seen.append(x.clone())
+        return real(x)
+    teacher.forward_all = spy
+    train(_model(), tr, None, "kd", teacher=teacher, cfg=TrainConfig(epochs=1, **RECIPE))
+    assert len(seen) == 2 and all(len(s) == 16 for s in seen)    # once per batch, not a cache of the raw set
+    raw = torch.from_numpy(tr.x)
+    assert not any(torch.equal(s[0], r) for s in seen for r in raw)
+    seen.clear()
+    train(_model(), tr, None, "kd", teacher=teacher, cfg=TrainConfig(epochs=1, batch_size=16, progress=False))
+    assert len(seen) == 1 and torch.equal(seen[0], raw)          # plain recipe: one cached pass over the set
+
+
+def test_evaluate_is_never_augmented():
+    va = Data(32, 1)
+    m = _model()
+    assert evaluate(m, va)["acc"] == evaluate(m, va)["acc"]
