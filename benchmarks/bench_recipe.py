@@ -8,7 +8,8 @@ with its 95 % t interval.
 
     .venv/bin/python benchmarks/bench_recipe.py [--seeds 0,1] [--folds 1,2,3] [--epochs 20] [-o runs/bench_recipe]
 
-Each finished cell is stored as JSON in the output directory and not trained again.
+Each finished cell is stored as JSON (and its teacher as a checkpoint) in the output directory and not trained
+again.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from scipy import stats
 
 from esc2c.compress.config import load_config
 from esc2c.compress.pipeline import load_data
+from esc2c.compress.stages import save_model
 from esc2c.compress.train import TrainConfig, evaluate, train
 from esc2c.fsutil import atomic_write_text
 from esc2c.models.registry import build_model
@@ -30,7 +32,7 @@ from esc2c.models.registry import build_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cell(args, recipe: str, seed: int, test_fold: int) -> dict:
+def cell(args, recipe: str, seed: int, test_fold: int, model_path: Path) -> dict:
     folds = [f for f in args.folds if f != test_fold]
     cfg = load_config(None, {"dataset": "urbansound8k", "data_dir": args.data_dir, "train_folds": folds,
                              "val_folds": [test_fold], "holdout": args.holdout, "seed": seed, "preset": recipe,
@@ -45,11 +47,13 @@ def cell(args, recipe: str, seed: int, test_fold: int) -> dict:
                      seed=seed, progress=False, verbose=False, augment=cfg.augment(), schedule=cfg.lr_schedule,
                      warmup_epochs=cfg.warmup_epochs)
     res = train(m, tr, sel, "ce_aux", cfg=tc)
-    return {"recipe": recipe, "seed": seed, "test_fold": test_fold, "train_folds": folds,
+    r = {"recipe": recipe, "seed": seed, "test_fold": test_fold, "train_folds": folds,
             "test_acc": evaluate(res.model, te)["acc"], "select_acc": res.best_val_acc,
             "train_acc": res.history[res.best_epoch - 1]["train_acc"], "best_epoch": res.best_epoch,
             "seconds": time.time() - t0, "spec": spec.to_dict(), "augment": cfg.augment().to_dict(),
             "lr_schedule": cfg.lr_schedule}
+    save_model(model_path, res.model, metrics=r, spec=spec.to_dict())
+    return r
 
 
 def main() -> None:
@@ -79,7 +83,7 @@ def main() -> None:
                 if path.is_file():
                     r = json.loads(path.read_text())
                 else:
-                    r = cell(args, recipe, seed, fold)
+                    r = cell(args, recipe, seed, fold, path.with_suffix(".pt"))
                     atomic_write_text(path, json.dumps(r, indent=1) + "\n")
                 rows.append(r)
                 print(f"{recipe:<6} seed {seed} test fold {fold}: test {100 * r['test_acc']:.2f} %  "
