@@ -25,7 +25,7 @@ def _db(v) -> str:
         return ""
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
-    return f"{v:.1f}"
+    return f"{v:.1f}".replace("-0.0", "0.0") if abs(v) < 0.05 else f"{v:.1f}"
 
 
 def _pct(v) -> str:
