@@ -96,7 +96,8 @@ def same_program(a: dict, b: dict) -> str | None:
         return "the layers differ"
     for name, t in a["tensors"].items():
         u = b["tensors"].get(name)
-        if u is None or np.float32(t["scale"]) != np.float32(u["scale"]) or int(t["zero_point"]) != int(u["zero_point"]):
+        if (u is None or np.float32(t["scale"]) != np.float32(u["scale"])
+                or int(t["zero_point"]) != int(u["zero_point"])):
             return f"tensor {name!r} has another scale or zero point"
     for L, M in zip(a["layers"], b["layers"]):
         for key in ("weight", "bias"):

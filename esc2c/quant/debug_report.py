@@ -12,11 +12,7 @@ from esc2c.quant.debug import PATH_NAMES, QuantDebug
 
 
 def _num(v) -> float | None:
-    if v is None:
-        return None
-    if isinstance(v, str):  # "inf" / "-inf" from a report.json
-        return float(v)
-    return float(v)
+    return None if v is None else float(v)  # also "inf" / "-inf" from a report.json
 
 
 def _db(v) -> str:
