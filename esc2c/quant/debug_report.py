@@ -92,7 +92,7 @@ def plot(d: dict, path: str | Path, title: str = "Quantization error per layer")
     panels = (["sqnr"] if d["has_float"] else []) + (["agree"] if agree_paths else [])
     if not panels:
         panels = ["agree"]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(7, 0.55 * len(names)), 3.2 * len(panels)),
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(7, 0.55 * len(names)) + 3, 3.2 * len(panels)),
                              squeeze=False, sharex=True)
     x = np.arange(len(names))
     colours = {"fq": "tab:blue", "int": "tab:orange", "c": "tab:green"}
@@ -115,7 +115,7 @@ def plot(d: dict, path: str | Path, title: str = "Quantization error per layer")
             ax.set_ylim(max(0.0, min([100 * r[f"{p}_agree"] for r in rows for p in agree_paths
                                       if r.get(f"{p}_agree") is not None] + [100.0]) - 5), 100.5)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax = axes[-1, 0]
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
     for lbl in ax.get_xticklabels():
