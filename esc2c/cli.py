@@ -20,6 +20,7 @@ def _register() -> None:
     from esc2c.compress.cli import compress
     from esc2c.data.cli import datasets
     from esc2c.frontend.cli import audio_cmd
+    from esc2c.quant.debug_cli import qdebug_cmd
     from esc2c.target.cli import flash_cmd, run_cmd
 
     cli.add_command(datasets)
@@ -29,6 +30,7 @@ def _register() -> None:
     cli.add_command(emit_cmd)
     cli.add_command(verify_cmd)
     cli.add_command(audio_cmd)
+    cli.add_command(qdebug_cmd)
 
 
 _register()

@@ -89,7 +89,8 @@ def test_compress_end_to_end_resume_and_report(tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["compress", "--config", str(tiny_config), "-o", str(out)]) == 0
     log = capsys.readouterr().out
-    for f in ("model.onnx", "report.json", "report.md", "acc_stages.png", "acc_vs_ratio.png", "widths.png"):
+    for f in ("model.onnx", "report.json", "report.md", "acc_stages.png", "acc_vs_ratio.png", "widths.png",
+              "quant_debug.png"):
         assert (out / f).is_file(), f
     rep = json.loads((out / "report.json").read_text())
     models = [r["model"] for r in rep["table"]]
@@ -105,6 +106,7 @@ def test_compress_end_to_end_resume_and_report(tiny_config, tmp_path, capsys):
     assert json.loads(meta["esc2c.feature_spec"])["n_mels"] == 16 and meta["esc2c.rounding"] == "double"
     assert not any(n.name.startswith("aux") for n in m.graph.node)
     assert "| M_QaKD |" in log and "M_QaKD" in (out / "report.md").read_text()
+    _check_quant_debug(rep, out, capsys)
     # a second run resumes: every stage is loaded, the exported weights are the same
     before = _int8_weights(out / "model.onnx")
     assert main(["compress", "--config", str(tiny_config), "-o", str(out)]) == 0
@@ -115,6 +117,20 @@ def test_compress_end_to_end_resume_and_report(tiny_config, tmp_path, capsys):
     # a finished stage is never mixed with different settings
     assert main(["compress", "--config", str(tiny_config), "--epochs-teacher", "3", "-o", str(out)]) == 1
     assert "different stage_config" in capsys.readouterr().err
+
+
+def _check_quant_debug(rep, out, capsys):
+    """The report's per-layer quantization debugger, and `esc2c qdebug` on the run gives the same table."""
+    qd = rep["quant_debug"]
+    program = export.program_from_onnx(onnx.load(str(out / "model.onnx")))
+    assert [r["name"] for r in qd["layers"]] == ["input"] + [L["output"] for L in program["layers"]]
+    assert qd["n_inputs"] == rep["data"]["val_clips"] and qd["worst_layer"] in {r["name"] for r in qd["layers"]}
+    assert all(r["fq_agree"] > 0.8 for r in qd["layers"])
+    assert "## Where the INT8 model loses accuracy" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["qdebug", str(out), "-o", str(out / "qdebug")]) == 0
+    assert json.loads((out / "qdebug" / "quant_debug.json").read_text())["layers"] == qd["layers"]
+    assert "| logits | fc |" in capsys.readouterr().out
 
 
 def test_same_seed_same_integer_weights(tiny_config, tmp_path, capsys):

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from esc2c.compress import cup, qakd
+from esc2c.compress import cup, qakd, quant_debug
 from esc2c.compress.config import CompressConfig
 from esc2c.compress.stages import Stage, StageResult, StageRunner
 from esc2c.compress.train import TrainConfig, evaluate, resolve_device, train
@@ -264,6 +264,7 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
                 "params": count_params(R["pokd"].model), "rounding": cfg.rounding}
     rep = report_mod.build_report(cfg, {k: R[k].metrics for k in R}, ptq_acc, deployed, spec,
                                   tr.class_names, len(tr.y), len(va.y), time.time() - t0)
+    rep["quant_debug"] = quant_debug.for_report(final, R["pokd"].model, va, cfg.rounding, seed=cfg.seed)
     report_mod.write_report(rep, out)
     log(f"wrote {out / 'report.json'} and {out / 'report.md'}")
     return rep

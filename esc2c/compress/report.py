@@ -13,6 +13,7 @@ import torch
 
 from esc2c.compress.cup import plot_accuracy_vs_ratio, plot_widths
 from esc2c.fsutil import atomic_path, atomic_write_text
+from esc2c.quant import debug_report
 
 ROWS = (  # (report key, stage, description)
     ("M_Ori", "teacher", "teacher, FP32"),
@@ -92,6 +93,22 @@ def _plot_stages(rep: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def quant_debug_section(rep: dict, out: Path) -> list[str]:
+    """The report.md lines of the per-layer quantization debugger (``rep["quant_debug"]``), after writing its
+    plot ``quant_debug.png``; none when the report has no such entry."""
+    d = rep.get("quant_debug")
+    if not d:
+        return []
+    debug_report.plot(d, out / "quant_debug.png", title="M_QaKD: quantization error per layer vs M_PoKD")
+    return ["## Where the INT8 model loses accuracy (per layer)", "",
+            f"M_PoKD (float) vs M_QaKD fake-quant (fq) vs the exact integer program (int) on {d['n_inputs']} "
+            "validation clips. SQNR in dB against the float model (inf: identical); max err: largest "
+            "|int - float| in the layer's output LSBs and in real units; drop: SQNR the layer itself loses "
+            "(lowest SQNR of its inputs minus its own); fq = int: identical int8 elements. The float model is the "
+            "one QAT started from, so the figures include what QAT training changed.", "",
+            debug_report.format_table(d), "", "![quantization error per layer](quant_debug.png)", ""]
+
+
 def write_report(rep: dict, out_dir) -> None:
     out = Path(out_dir)
     _plot_stages(rep, out / "acc_stages.png")
@@ -126,5 +143,6 @@ def write_report(rep: dict, out_dir) -> None:
         "![accuracy vs prune ratio](acc_vs_ratio.png)",
         "![per-layer widths](widths.png)",
         "",
+        *quant_debug_section(rep, out),
     ]
     atomic_write_text(out / "report.md", "\n".join(md))
