@@ -56,6 +56,30 @@ def cell(args, recipe: str, seed: int, test_fold: int, model_path: Path) -> dict
     return r
 
 
+@torch.no_grad()
+def soft_target_stats(args, r: dict, model_path: Path) -> dict:
+    """What a distillation teacher hands its student: the mean top-1 probability and entropy (nats) of its
+    softened outputs (T = 4) on the training clips as they are, and on the same clips augmented as the esc2c
+    recipe does. A teacher whose soft targets on its own training clips are near one-hot teaches little beyond
+    the labels."""
+    from esc2c.compress.augment import augment_batch
+    from esc2c.compress.stages import load_model
+
+    cfg = load_config(None, {"dataset": "urbansound8k", "data_dir": args.data_dir, "train_folds": r["train_folds"],
+                             "val_folds": [r["test_fold"]], "holdout": args.holdout, "seed": r["seed"],
+                             "features": {"hop_length": args.hop} if args.hop else None})
+    tr, _, _, _ = load_data(cfg, log=lambda s: None)
+    model, _ = load_model(model_path)
+    model.eval()
+    x = torch.from_numpy(tr.x)
+    out = {}
+    for name, xs in (("raw", x), ("augmented", augment_batch(x, cfg.augment(), torch.Generator().manual_seed(0))[0])):
+        p = torch.cat([torch.softmax(model(xs[i:i + 256]) / 4.0, 1) for i in range(0, len(xs), 256)])
+        out[name] = {"top1_prob_T4": float(p.max(1).values.mean()),
+                     "entropy_T4": float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "urbansound8k"))
@@ -68,6 +92,8 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--holdout", type=float, default=0.15)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--soft-targets", action="store_true",
+                    help="also print each finished teacher's soft-target sharpness on its training clips")
     ap.add_argument("--hop", type=int, default=None, help="log-mel hop in samples (default: the dataset's, 512)")
     args = ap.parse_args()
     args.folds = [int(f) for f in args.folds.split(",")]
@@ -89,6 +115,11 @@ def main() -> None:
                 print(f"{recipe:<6} seed {seed} test fold {fold}: test {100 * r['test_acc']:.2f} %  "
                       f"(select {100 * r['select_acc']:.2f}, train {100 * r['train_acc']:.2f}, "
                       f"best epoch {r['best_epoch']}, {r['seconds']:.0f} s)", flush=True)
+                if args.soft_targets:
+                    st = soft_target_stats(args, r, path.with_suffix(".pt"))
+                    print("       soft targets at T=4 on its training clips: " + ", ".join(
+                        f"{k}: top-1 p {v['top1_prob_T4']:.3f}, entropy {v['entropy_T4']:.3f}"
+                        for k, v in st.items()), flush=True)
     print()
     acc = {rc: np.array([r["test_acc"] for r in rows if r["recipe"] == rc]) for rc in recipes}
     for rc in recipes:
