@@ -9,7 +9,7 @@
 Models: the paper-size reference model of bench_profile.py (``reference``: fast kernels, ``reference-cmsis``:
 CMSIS-NN convolutions) and ESCNets quantized with random calibration (esc2c.compress.deploy_graph): a
 VGG-11 (width 0.25, 40 x 173 input) pruned by CUP to 97 % and to 90 % (channel multiple 4), a pruned
-ResNet-18 (residual adds, 1x1 shortcuts) and the small CNN. Each is emitted for the STM32F746ZG and run
+ResNet-18 (residual adds, 1x1 shortcuts), the small CNN and the unpruned VGG-11. Each is emitted and run
 once on QEMU mps2-an500 with the per-layer profile (esc2c/target/runner.py). The goal: the whole-inference
 estimate within 10 % of the measurement for the reference model and the pruned VGG-11.
 """
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from esc2c.compiler import costmodel  # noqa: E402
 
 IN_SHAPE = (1, 40, 173)
-MODELS = ("reference", "reference-cmsis", "vgg11-p97", "vgg11-p90m4", "resnet18-p80", "small")
+MODELS = ("reference", "reference-cmsis", "vgg11-p97", "vgg11-p90m4", "resnet18-p80", "small", "vgg11")
 
 
 def escnet(name: str):
@@ -63,7 +63,7 @@ def measure(name: str, tmp: Path) -> dict:
     from esc2c.target.runner import run_qemu
 
     path, kernels = onnx_for(name, tmp)
-    res = emit(path, tmp / f"out_{name}", board="stm32f746zg", n_vectors=1, kernels=kernels)
+    res = emit(path, tmp / f"out_{name}", n_vectors=1, kernels=kernels)
     t0 = time.perf_counter()
     prof = run_qemu(res.out, vectors=1, profile=True, echo=lambda s: None).profile
     est = costmodel.estimate(res.graph)

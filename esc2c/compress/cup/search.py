@@ -258,8 +258,8 @@ def prune_until(model: ESCNet, fits: Callable[[ESCNet], tuple[bool, str]], width
 
     last = walk.steps
     if not at(last)[0]:
-        raise Esc2cError(f"the budget cannot be met even pruning the most CUP can ({_rule(widths)}): "
-                         f"{at(last)[1]}")
+        raise Esc2cError(f"even the most pruning CUP can do ({_rule(widths)}, {at(last)[2].params_after} "
+                         f"parameters kept) leaves {at(last)[1]}")
     a, b = min(lo, last), last
     while a < b:
         mid = (a + b) // 2
