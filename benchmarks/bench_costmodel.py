@@ -9,7 +9,7 @@
 Models: the paper-size reference model of bench_profile.py (``reference``: fast kernels, ``reference-cmsis``:
 CMSIS-NN convolutions) and ESCNets quantized with random calibration (esc2c.compress.deploy_graph): a
 VGG-11 (width 0.25, 40 x 173 input) pruned by CUP to 97 % and to 90 % (channel multiple 4), a pruned
-ResNet-18 (residual adds, 1x1 shortcuts), the small CNN and the unpruned VGG-11. Each is emitted and run
+ResNet-18 (residual adds, 1x1 shortcuts), the small CNN and a VGG-11 pruned to 80 %. Each is emitted and run
 once on QEMU mps2-an500 with the per-layer profile (esc2c/target/runner.py). The goal: the whole-inference
 estimate within 10 % of the measurement for the reference model and the pruned VGG-11.
 """
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from esc2c.compiler import costmodel  # noqa: E402
 
 IN_SHAPE = (1, 40, 173)
-MODELS = ("reference", "reference-cmsis", "vgg11-p97", "vgg11-p90m4", "resnet18-p80", "small", "vgg11")
+MODELS = ("reference", "reference-cmsis", "vgg11-p97", "vgg11-p90m4", "resnet18-p80", "small", "vgg11-p80")
 
 
 def escnet(name: str):
@@ -76,6 +76,16 @@ def measure(name: str, tmp: Path) -> dict:
     return {"name": name, "counts": counts, "measured": measured, "table": [vars(L) for L in est.layers]}
 
 
+def tables(rows: list[dict], coeffs=None) -> None:
+    """Per-layer estimate vs measurement of stored rows (``--load``), with ``coeffs`` or the model's."""
+    c = coeffs or costmodel.COEFFS
+    for r in rows:
+        layers = [costmodel.LayerEstimate(**{**t, "instructions": int(round(sum(c[k] * v for k, v in f.items())))})
+                  for t, f in zip(r["table"], r["counts"])]
+        print(f"\n=== {r['name']}")
+        print(costmodel.CostEstimate(layers).table(r["measured"]))
+
+
 def report(rows: list[dict], coeffs=None) -> None:
     print(f"\n{'model':<18} {'estimate':>13} {'measured':>13} {'error':>7} {'worst layer':>11}")
     for r in rows:
@@ -94,6 +104,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.load:
         rows = json.loads(args.load.read_text())
+        tables(rows)
     else:
         names = [n.strip() for n in args.models.split(",") if n.strip()]
         bad = [n for n in names if n not in MODELS]
