@@ -1,7 +1,6 @@
 """The compiler's instruction cost model: its counts follow the kernels' loops, its fit recovers known
 coefficients, and on a small pruned ESCNet built as firmware and run once on QEMU it is within 10 % of the
 measured whole-inference instructions; `esc2c emit` prints it, labelled as an estimate."""
-import pytest
 import torch
 
 from esc2c.cli import main as cli_main

@@ -6,7 +6,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from esc2c.compiler.emit import compile_model
@@ -40,13 +39,3 @@ def compile_float(model: ESCNet, in_shape, kernels: str = DEFAULT_KERNELS, calib
         p = quantized_onnx(model, in_shape, Path(tmp) / "model.onnx", calib)
         return compile_model(p, kernels, fuse=fuse)
 
-
-def in_shape_of(model: ESCNet) -> tuple[int, int, int]:
-    """The input shape the model was built for (its config records it)."""
-    from esc2c.models.registry import model_config
-
-    cfg = model_config(model)
-    shape = cfg.get("in_shape")
-    if shape is None:
-        raise ValueError("model config has no in_shape")
-    return tuple(int(v) for v in np.atleast_1d(shape))

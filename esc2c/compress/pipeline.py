@@ -188,7 +188,8 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
                               "accuracy": acc(recalibrated_bn(p.model, tr, seed=cfg.seed))})
             except Esc2cError as e:
                 log(f"[prune] sweep ratio {r}: {e}")
-        sweep.append({"target": pr.ratio if cfg.target_params or cfg.board else cfg.prune_ratio, "ratio": pr.ratio, "params_after": pr.params_after,
+        asked = pr.ratio if cfg.target_params or cfg.board else cfg.prune_ratio
+        sweep.append({"target": asked, "ratio": pr.ratio, "params_after": pr.params_after,
                       "accuracy": acc(recalibrated_bn(pr.model, tr, seed=cfg.seed))})
         summary = pr.summary()
         log(f"[prune] removed {pr.ratio:.4f} of {pr.params_before} parameters (t = {pr.threshold:.4g})")
