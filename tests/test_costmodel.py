@@ -32,7 +32,7 @@ def test_counts_follow_the_shapes():
             assert conv_macs <= 6 * c["fast.dot"] <= 3 * conv_macs
     wider = compile_float(_pruned(ratio=0.4), IN)
     assert costmodel.estimate(wider).instructions > est.instructions
-    assert f"{est.latency_ms:.2f} ms at 216 MHz" in est.table()
+    assert f"{est.instructions:,} instructions = {est.latency_ms:.2f} ms at 216 MHz (estimate" in est.table()
 
 
 def test_fit_recovers_known_coefficients():
@@ -54,7 +54,7 @@ def test_estimate_within_10_percent_of_qemu(tmp_path, capsys):
     out = tmp_path / "out"
     assert cli_main(["emit", str(onnx_path), "-o", str(out), "--vectors", "1"]) == 0
     text = capsys.readouterr().out
-    assert "ESTIMATE" in text and "estimated latency:" in text and "ms at 216 MHz (estimate)" in text
+    assert "ESTIMATE" in text and "estimated latency:" in text and "ms at 216 MHz (estimate: cost model" in text
     from esc2c.compiler.emit import compile_model
 
     est = costmodel.estimate(compile_model(onnx_path))

@@ -46,7 +46,6 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
     click.echo("cost model, per layer (an ESTIMATE from shapes and kernels, not a measurement; "
                "`esc2c run --target qemu --profile` measures):")
     click.echo(est.table())
-    click.echo(f"estimated latency: {est.instructions:,} instructions = {est.latency_ms:.2f} ms at 216 MHz (estimate)")
     if board:
         from esc2c.compiler.emit import check_fit
 

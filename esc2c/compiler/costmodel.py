@@ -36,7 +36,7 @@ from esc2c.compiler.passes.kernel_select import FC, MAX_POOL
 
 CLOCK_HZ = 216_000_000
 PIXELS = 3  # output pixels per step of the fast kernel
-ESTIMATE_NOTE = "estimate: cost model (esc2c/compiler/costmodel.py), 1 instruction/cycle at 216 MHz"
+ESTIMATE_NOTE = "estimate: cost model esc2c/compiler/costmodel.py, 1 instruction/cycle"
 
 # instructions per count, fitted by benchmarks/bench_costmodel.py --fit on its seven models (91 layers;
 # whole-inference error -0.4 % to +0.6 % on each; leaving one fast-kernel model out of the fit moves its
@@ -187,7 +187,8 @@ class CostEstimate:
             m = int(sum(measured))
             tot += f" {m:>12,} {(self.instructions - m) / m if m else 0.0:>+7.1%}"
         lines.append(tot)
-        lines.append(f"latency {self.latency_ms:.2f} ms at {self.clock_hz / 1e6:.0f} MHz ({ESTIMATE_NOTE})")
+        lines.append(f"estimated latency: {self.instructions:,} instructions = {self.latency_ms:.2f} ms at "
+                     f"{self.clock_hz / 1e6:.0f} MHz ({ESTIMATE_NOTE})")
         return "\n".join(lines)
 
 
