@@ -5,6 +5,8 @@
     python benchmarks/bench_costmodel.py --fit           also refit the coefficients on all measured layers
                                                          and print them (paste into costmodel.COEFFS)
     python benchmarks/bench_costmodel.py --save S.json   keep the measurements; --load S.json reuses them
+    python benchmarks/bench_costmodel.py --firmware      also the STM32F746ZG firmware's flash/RAM beside the
+                                                         model (the constants of esc2c/compress/budget.py)
 
 Models: the paper-size reference model of bench_profile.py (``reference``: fast kernels, ``reference-cmsis``:
 CMSIS-NN convolutions) and ESCNets quantized with random calibration (esc2c.compress.deploy_graph): a
@@ -58,12 +60,32 @@ def onnx_for(name: str, tmp: Path) -> tuple[Path, str]:
     return quantized_onnx(escnet(name), IN_SHAPE, tmp / f"{name}.onnx"), "fast"
 
 
-def measure(name: str, tmp: Path) -> dict:
+def firmware_overhead(name: str, res) -> dict:
+    """STM32F746ZG firmware of an emitted project: flash beside the model's constants and its one self-test
+    vector, RAM beside the arena (what esc2c.compress.budget adds as FLASH_CODE_BYTES / RAM_BASE_BYTES)."""
+    from esc2c.compiler.passes.conv_fast import flash_bytes_delta
+    from esc2c.compress import budget
+    from esc2c.target.build import build_firmware
+
+    fw = build_firmware(res.out, "stm32f746zg")
+    g = res.graph
+    consts = g.weight_bytes() + flash_bytes_delta(g)
+    vector = g.input.size + g.output.size
+    code, ram = fw.flash_bytes - consts - vector, fw.ram_bytes - g.arena_size
+    print(f"{name}: STM32F746ZG firmware flash {fw.flash_bytes:,} B = constants {consts:,} + one vector {vector:,} + "
+          f"code {code:,} (budget uses {budget.FLASH_CODE_BYTES:,}); RAM {fw.ram_bytes:,} B = arena "
+          f"{g.arena_size:,} + {ram:,} (budget uses {budget.RAM_BASE_BYTES:,})")
+    return {"code": code, "ram_base": ram}
+
+
+def measure(name: str, tmp: Path, firmware: bool = False) -> dict:
     from esc2c.compiler.emit import emit
     from esc2c.target.runner import run_qemu
 
     path, kernels = onnx_for(name, tmp)
-    res = emit(path, tmp / f"out_{name}", n_vectors=1, kernels=kernels)
+    res = emit(path, tmp / f"out_{name}", n_vectors=1, kernels=kernels, board="stm32f746zg" if firmware else None)
+    if firmware:
+        firmware_overhead(name, res)
     t0 = time.perf_counter()
     prof = run_qemu(res.out, vectors=1, profile=True, echo=lambda s: None).profile
     est = costmodel.estimate(res.graph)
@@ -101,6 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", action="store_true", help="refit the coefficients on the measured layers")
     ap.add_argument("--save", type=Path, default=None, help="write the measurements to this JSON file")
     ap.add_argument("--load", type=Path, default=None, help="reuse measurements from --save instead of QEMU")
+    ap.add_argument("--firmware", action="store_true",
+                    help="also build each model's STM32F746ZG firmware and print its flash/RAM beside the model")
     args = ap.parse_args(argv)
     if args.load:
         rows = json.loads(args.load.read_text())
@@ -111,7 +135,7 @@ def main(argv=None) -> int:
         if bad:
             ap.error(f"unknown models {bad}; choose from {', '.join(MODELS)}")
         with tempfile.TemporaryDirectory(prefix="esc2c-cost-") as tmp:
-            rows = [measure(n, Path(tmp)) for n in names]
+            rows = [measure(n, Path(tmp), args.firmware) for n in names]
     if args.save:
         args.save.write_text(json.dumps(rows))
     report(rows)

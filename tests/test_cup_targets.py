@@ -1,7 +1,9 @@
 """CUP to a size: ratio and kept-parameter targets within 0.5 %, kernel-friendly widths (multiples,
 minimums, ResNet residual groups), determinism, and board budgets (flash, RAM, cost-model latency)."""
+import numpy as np
 import pytest
 import torch
+from scipy.cluster.hierarchy import fcluster
 
 from esc2c.compress import budget, cup
 from esc2c.compress.config import load_config
@@ -170,3 +172,15 @@ def test_config_fields_validated():
                      ({"max_latency_ms": -1.0, "board": "stm32f746zg"}, "max_latency_ms")):
         with pytest.raises(Esc2cError, match=msg):
             load_config(None, bad)
+
+
+def test_cut_after_m_merges_is_scipys_cut_at_t():
+    """Cutting a dendrogram after the merges of height <= t is scipy's fcluster(t, "distance")."""
+    cl = cup.cluster(_model("vgg11", 0))
+    for name, z in list(cl.linkages.items())[:4]:
+        n = len(z) + 1
+        for t in np.quantile(z[:, 2], [0.0, 0.3, 0.7, 1.0]):
+            ours = cup.cut(z, n, int(np.sum(z[:, 2] <= t)))
+            ref = fcluster(z, t=t, criterion="distance")
+            pairs = {(int(a), int(b)) for a, b in zip(ours, ref)}      # a bijection between the labels
+            assert len(pairs) == len(set(ours)) == len(set(ref))

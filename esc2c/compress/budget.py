@@ -31,7 +31,7 @@ from esc2c.models.blocks import ESCNet
 # Measured on STM32F746ZG firmware (arm-none-eabi-gcc 12.2, Release) of emitted models with one self-test
 # vector: flash minus the constants and that vector was 26.8 KB (small CNN), 27.8 KB (pruned VGG-11) and
 # 30.9 KB (pruned ResNet-18, which adds the residual-add kernel); RAM minus the arena 23.4-23.6 KB (main
-# stack, runtime and board data). Rounded up:
+# stack, runtime and board data); benchmarks/bench_costmodel.py --firmware prints them. Rounded up:
 FLASH_CODE_BYTES = 32 * 1024
 RAM_BASE_BYTES = 24 * 1024
 # kernel-friendly widths used when a board is named and the options are not given

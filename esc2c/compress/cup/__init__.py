@@ -17,7 +17,7 @@
    its fan-in, fan-out or weight scale, so a distance t means the same everywhere, and a layer is pruned
    harder when its filters sit in tighter clusters than its own spread (or when it has many filters).
 4. Clustering. Per group, agglomerative hierarchical clustering (scipy linkage, Ward by default) cut at the
-   global distance t (fcluster criterion="distance"); one representative per cluster is kept, the channel
+   global distance t (every merge of height <= t applied); one representative per cluster is kept, the channel
    with the largest importance: the norm of its features with each block divided by its mean row norm
    (uncentred). t = 0 merges nothing (unless two channels are exact duplicates).
 5. Surgery. Kept channels are copied into a freshly built model: conv filters, BN channels, the consumers'
