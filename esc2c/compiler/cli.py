@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from esc2c.compiler import costmodel
 from esc2c.errors import Esc2cError
 
 
@@ -41,6 +42,10 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
     click.echo(f"arena peak {s['peak_bytes']} B vs sum of all tensors {s['sum_of_tensors_bytes']} B "
                f"({s['peak_bytes'] / max(1, s['sum_of_tensors_bytes']):.2f}x), {s['in_place_ops']} in-place ops, "
                f"{s['overlapped_ops']} outputs over their consumed inputs")
+    est = costmodel.estimate(r.graph)
+    click.echo("cost model, per layer (an ESTIMATE from shapes and kernels, not a measurement; "
+               "`esc2c run --target qemu --profile` measures):")
+    click.echo(est.table())
     if board:
         from esc2c.compiler.emit import check_fit
 

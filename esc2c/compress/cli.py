@@ -42,9 +42,23 @@ from esc2c.compress.schedule import SCHEDULES
 @click.option("--seed", type=int, default=None)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run directory (stages resume from it).")
+@click.option("--target-params", type=click.IntRange(min=1), default=None,
+              help="Parameters CUP keeps (within 0.5 %), instead of --prune-ratio.")
+@click.option("--board", default=None, help="Prune further until the INT8 model fits this board (e.g. stm32f746zg).")
+@click.option("--max-flash", type=click.IntRange(min=1), default=None,
+              help="Flash budget in bytes with --board (default: the board's).")
+@click.option("--max-ram", type=click.IntRange(min=1), default=None,
+              help="RAM budget in bytes with --board (default: the board's).")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Latency budget with --board: the compiler's cost-model estimate at 216 MHz.")
+@click.option("--channel-multiple", type=click.IntRange(min=1), default=None,
+              help="Round kept channels per layer to this multiple (default: 4 with --board, else 1).")
+@click.option("--min-channels", type=click.IntRange(min=1), default=None,
+              help="Fewest channels CUP leaves in a layer (default: 8 with --board, else 1).")
 def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width, prune_ratio, epochs_teacher,
              epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_ta_lr, holdout, rounding, no_baselines, preset,
-             no_augment, mixup_alpha, label_smoothing, lr_schedule, device, seed, output):
+             no_augment, mixup_alpha, label_smoothing, lr_schedule, device, seed, output, target_params, board,
+             max_flash, max_ram, max_latency_ms, channel_multiple, min_channels):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
     from esc2c.compress import pipeline
     from esc2c.compress.report import format_table
@@ -59,6 +73,9 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
                  "lr_schedule": lr_schedule}
     if no_augment:
         overrides.update(time_shift=0.0, freq_masks=0, time_masks=0, mixup_alpha=0.0)
+    overrides.update({"target_params": target_params, "board": board, "max_flash": max_flash, "max_ram": max_ram,
+                      "max_latency_ms": max_latency_ms, "channel_multiple": channel_multiple,
+                      "min_channels": min_channels})
     cfg = load_config(config_path, overrides)
     rep = pipeline.run(cfg, output, log=click.echo)
     click.echo(format_table(rep))

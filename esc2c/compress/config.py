@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from esc2c.compiler.emit import board_limits
 from esc2c.compress.augment import AugmentConfig
 from esc2c.compress.schedule import SCHEDULES
 from esc2c.errors import Esc2cError
@@ -93,6 +94,17 @@ class CompressConfig:
     device: str = "cpu"
     seed: int = 0
     threads: int = 2
+    # CUP targets and budgets (0 / None: not set). target_params: kept deployed parameters (replaces
+    # prune_ratio). board: prune further until the INT8 model fits it (max_flash / max_ram default to the
+    # board's, max_latency_ms is the compiler's cost-model estimate at 216 MHz). channel_multiple /
+    # min_channels: kept widths per layer (0: 4 and 8 when a board is named, else 1 and 1).
+    target_params: int = 0
+    board: str | None = None
+    max_flash: int = 0
+    max_ram: int = 0
+    max_latency_ms: float = 0.0
+    channel_multiple: int = 0
+    min_channels: int = 0
 
     def feature_spec(self) -> FeatureSpec:
         """The dataset's default features updated with ``features``."""
@@ -159,6 +171,24 @@ class CompressConfig:
             bad("warmup_epochs", f"must be >= 0 (got {self.warmup_epochs})")
         self.augment()
         self.feature_spec()
+        for name in ("target_params", "max_flash", "max_ram", "channel_multiple", "min_channels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                bad(name, f"must be an integer >= 0 (0: not set) (got {v!r})")
+        if float(self.max_latency_ms) < 0:
+            bad("max_latency_ms", f"must be >= 0 (0: no limit) (got {self.max_latency_ms})")
+        if self.board is None:
+            for name in ("max_flash", "max_ram", "max_latency_ms"):
+                if getattr(self, name):
+                    bad(name, "is a board budget: name the board too (board / --board)")
+        else:
+            try:
+                flash, ram = board_limits(self.board)
+            except Esc2cError as e:
+                bad("board", str(e))
+            for name, limit in (("max_flash", flash), ("max_ram", ram)):
+                if getattr(self, name) > limit:
+                    bad(name, f"{getattr(self, name)} B is more than {self.board} has ({limit} B)")
         return self
 
 

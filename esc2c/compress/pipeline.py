@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from esc2c.compress import cup, qakd, quant_debug
+from esc2c.compress import budget, cup, qakd, quant_debug
 from esc2c.compress.config import CompressConfig
 from esc2c.compress.stages import Stage, StageResult, StageRunner
 from esc2c.compress.train import TrainConfig, evaluate, resolve_device, train
@@ -174,22 +174,40 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
 
     def st_prune(ctx):
         m_ori = R["teacher"].model.to("cpu")
-        pr = cup.prune_to_ratio(m_ori, cfg.prune_ratio)
+        widths = budget.widths_for(cfg.board, cfg.channel_multiple, cfg.min_channels)
+        cl = cup.cluster(m_ori)
+        if cfg.target_params:
+            pr = cup.prune_to_params(m_ori, cfg.target_params, widths, clustering=cl)
+        else:
+            pr = cup.prune_to_ratio(m_ori, cfg.prune_ratio, widths=widths, clustering=cl)
+        log(f"[prune] {pr.params_after} parameters kept for a target of {pr.target} (widths: multiple "
+            f"{widths.multiple}, at least {widths.min_channels})")
+        cost = None
+        if cfg.board:
+            b = budget.board_budget(cfg.board, cfg.max_flash or None, cfg.max_ram or None,
+                                    cfg.max_latency_ms or None)
+            pr, cost = budget.prune_to_budget(m_ori, in_shape, b, widths, start=pr, clustering=cl)
+            log(f"[prune] budget {b.describe()}: flash {cost.flash} B, RAM {cost.ram} B, latency "
+                f"{cost.latency_ms:.2f} ms (cost-model estimate) with {pr.params_after} parameters")
         sweep = []
         for r in cfg.ratio_sweep:
             try:
-                p = cup.prune_to_ratio(m_ori, r)
+                p = cup.prune_to_ratio(m_ori, r, widths=widths, clustering=cl)
                 sweep.append({"target": float(r), "ratio": p.ratio, "params_after": p.params_after,
                               "accuracy": acc(recalibrated_bn(p.model, tr, seed=cfg.seed))})
             except Esc2cError as e:
                 log(f"[prune] sweep ratio {r}: {e}")
-        sweep.append({"target": cfg.prune_ratio, "ratio": pr.ratio, "params_after": pr.params_after,
+        asked = pr.ratio if cfg.target_params or cfg.board else cfg.prune_ratio
+        sweep.append({"target": asked, "ratio": pr.ratio, "params_after": pr.params_after,
                       "accuracy": acc(recalibrated_bn(pr.model, tr, seed=cfg.seed))})
         summary = pr.summary()
         log(f"[prune] removed {pr.ratio:.4f} of {pr.params_before} parameters (t = {pr.threshold:.4g})")
+        extra = {"target_params": pr.target, "channel_multiple": widths.multiple, "min_channels": widths.min_channels}
+        if cost is not None:
+            extra["deployed_cost"] = cost.summary()
         return StageResult(pr.model, {"val_acc": sweep[-1]["accuracy"], "params": pr.params_after,
                                       "ratio": pr.ratio, "threshold": pr.threshold, "widths": summary["widths"],
-                                      "params_before": pr.params_before, "sweep": sweep})
+                                      "params_before": pr.params_before, "sweep": sweep, **extra})
 
     def st_finetune(ctx):
         m = build_from_config(model_config(R["prune"].model))
@@ -225,7 +243,11 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
     stages = [
         Stage("teacher", st_teacher, {**common, "epochs": cfg.epochs_teacher}),
         Stage("prune", st_prune, {**common, "epochs_teacher": cfg.epochs_teacher, "ratio": cfg.prune_ratio,
-                                  "sweep": cfg.ratio_sweep}),
+                                  "sweep": cfg.ratio_sweep,
+                                  # budget fields only when set, so runs from before them still resume
+                                  **{k: getattr(cfg, k) for k in ("target_params", "board", "max_flash", "max_ram",
+                                                                  "max_latency_ms", "channel_multiple",
+                                                                  "min_channels") if getattr(cfg, k)}}),
         Stage("finetune", st_finetune, {**common, "epochs": cfg.epochs_prune}),
         Stage("pokd", st_pokd, {**common, "epochs": cfg.epochs_prune}),
         Stage("qat_ta", qat_stage(qakd.teacher_assistant, "teacher", lr=cfg.qat_ta_lr),
