@@ -65,5 +65,5 @@ def experiment(config_path, seeds, folds, jobs, threads, methods, data_dir, devi
         grid.run_grid(output, base, cells, jobs=jobs, threads=threads, log=click.echo)
         out = output
     exp = report.write(out)
-    click.echo(report.format_markdown(exp).split("## Accuracy per model (%)")[1].split("![")[0].strip())
+    click.echo(report.format_console(exp))
     click.echo(f"wrote {out}/experiment.json, experiment.md and experiment.png")

@@ -116,6 +116,14 @@ def claim_lines(exp: dict) -> list[str]:
     return out
 
 
+def format_console(exp: dict) -> str:
+    """The per-model means and the claims, for the terminal."""
+    lines = [f"{'model':<16} {'mean %':>7} {'std':>6} {'95 % interval':>17} {'cells':>5}"]
+    for r in exp["rows"]:
+        lines.append(f"{r['model']:<16} {_fmt(r['mean']):>7} {_fmt(r['std']):>6} {_ci(r):>17} {r['n']:>5}")
+    return "\n".join(lines + [""] + claim_lines(exp))
+
+
 def format_markdown(exp: dict) -> str:
     c = exp["config"]
     names = sorted(exp["cells"], key=lambda n: Cell.parse(n))
