@@ -26,12 +26,14 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from esc2c.compress import pipeline
 from esc2c.compress.config import CompressConfig
 from esc2c.errors import Esc2cError
 
@@ -306,8 +308,6 @@ class WorkResult:
 def run_cell(cfg: CompressConfig, cell: Cell, out_dir, log: Callable[[str], None]) -> dict:
     """One compress run into the cell's directory; its output (epoch lines included) goes to log.txt, the
     pipeline's messages also to ``log`` with the cell's name."""
-    from esc2c.compress import pipeline
-
     cdir = cell_dir(out_dir, cell)
     cdir.mkdir(parents=True, exist_ok=True)
     console = sys.stdout
@@ -361,8 +361,6 @@ def run_grid(out_dir, base: CompressConfig, cells: list[Cell], jobs: int = 1, th
              log: Callable[[str], None] = print) -> None:
     """Run the grid with ``jobs`` worker processes (1: in this process). ``threads`` torch threads in all
     (default: the config's) are split among the workers."""
-    import subprocess
-
     if jobs < 1:
         raise Esc2cError(f"--jobs must be >= 1 (got {jobs})")
     prepare(out_dir, base)

@@ -143,7 +143,8 @@ def format_markdown(exp: dict) -> str:
             u["cell"] + (f" (held by {u['lock'].get('host')} pid {u['lock'].get('pid')})" if u["lock"] else "")
             for u in exp["unfinished"]), ""]
     md += ["## Accuracy per model (%)", "",
-           "| model | mean | std | 95 % interval | cells | params (mean) | per cell |", "|---|---:|---:|---:|---:|---:|---|"]
+           "| model | mean | std | 95 % interval | cells | params (mean) | per cell |",
+           "|---|---:|---:|---:|---:|---:|---|"]
     for r in exp["rows"]:
         per = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["values"].items(), key=lambda kv: Cell.parse(kv[0])))
         params = "-" if r["params_mean"] is None else f"{r['params_mean']:.0f}"
