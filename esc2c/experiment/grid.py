@@ -363,6 +363,7 @@ def run_grid(out_dir, base: CompressConfig, cells: list[Cell], jobs: int = 1, th
     (default: the config's) are split among the workers."""
     if jobs < 1:
         raise Esc2cError(f"--jobs must be >= 1 (got {jobs})")
+    check_base(base)
     prepare(out_dir, base)
     total = int(threads or base.threads)
     pending = [c for c in cells if not finished(out_dir, c, cell_config(base, c))]

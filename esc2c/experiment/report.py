@@ -189,7 +189,7 @@ def plot(exp: dict, path) -> None:
     bx.axhline(0, color="0.7", lw=0.8, zorder=1)
     bx.set_xticks(range(len(diffs)), [d["name"] for d in diffs], rotation=35, ha="right")
     bx.set_ylabel("paired difference (points)")
-    bx.set_title("green: claim holds (interval above the bar)")
+    bx.set_title("paired differences: green holds, orange not shown, red reversed (bar: the claim's margin)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
