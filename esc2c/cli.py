@@ -19,12 +19,14 @@ def _register() -> None:
     from esc2c.compiler.cli import emit_cmd, verify_cmd
     from esc2c.compress.cli import compress
     from esc2c.data.cli import datasets
+    from esc2c.experiment.cli import experiment
     from esc2c.frontend.cli import audio_cmd
     from esc2c.quant.debug_cli import qdebug_cmd
     from esc2c.target.cli import flash_cmd, run_cmd
 
     cli.add_command(datasets)
     cli.add_command(compress)
+    cli.add_command(experiment)
     cli.add_command(run_cmd)
     cli.add_command(flash_cmd)
     cli.add_command(emit_cmd)

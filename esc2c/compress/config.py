@@ -105,6 +105,9 @@ class CompressConfig:
     max_latency_ms: float = 0.0
     channel_multiple: int = 0
     min_channels: int = 0
+    # experiments (esc2c experiment) and the Table 1 KD baselines
+    cv_folds: list[int] = field(default_factory=list)     # folds `esc2c experiment --folds cv` tests in turn
+    kd_baselines: list[str] = field(default_factory=list)  # extra FP32 students from M_Pru's start, from M_Ori
 
     def feature_spec(self) -> FeatureSpec:
         """The dataset's default features updated with ``features``."""
@@ -189,6 +192,12 @@ class CompressConfig:
             for name, limit in (("max_flash", flash), ("max_ram", ram)):
                 if getattr(self, name) > limit:
                     bad(name, f"{getattr(self, name)} B is more than {self.board} has ({limit} B)")
+        if not isinstance(self.cv_folds, list) or not all(isinstance(f, int) and f >= 1 for f in self.cv_folds) \
+                or len(set(self.cv_folds)) != len(self.cv_folds) or len(self.cv_folds) == 1:
+            bad("cv_folds", f"must be empty or a list of >= 2 distinct fold numbers >= 1 (got {self.cv_folds!r})")
+        if not all(isinstance(m, str) and m in KD_BASELINES for m in self.kd_baselines) \
+                or len(set(self.kd_baselines)) != len(self.kd_baselines):
+            bad("kd_baselines", f"must be distinct names from {', '.join(KD_BASELINES)} (got {self.kd_baselines!r})")
         return self
 
 
@@ -285,3 +294,8 @@ def parse_folds(text: str | None) -> list[int] | None:
     if not folds:
         raise Esc2cError(f"folds must name at least one fold (got {text!r})")
     return folds
+
+
+# Table 1 KD baselines a config may ask for (``kd_baselines``): loss names of esc2c.compress.losses, each trained
+# as its own stage of the same name (see esc2c.compress.pipeline)
+KD_BASELINES = ("kd", "fitnet", "mhkd", "alpkd")

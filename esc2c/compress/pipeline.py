@@ -12,6 +12,8 @@ Stages (each a directory of the run, see :mod:`esc2c.compress.stages`):
   qakd      M_QaKD: INT8 QAT of M_PoKD trained by PoKD from M_OriQ  -> exported
   qat_ce    baseline M_Qua: INT8 QAT of M_PoKD with cross-entropy only        (``baselines``)
   directkd  baseline DirectKD: INT8 QAT of M_PoKD trained by PoKD from M_Ori  (``baselines``)
+  kd, fitnet, mhkd, alpkd  Table 1 KD baselines: the pruned model trained from M_Ori with that loss for PoKD's
+            epochs (``kd_baselines``, none by default)
 
 Then ``model.onnx`` (QDQ, batch 1, aux heads removed) is written from M_QaKD and checked: onnxruntime and the
 exact integer program are scored on the validation folds. ``report.json`` and ``report.md`` (with plots)
@@ -116,6 +118,18 @@ def onnx_accuracy(model_proto, data) -> float:
     sess = export.ort_session(model_proto)
     preds = [int(sess.run(None, {"input": data.x[i:i + 1]})[0].argmax()) for i in range(len(data.y))]
     return float(np.mean(np.array(preds) == data.y))
+
+
+def _kd_baseline(loss: str, R: dict, tr, sel, tc: TrainConfig, metrics) -> Callable:
+    """A Table 1 KD baseline stage: M_Pru's starting point (the CUP-pruned M_Ori) trained with ``loss`` from
+    M_Ori for PoKD's epochs."""
+    def body(ctx):
+        m = build_from_config(model_config(R["prune"].model))
+        m.load_state_dict(R["prune"].model.state_dict())
+        res = train(m, tr, sel, loss, teacher=R["teacher"].model, cfg=tc, checkpoint=ctx.train_checkpoint,
+                    checkpoint_extra=ctx.checkpoint_extra())
+        return StageResult(res.model, metrics(res.model, res))
+    return body
 
 
 def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], None] = print,
@@ -264,6 +278,8 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
             Stage("directkd", qat_stage(qakd.direct_kd, "pokd", "teacher"), {**qcommon, "epochs": cfg.epochs_qakd},
                   save=_qat_save, load=_qat_load),
         ]
+    stages += [Stage(name, _kd_baseline(name, R, tr, sel, tcfg(cfg.epochs_prune), metrics),
+                     {**common, "epochs": cfg.epochs_prune}) for name in cfg.kd_baselines]
     for s in stages:
         t = time.time()
         runner.run_stage(s)

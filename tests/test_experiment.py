@@ -1,0 +1,263 @@
+"""`esc2c experiment`: the seed x fold grid on the synthetic set, resume, the cell lock, the statistics."""
+import json
+import math
+import multiprocessing
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from esc2c.cli import main
+from esc2c.compress import pipeline
+from esc2c.compress.config import load_config
+from esc2c.errors import Esc2cError
+from esc2c.experiment import grid, stats
+from esc2c.experiment.report import summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# synthetic clip i of every class lies in fold i % 5 + 1: 4 clips per class give one clip of each class in
+# folds 1-4, so every cross-validation cell over folds 1-3 trains on 20 clips and tests on 10
+TINY = {"synthetic_per_class": 4, "width": 1.0, "prune_ratio": 0.6, "ratio_sweep": [],
+        "features": {"n_mels": 16, "clip_seconds": 1.0, "n_fft": 256, "win_length": 256, "hop_length": 128},
+        "epochs_teacher": 1, "epochs_prune": 1, "epochs_qat_ta": 1, "epochs_qakd": 1, "batch_size": 16,
+        "calib_batches": 1, "threads": 1, "holdout": 0.2, "cv_folds": [1, 2, 3]}
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESC2C_CACHE", str(tmp_path / "cache"))
+
+    def write(**changes):
+        path = tmp_path / f"tiny{len(list(tmp_path.glob('tiny*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump({**TINY, **changes}))
+        return str(path)
+    return write
+
+
+# ---- statistics on known numbers ----------------------------------------------------------------------------
+def test_paired_difference_interval_by_hand():
+    a = {"s0-f1": 70.0, "s0-f2": 72.0, "s1-f1": 75.0, "only-a": 99.0}
+    b = {"s0-f1": 68.0, "s0-f2": 71.0, "s1-f1": 71.0}
+    d = stats.paired(a, b)
+    # differences 2, 1, 4: mean 7/3, sample variance ((1/3)^2 + (4/3)^2 + (5/3)^2) / 2 = 7/3;
+    # t_{0.975, 2} = 4.302653 (t table), half width = t * sqrt(7/3) / sqrt(3) = 4.302653 * sqrt(7) / 3
+    assert d["n"] == 3 and d["values"] == {"s0-f1": 2.0, "s0-f2": 1.0, "s1-f1": 4.0}
+    assert d["mean"] == pytest.approx(7 / 3) and d["std"] == pytest.approx(math.sqrt(7 / 3))
+    half = 4.302653 * math.sqrt(7) / 3
+    assert d["ci"] == pytest.approx([7 / 3 - half, 7 / 3 + half], abs=1e-5)
+    assert stats.verdict(d) == "not shown"          # the interval [-1.46, 6.13] contains 0
+    # differences 2, 3, 2.5, 3.5: mean 2.75, s = sqrt(1.25 / 3), t_{0.975, 3} = 3.182446
+    up = stats.paired({i: v for i, v in enumerate([12, 13, 12.5, 13.5])}, {i: 10.0 for i in range(4)})
+    half = 3.182446 * math.sqrt(1.25 / 3) / 2
+    assert up["ci"] == pytest.approx([2.75 - half, 2.75 + half], abs=1e-5)
+    assert stats.verdict(up) == "holds" and stats.verdict(up, margin=2.0) == "not shown"
+    down = stats.paired({i: 10.0 for i in range(4)}, {i: v for i, v in enumerate([12, 13, 12.5, 13.5])})
+    assert stats.verdict(down) == "reversed" and stats.verdict(down, margin=-5.0) == "holds"
+    assert stats.verdict(stats.paired({"x": 1.0}, {"x": 0.0})) == "too few cells"
+    assert stats.describe([61.1, 61.3])["std"] == pytest.approx(0.141421, abs=1e-6)
+
+
+# ---- planning and bad input ---------------------------------------------------------------------------------------
+def test_plan_and_cell_configs(tiny):
+    base = load_config(tiny())
+    assert grid.parse_test_folds("cv", base) == [1, 2, 3] and grid.parse_test_folds("3,1", base) == [3, 1]
+    cells = grid.plan(grid.parse_seeds("0,1"), [1, 2, 3])
+    assert [c.name for c in cells] == ["seed0-fold1", "seed0-fold2", "seed0-fold3",
+                                       "seed1-fold1", "seed1-fold2", "seed1-fold3"]
+    cfg = grid.cell_config(base, grid.Cell(1, 2), threads=3)
+    assert (cfg.seed, cfg.train_folds, cfg.val_folds, cfg.threads) == (1, [1, 3], [2], 3)
+    # without cv_folds the pool is the config's own train + val folds
+    plain = load_config(tiny(cv_folds=[]), {"train_folds": [1, 2], "val_folds": [4]})
+    assert grid.parse_test_folds("cv", plain) == [1, 2, 4]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--folds", "4"], "test folds must be distinct folds of the pool"),
+    (["--folds", "1,x"], "--folds must be 'cv'"),
+    (["--seeds", "0,0"], "--seeds must name distinct seeds"),
+    (["--methods", "kd,dark"], "unknown KD baseline"),
+    (["--jobs", "0"], "--jobs must be >= 1"),
+])
+def test_bad_experiment_input_is_named(tiny, tmp_path, capsys, args, message):
+    out = tmp_path / "exp"
+    assert main(["experiment", tiny(), "-o", str(out), *args]) == 1
+    assert message in capsys.readouterr().err
+    assert not (out / "cells").exists() or not any((out / "cells").iterdir())
+
+
+def test_bad_experiment_configs(tiny, tmp_path, capsys):
+    assert main(["experiment", tiny(holdout=0.0), "-o", str(tmp_path / "e")]) == 1
+    assert "'holdout': an experiment needs holdout > 0" in capsys.readouterr().err
+    for change, message in (({"cv_folds": [2]}, "'cv_folds'"), ({"kd_baselines": ["hinton"]}, "'kd_baselines'")):
+        with pytest.raises(Esc2cError, match=message):
+            load_config(tiny(**change))
+    assert main(["experiment", "-o", str(tmp_path / "e")]) == 1
+    assert "needs CONFIG and -o DIR" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["experiment", "--summarize", str(tmp_path / "empty")]) == 1
+    assert "not an experiment directory" in capsys.readouterr().err
+
+
+def test_shipped_experiment_config():
+    cfg = load_config(str(ROOT / "configs" / "experiment_us8k_cpu.yaml"))
+    assert (cfg.dataset, cfg.arch, cfg.width, cfg.prune_ratio, cfg.holdout) == ("urbansound8k", "vgg11", 0.25, 0.97,
+                                                                                  0.15)
+    assert cfg.cv_folds == [1, 2, 3] and cfg.kd_baselines == ["kd", "fitnet", "mhkd", "alpkd"]
+    assert (cfg.epochs_teacher, cfg.epochs_prune, cfg.epochs_qat_ta, cfg.epochs_qakd) == (20, 15, 2, 15)
+    spec = cfg.feature_spec()
+    assert (spec.n_mels, spec.clip_seconds) == (40, 4.0)
+
+
+# ---- the lock -------------------------------------------------------------------------------------------------------
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_lock_claim_stale_and_foreign(tmp_path):
+    lock = tmp_path / "cells" / "seed0-fold1.lock"
+    assert grid.try_claim(lock)
+    assert grid.read_lock(lock)["pid"] == os.getpid()
+    assert not grid.try_claim(lock)                  # held by a live process (this one)
+    grid.release(lock)
+    assert not lock.exists()
+    # a dead process of this host: stale, reclaimed
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid()}))
+    assert grid.try_claim(lock) and grid.read_lock(lock)["pid"] == os.getpid()
+    grid.release(lock)
+    # another host's lock is never taken; neither is one this process cannot read
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": _dead_pid()}))
+    assert not grid.try_claim(lock) and grid.read_lock(lock)["host"] == "elsewhere"
+    grid.release(lock)                               # not ours: stays
+    assert lock.exists()
+    lock.write_text("")
+    assert not grid.try_claim(lock)
+    assert not list(tmp_path.glob("cells/.*")) and not list(tmp_path.glob("cells/*.stale*"))
+
+
+def _claim_all(args):
+    folder, n = args
+    return [i for i in range(n) if grid.try_claim(Path(folder) / f"c{i}.lock")]
+
+
+def test_lock_is_taken_once_under_contention(tmp_path):
+    # four processes race for the same 40 locks (some pre-seeded stale): each is won exactly once
+    n = 40
+    for i in range(0, n, 4):
+        (tmp_path / f"c{i}.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid()}))
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        won = pool.map(_claim_all, [(str(tmp_path), n)] * 4)
+    counts = [sum(i in w for w in won) for i in range(n)]
+    assert counts == [1] * n
+
+
+# ---- the grid end to end ----------------------------------------------------------------------------------------
+def _report(out, cell):
+    return json.loads((out / "cells" / cell / "report.json").read_text())
+
+
+def test_grid_cv_two_seeds_resume_and_summary(tiny, tmp_path, capsys, monkeypatch):
+    cfg_path = tiny(kd_baselines=["kd", "fitnet", "mhkd", "alpkd"])
+    out = tmp_path / "exp"
+    assert main(["experiment", cfg_path, "--seeds", "0,1", "--folds", "cv", "-o", str(out)]) == 0
+    log = capsys.readouterr().out
+    names = [f"seed{s}-fold{f}" for s in (0, 1) for f in (1, 2, 3)]
+    assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(names)
+    for name in names:
+        rep = _report(out, name)
+        cell = grid.Cell.parse(name)
+        assert rep["config"]["seed"] == cell.seed and rep["config"]["val_folds"] == [cell.fold]
+        assert rep["config"]["train_folds"] == [f for f in (1, 2, 3) if f != cell.fold]
+        assert rep["data"]["val_clips"] == 10 and rep["config"]["holdout"] == 0.2
+        models = [r["model"] for r in rep["table"]]
+        assert {"KD", "FitNet", "MHKD", "ALP-KD", "M_PoKD", "DirectKD", "M_QaKD"} <= set(models)
+        assert all((out / "cells" / name / "stages" / s / "DONE").is_file() for s in ("kd", "fitnet", "mhkd", "alpkd"))
+    assert not list((out / "cells").glob("*.lock"))
+    exp = json.loads((out / "experiment.json").read_text())
+    rows = {r["model"]: r for r in exp["rows"]}
+    assert [r["model"] for r in exp["rows"]][:7] == ["M_Ori", "M_Pru", "M_PoKD", "KD", "FitNet", "MHKD", "ALP-KD"]
+    assert rows["M_Ori"]["n"] == 6 and "M_QaKD integer" in rows
+    for name in names:                               # the summary holds each cell's own figures
+        rep = _report(out, name)
+        assert rows["M_Ori"]["values"][name] == pytest.approx(100 * rep["table"][0]["val_acc"])
+        assert rows["M_QaKD integer"]["values"][name] == pytest.approx(100 * rep["deployed"]["int_val_acc"])
+    diffs = {d["name"]: d for d in exp["differences"]}
+    assert {"PoKD - M_Pru", "PoKD - KD", "PoKD - FitNet", "PoKD - MHKD", "PoKD - ALP-KD", "QaKD - DirectKD",
+            "M_QaKD - M_Ori"} <= set(diffs)
+    d = diffs["PoKD - KD"]
+    assert d["n"] == 6 and d["values"] == {n: pytest.approx(rows["M_PoKD"]["values"][n] - rows["KD"]["values"][n])
+                                           for n in names}
+    assert d["verdict"] == stats.verdict(stats.paired(rows["M_PoKD"]["values"], rows["KD"]["values"]))
+    md = (out / "experiment.md").read_text()
+    assert "| PoKD - KD |" in md and "95 % interval" in md and (out / "experiment.png").stat().st_size > 0
+    assert "PoKD - KD:" in log and "claim 'PoKD beats vanilla KD'" in log
+
+    # a second run trains nothing: the finished cells are skipped, not even opened by the pipeline
+    def refuse(*a, **k):
+        raise AssertionError("a finished cell was run again")
+    monkeypatch.setattr(pipeline, "run", refuse)
+    before = (out / "experiment.json").read_text()
+    assert main(["experiment", cfg_path, "--seeds", "0,1", "--folds", "cv", "-o", str(out)]) == 0
+    assert "6 of 6 cells finished already" in capsys.readouterr().out
+    assert json.loads((out / "experiment.json").read_text())["rows"] == json.loads(before)["rows"]
+    monkeypatch.undo()
+
+    # an interrupted cell resumes through the stage runner: only its unfinished stage trains
+    monkeypatch.setenv("ESC2C_CACHE", str(tmp_path / "cache"))
+    (out / "cells" / "seed1-fold3" / "report.json").unlink()
+    for f in (out / "cells" / "seed1-fold3" / "stages" / "alpkd").iterdir():
+        f.unlink()
+    trained = []
+    real_train = pipeline.train
+
+    def spy(model, tr, sel, loss, *a, **k):
+        trained.append(loss)
+        return real_train(model, tr, sel, loss, *a, **k)
+    monkeypatch.setattr(pipeline, "train", spy)
+    assert main(["experiment", cfg_path, "--seeds", "0,1", "--folds", "cv", "-o", str(out)]) == 0
+    assert trained == ["alpkd"] and (out / "cells" / "seed1-fold3" / "report.json").is_file()
+    capsys.readouterr()
+
+    # a different config is refused in the same directory; --summarize rebuilds without training
+    assert main(["experiment", tiny(kd_baselines=["kd"]), "--seeds", "0", "-o", str(out)]) == 1
+    assert "started with a different config (field 'kd_baselines'" in capsys.readouterr().err
+    (out / "experiment.json").unlink()
+    assert main(["experiment", "--summarize", str(out)]) == 0
+    assert json.loads((out / "experiment.json").read_text())["rows"][0]["n"] == 6
+
+
+def test_grid_skips_cells_held_elsewhere(tiny, tmp_path, capsys):
+    cfg_path = tiny()
+    out = tmp_path / "exp"
+    lock = out / "cells" / "seed0-fold2.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1234}))
+    (out / "cells" / "seed0-fold2").mkdir()
+    assert main(["experiment", cfg_path, "--seeds", "0", "--folds", "1,2", "-o", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "[seed0-fold2] held by elsewhere pid 1234: skipped" in log
+    assert (out / "cells" / "seed0-fold1" / "report.json").is_file()
+    assert not (out / "cells" / "seed0-fold2" / "report.json").exists() and lock.is_file()
+    exp = summarize(out)
+    assert list(exp["cells"]) == ["seed0-fold1"] and exp["unfinished"][0]["lock"]["host"] == "elsewhere"
+    assert "held by elsewhere pid 1234" in (out / "experiment.md").read_text()
+
+
+def test_grid_parallel_worker_processes(tiny, tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert main(["experiment", tiny(), "--seeds", "0", "--folds", "1,2", "--jobs", "2", "--threads", "2",
+                 "-o", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "2 worker processes, 1 torch thread(s) each" in log
+    for name in ("seed0-fold1", "seed0-fold2"):
+        rep = _report(out, name)
+        assert rep["config"]["threads"] == 1
+        head = (out / "cells" / name / "log.txt").read_text().splitlines()[0]
+        assert f"pid {os.getpid()}" not in head      # run by a worker process, not this one
+    assert not list((out / "cells").glob("*.lock"))
+    assert json.loads((out / "experiment.json").read_text())["rows"][0]["n"] == 2
