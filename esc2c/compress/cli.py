@@ -46,7 +46,7 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
              epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_ta_lr, holdout, rounding, no_baselines, preset,
              no_augment, mixup_alpha, label_smoothing, lr_schedule, device, seed, output):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
-    from esc2c.compress import pipeline
+    from esc2c.compress import distributed, pipeline
     from esc2c.compress.report import format_table
 
     overrides = {"dataset": dataset, "data_dir": data_dir, "train_folds": parse_folds(train_folds),
@@ -61,4 +61,5 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
         overrides.update(time_shift=0.0, freq_masks=0, time_masks=0, mixup_alpha=0.0)
     cfg = load_config(config_path, overrides)
     rep = pipeline.run(cfg, output, log=click.echo)
-    click.echo(format_table(rep))
+    if distributed.launch_rank() == 0:          # under torchrun, rank 0 alone prints
+        click.echo(format_table(rep))
