@@ -32,7 +32,7 @@ LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 TINY = {"synthetic_per_class": 6, "width": 0.5, "prune_ratio": 0.6, "ratio_sweep": [],
         "features": {"n_mels": 16, "clip_seconds": 1.0, "n_fft": 256, "win_length": 256, "hop_length": 128},
-        "epochs_teacher": 6, "epochs_prune": 1, "epochs_qat_ta": 1, "epochs_qakd": 1, "batch_size": 16,
+        "epochs_teacher": 4, "epochs_prune": 1, "epochs_qat_ta": 1, "epochs_qakd": 1, "batch_size": 16,
         "calib_batches": 2, "threads": 1, "baselines": False}
 STAGES = ["teacher", "prune", "finetune", "pokd", "qat_ta", "qakd"]
 
@@ -174,10 +174,10 @@ def tiny(tmp_path, monkeypatch, plain_env):
     return path
 
 
-def _reference(tiny: Path, out: Path, capsys) -> dict:
+def _reference(tiny: Path, out: Path, capsys) -> Path:
     assert main(["compress", "--config", str(tiny), "-o", str(out)]) == 0
     capsys.readouterr()
-    return json.loads((out / "report.json").read_text())
+    return out
 
 
 def _compare(one: Path, two: Path) -> None:
