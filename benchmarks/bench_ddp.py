@@ -134,7 +134,8 @@ def main() -> None:
     print("procs backend  samples/s  speed-up | per batch on rank 0 (ms): augment  teacher-fwd  student-fwd+bwd  "
           "all-reduce")
     for r in rows:
-        print(f"{r['procs']:5d} {r['backend']:7s} {r['samples_per_s']:10.1f} {r['samples_per_s'] / rows[0]['samples_per_s']:8.2f}x"
+        speedup = r["samples_per_s"] / rows[0]["samples_per_s"]
+        print(f"{r['procs']:5d} {r['backend']:7s} {r['samples_per_s']:10.1f} {speedup:8.2f}x"
               f" | {r['augment_ms']:33.1f} {r['teacher_fwd_ms']:12.1f} {r['student_fwd_bwd_ms']:16.1f} "
               f"{r['allreduce_ms']:11.2f}")
 
