@@ -3,9 +3,9 @@
 
 It trains a small float student by PoKD from a frozen teacher, then its INT8 QAT copy, both with the full
 augmentation recipe (time shift, SpecAugment, mixup, label smoothing) and the cosine schedule, on 61 clips in
-global batches of 12 (the last batch holds one clip, so one of two ranks has none of it). It records the
-inputs the student saw in the first epoch (rows of this rank) and saves, per rank, the final weights, the
-histories and those inputs to ``OUT/rank<r>.pt``.
+global batches of 12 (the last batch holds one clip, so one of two ranks has none of it), and a student by
+cross-entropy alone (its aux heads unused). It records the inputs the student saw in the first epoch (rows
+of this rank) and saves, per rank, the final weights, the histories and those inputs to ``OUT/rank<r>.pt``.
 """
 from __future__ import annotations
 
@@ -55,7 +55,10 @@ def job(out_dir=None) -> dict:
     res = train(student, tr, va, "pokd", teacher=teacher, cfg=cfg, checkpoint=ck)
     hook.remove()
     q = qakd.qakd(res.model, qakd.quantize_calibrated(teacher, tr, cfg, 2), tr, va, cfg, calib_batches=2)
-    return {"float": {k: v.clone() for k, v in res.model.state_dict().items()}, "float_history": res.history,
+    torch.manual_seed(6)                 # CE only: the aux heads (with BatchNorm) get no gradient
+    ce = train(build_model("small", 4, width=0.25, in_shape=IN), tr, None, "ce",
+               cfg=TrainConfig(epochs=1, batch_size=BATCH, seed=7, progress=False, verbose=False, augment=aug))
+    return {"ce": {k: v.clone() for k, v in ce.model.state_dict().items()},"float": {k: v.clone() for k, v in res.model.state_dict().items()}, "float_history": res.history,
             "qat": {k: v.clone() for k, v in q.model.state_dict().items()}, "qat_history": q.history,
             "inputs": seen, "bn_classes": sorted({type(m).__name__ for m in res.model.modules()})}
 

@@ -103,12 +103,13 @@ def test_two_processes_train_like_one(tmp_path, plain_env):
     assert [len(b) for b in r1["inputs"]][-1] == 0                      # 61 = 5 * 12 + 1: rank 1 idles
     for full, a, b in zip(ref["inputs"], r0["inputs"], r1["inputs"]):
         assert torch.equal(torch.cat([a, b]), full)                     # bit-identical augmented batches
-    for key in ("float", "qat"):
+    for key in ("float", "qat", "ce"):
         assert all(torch.equal(r0[key][k], r1[key][k]) for k in r0[key])       # ranks agree exactly
         assert r0[key].keys() == ref[key].keys()
-    diff = max(float((r0["float"][k].double() - ref["float"][k].double()).abs().max())
-               for k in ref["float"] if ref["float"][k].is_floating_point())
-    assert diff <= 1e-5
+    for key in ("float", "ce"):
+        diff = max(float((r0[key][k].double() - ref[key][k].double()).abs().max())
+                   for k in ref[key] if ref[key][k].is_floating_point())
+        assert diff <= 1e-5, key
     assert r0["bn_classes"] == ref["bn_classes"] and "SyncBatchNorm2d" not in r0["bn_classes"]
     for key in ("float_history", "qat_history"):
         for a, b in zip(r0[key], ref[key]):

@@ -191,8 +191,9 @@ def _rows(out: ModelOutput, idx: torch.Tensor, dev: torch.device) -> ModelOutput
 
 class _Step(nn.Module):
     """Student forward + loss as one module, so DistributedDataParallel sees both parameter sets (a loss may
-    own parameters, e.g. FitNet's regressor). A rank holding no rows of the batch returns a zero loss that
-    still touches the student's outputs."""
+    own parameters, e.g. FitNet's regressor). A rank holding no rows of the batch returns a zero loss over the
+    student outputs the loss reads: its backward pass then reaches the same synchronised BatchNorm layers in
+    the same order as the other ranks'."""
 
     def __init__(self, student: nn.Module, loss_fn: Loss):
         super().__init__()
@@ -200,8 +201,9 @@ class _Step(nn.Module):
 
     def forward(self, xb: torch.Tensor, t_out: ModelOutput | None, target: torch.Tensor):
         s_out = self.student.forward_all(xb)
-        if len(xb) == 0:
-            return sum(t.sum() for t in [s_out.logits, *s_out.aux_logits]) * 0.0, s_out.logits
+        if len(xb) == 0:             # the outputs the loss reads, so the backward pass has the other ranks' shape
+            used = [s_out.logits, *(s_out.aux_logits if self.loss_fn.uses_aux else [])]
+            return sum(t.sum() for t in used) * 0.0, s_out.logits
         value, _parts = self.loss_fn(s_out, t_out, target)
         return value, s_out.logits
 
