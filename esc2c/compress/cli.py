@@ -60,7 +60,7 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
              no_augment, mixup_alpha, label_smoothing, lr_schedule, device, seed, output, target_params, board,
              max_flash, max_ram, max_latency_ms, channel_multiple, min_channels):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
-    from esc2c.compress import pipeline
+    from esc2c.compress import distributed, pipeline
     from esc2c.compress.report import format_table
 
     overrides = {"dataset": dataset, "data_dir": data_dir, "train_folds": parse_folds(train_folds),
@@ -78,4 +78,5 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
                       "min_channels": min_channels})
     cfg = load_config(config_path, overrides)
     rep = pipeline.run(cfg, output, log=click.echo)
-    click.echo(format_table(rep))
+    if distributed.launch_rank() == 0:          # under torchrun, rank 0 alone prints
+        click.echo(format_table(rep))

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from esc2c.compress import budget, cup, qakd, quant_debug
+from esc2c.compress import budget, cup, distributed, qakd, quant_debug
 from esc2c.compress.config import CompressConfig
 from esc2c.compress.stages import Stage, StageResult, StageRunner
 from esc2c.compress.train import TrainConfig, evaluate, resolve_device, train
@@ -135,18 +135,34 @@ def _kd_baseline(loss: str, R: dict, tr, sel, tc: TrainConfig, metrics) -> Calla
 def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], None] = print,
         progress: bool = True) -> dict:
     """Run (or resume) every stage into ``out_dir``; write model.onnx, report.json, report.md. Returns the
-    report dict."""
+    report dict (on every rank of a torchrun launch; only rank 0 logs and writes)."""
+    env = distributed.setup(cfg.device)
+    try:
+        if not env.is_main:
+            log, progress = (lambda s: None), False
+        return _run(cfg, out_dir, log, progress, env)
+    finally:
+        distributed.shutdown(env)
+
+
+def _run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], None], progress: bool,
+         env: distributed.DistEnv) -> dict:
     from esc2c.compress import report as report_mod
 
     t0 = time.time()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise Esc2cError(f"{out}: output path exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(cfg.device)
+    distributed.barrier()                        # every rank checked the path before rank 0 creates it
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    dev = env.device if env.world > 1 else resolve_device(cfg.device)
     torch.set_num_threads(max(1, int(cfg.threads)))
     torch.manual_seed(cfg.seed)
-    tr, sel, va, spec = load_data(cfg, log)
+    if env.world > 1:
+        log(f"data parallel: {env.world} processes ({env.backend}), global batch {cfg.batch_size}")
+    with distributed.main_first():               # rank 0 fills the feature cache, the others read it
+        tr, sel, va, spec = load_data(cfg, log)
     n_cls = len(tr.class_names)
     in_shape = tuple(tr.x.shape[1:])
     log(f"data: {len(tr.y)} training clips, {len(va.y)} validation clips, {n_cls} classes, input {in_shape}")
@@ -261,7 +277,8 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
                                   # budget fields only when set, so runs from before them still resume
                                   **{k: getattr(cfg, k) for k in ("target_params", "board", "max_flash", "max_ram",
                                                                   "max_latency_ms", "channel_multiple",
-                                                                  "min_channels") if getattr(cfg, k)}}),
+                                                                  "min_channels") if getattr(cfg, k)}},
+              parallel=False),
         Stage("finetune", st_finetune, {**common, "epochs": cfg.epochs_prune}),
         Stage("pokd", st_pokd, {**common, "epochs": cfg.epochs_prune}),
         Stage("qat_ta", qat_stage(qakd.teacher_assistant, "teacher", lr=cfg.qat_ta_lr),
@@ -285,6 +302,8 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
         runner.run_stage(s)
         log(f"[{s.name}] val acc {R[s.name].metrics.get('val_acc', float('nan')):.4f} ({time.time() - t:.1f} s)")
 
+    if not env.is_main:                          # calibration, export and the report run on rank 0
+        return distributed.broadcast_object()
     # post-training quantization of M_PoKD (calibration only): the accuracy INT8 costs before any QAT
     ptq = qakd.quantize_calibrated(R["pokd"].model, tr, tcfg(0), cfg.calib_batches).eval()
     ptq_acc = acc(ptq)
@@ -305,4 +324,4 @@ def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], No
     rep["quant_debug"] = quant_debug.for_report(final, R["pokd"].model, va, cfg.rounding, seed=cfg.seed)
     report_mod.write_report(rep, out)
     log(f"wrote {out / 'report.json'} and {out / 'report.md'}")
-    return rep
+    return distributed.broadcast_object(rep)

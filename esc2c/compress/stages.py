@@ -12,6 +12,12 @@ then writes the ``DONE`` marker, both atomically. Re-running:
   results are never mixed silently.
 
 Stages that train something other than an ESCNet (e.g. a QAT wrapper) pass ``save``/``load`` functions.
+
+Under a process group (``torchrun``, see :mod:`esc2c.compress.distributed`) rank 0 alone reads and writes the
+run directory: it decides whether a stage is done, loads a finished stage and broadcasts its payload, and
+after a stage it writes ``model.pt`` and ``DONE`` and broadcasts the payload it wrote, from which the other
+ranks rebuild the stage's model - so every rank continues with rank 0's model and metrics. A ``parallel``
+stage (training) runs on every rank; any other (e.g. pruning) runs on rank 0 while the rest wait.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from esc2c.compress import distributed
 from esc2c.compress.train import save_atomic
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import atomic_write_text
@@ -68,6 +75,7 @@ class Stage:
     config: dict = field(default_factory=dict)
     save: Callable[[nn.Module], dict] | None = None        # model -> payload entries (default: ESCNet config)
     load: Callable[[dict, StageContext], nn.Module] | None = None
+    parallel: bool = True          # every rank runs it (data-parallel training); False: rank 0 only
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, metrics: dict | None = None, spec: dict | None = None,
@@ -117,41 +125,76 @@ class StageRunner:
         return StageContext(stage.name, self.stage_dir(stage.name), self.run_dir, self.config,
                             _jsonable(stage.config), self.spec, self.device, self.results)
 
-    def _load_done(self, stage: Stage, ctx: StageContext) -> StageResult:
+    def _read_done(self, stage: Stage, ctx: StageContext) -> dict:
         path = ctx.dir / MODEL_FILE
         if not path.is_file():
             raise Esc2cError(f"{ctx.dir}: stage {stage.name!r} is marked done but {MODEL_FILE} is missing; "
                              f"delete {ctx.dir} to redo it")
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - corrupt or foreign file
+            raise Esc2cError(f"{path}: not an esc2c model checkpoint ({type(e).__name__}: {e})") from None
         for key, now in (("stage_config", ctx.stage_config), ("spec", self.spec)):
             if ck.get(key) != now:
                 raise Esc2cError(f"{ctx.dir}: stage {stage.name!r} was finished with a different {key} "
                                  f"({ck.get(key)} != {now}); use a new output directory or delete {ctx.dir}")
+        return ck
+
+    def _result(self, stage: Stage, ctx: StageContext, ck: dict) -> StageResult:
+        """The stage's model rebuilt from its checkpoint payload."""
         if stage.load is not None:
             model = stage.load(ck, ctx)
         else:
-            model, _ = load_model(path)
+            try:
+                model = build_from_config(ck["model_config"])
+                model.load_state_dict(ck["state_dict"])
+            except Esc2cError as e:
+                raise Esc2cError(f"{ctx.dir / MODEL_FILE}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - corrupt or foreign file
+                raise Esc2cError(f"{ctx.dir / MODEL_FILE}: not an esc2c model checkpoint "
+                                 f"({type(e).__name__}: {e})") from None
         return StageResult(model, ck.get("metrics", {}))
+
+    def _call(self, stage: Stage, ctx: StageContext) -> StageResult:
+        out = stage.fn(ctx)
+        res = out if isinstance(out, StageResult) else StageResult(*out)
+        res.metrics = _jsonable(res.metrics)
+        return res
+
+    def _write(self, stage: Stage, ctx: StageContext, res: StageResult) -> dict:
+        """Write model.pt, then DONE; returns the payload written (rank 0)."""
+        payload = stage.save(res.model) if stage.save is not None else {
+            "model_config": model_config(res.model), "state_dict": res.model.state_dict()}
+        ck = {**payload, "metrics": res.metrics, **ctx.checkpoint_extra()}
+        save_atomic(ck, ctx.dir / MODEL_FILE)
+        atomic_write_text(ctx.dir / DONE, json.dumps({"stage": stage.name, "metrics": res.metrics},
+                                                     indent=1) + "\n")
+        if ctx.train_checkpoint.exists():
+            ctx.train_checkpoint.unlink()
+        return ck
 
     def run_stage(self, stage: Stage) -> StageResult:
         ctx = self._context(stage)
-        if self.is_done(stage.name):
+        main = distributed.is_main()
+        res = None
+        if distributed.broadcast_object(self.is_done(stage.name) if main else None):
             self.log(f"[{stage.name}] done already: loading {ctx.dir / MODEL_FILE}")
-            res = self._load_done(stage, ctx)
+            ck = distributed.on_main(lambda: self._read_done(stage, ctx))
         else:
-            ctx.dir.mkdir(parents=True, exist_ok=True)
-            resumed = ctx.train_checkpoint.exists()
-            self.log(f"[{stage.name}] " + ("resuming" if resumed else "running"))
-            out = stage.fn(ctx)
-            res = out if isinstance(out, StageResult) else StageResult(*out)
-            res.metrics = _jsonable(res.metrics)
-            payload = stage.save(res.model) if stage.save is not None else {
-                "model_config": model_config(res.model), "state_dict": res.model.state_dict()}
-            save_atomic({**payload, "metrics": res.metrics, **ctx.checkpoint_extra()}, ctx.dir / MODEL_FILE)
-            atomic_write_text(ctx.dir / DONE, json.dumps({"stage": stage.name, "metrics": res.metrics},
-                                                         indent=1) + "\n")
-            if ctx.train_checkpoint.exists():
-                ctx.train_checkpoint.unlink()
+            if main:
+                ctx.dir.mkdir(parents=True, exist_ok=True)
+                self.log(f"[{stage.name}] " + ("resuming" if ctx.train_checkpoint.exists() else "running"))
+            if stage.parallel:
+                res = self._call(stage, ctx)
+                ck = distributed.on_main(lambda: self._write(stage, ctx, res))
+            else:
+                def alone():
+                    nonlocal res
+                    res = self._call(stage, ctx)
+                    return self._write(stage, ctx, res)
+                ck = distributed.on_main(alone)
+        if res is None or not main:
+            res = self._result(stage, ctx, ck)
         self.results[stage.name] = res
         return res
 

@@ -17,6 +17,19 @@ Resuming: with ``checkpoint=path`` every epoch ends by writing (atomically) the 
 state, the best state so far and the history; a later call with the same path continues at the next epoch.
 Each epoch reseeds torch from ``seed + epoch`` and shuffles with its own generator, so an interrupted and
 resumed run on CPU gives the same weights as an uninterrupted one.
+
+Data parallel (inside a process group of N ranks, see :mod:`esc2c.compress.distributed`): ``batch_size`` is
+the global batch. Every rank draws the same epoch order and augments the same global batch from the shared
+generator, then takes its contiguous share of the rows (sizes differ by at most one when N does not divide
+the batch; a rank may hold none of a short last batch). Each rank runs the frozen teacher on its own rows; the
+student (with the loss's own parameters) is wrapped in DistributedDataParallel, and each rank's mean loss is
+weighted by its share (``rows * N / batch``) so the averaged gradient is that of the global batch's mean loss.
+BatchNorm layers of the student become :class:`~esc2c.compress.distributed.SyncBatchNorm2d` (global batch
+statistics) and QAT activation observers take the global batch's range, so the run follows the one-process
+run with the same global batch up to float summation order. Epoch metrics and the validation counts are
+summed over ranks, so every rank picks the same best epoch; only rank 0 writes the checkpoint, and a resumed
+run reads it on rank 0 and broadcasts it (the checkpoint holds nothing that depends on N, so a run may resume
+with a different number of processes).
 """
 from __future__ import annotations
 
@@ -31,6 +44,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from torch.nn.parallel import DistributedDataParallel
+
+from esc2c.compress import distributed
 from esc2c.compress.augment import AugmentConfig, augment_batch, targets
 from esc2c.compress.losses import Loss, make_loss
 from esc2c.compress.schedule import make_scheduler
@@ -94,10 +110,8 @@ def _tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, device: str | torch.device = "cpu", batch_size: int = 256) -> dict:
-    """Accuracy and mean CE loss of ``model`` (eval mode) on ``data``."""
-    dev = resolve_device(str(device))
-    x, y = _tensors(data)
+def _eval_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dev: torch.device,
+               batch_size: int) -> tuple[int, float]:
     was = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
@@ -107,7 +121,28 @@ def evaluate(model: nn.Module, data, device: str | torch.device = "cpu", batch_s
         correct += int((logits.argmax(1) == yb).sum())
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
     model.train(was)
+    return correct, loss_sum
+
+
+def evaluate(model: nn.Module, data, device: str | torch.device = "cpu", batch_size: int = 256) -> dict:
+    """Accuracy and mean CE loss of ``model`` (eval mode) on ``data``."""
+    dev = resolve_device(str(device))
+    x, y = _tensors(data)
+    correct, loss_sum = _eval_sums(model, x, y, dev, batch_size)
     return {"acc": correct / len(x), "loss": loss_sum / len(x)}
+
+
+def evaluate_sharded(model: nn.Module, data, device: str | torch.device = "cpu", batch_size: int = 256) -> dict:
+    """:func:`evaluate` with the rows split over the ranks and the counts summed (every rank gets the same
+    figures). Without a process group it is :func:`evaluate`."""
+    if not distributed.active():
+        return evaluate(model, data, device, batch_size)
+    dev = resolve_device(str(device))
+    x, y = _tensors(data)
+    lo, hi = distributed.share(len(x), distributed.world_size(), distributed.rank())
+    correct, loss_sum = _eval_sums(model, x[lo:hi], y[lo:hi], dev, batch_size)
+    correct, loss_sum = distributed.all_reduce_sum([correct, loss_sum], dev)
+    return {"acc": int(round(correct)) / len(x), "loss": loss_sum / len(x)}
 
 
 def _state_cpu(module: nn.Module) -> dict:
@@ -154,6 +189,40 @@ def _rows(out: ModelOutput, idx: torch.Tensor, dev: torch.device) -> ModelOutput
                        [f[idx].to(dev) for f in out.features])
 
 
+class _Step(nn.Module):
+    """Student forward + loss as one module, so DistributedDataParallel sees both parameter sets (a loss may
+    own parameters, e.g. FitNet's regressor). A rank holding no rows of the batch returns a zero loss over the
+    student outputs the loss reads: its backward pass then reaches the same synchronised BatchNorm layers in
+    the same order as the other ranks'."""
+
+    def __init__(self, student: nn.Module, loss_fn: Loss):
+        super().__init__()
+        self.student, self.loss_fn = student, loss_fn
+
+    def forward(self, xb: torch.Tensor, t_out: ModelOutput | None, target: torch.Tensor):
+        s_out = self.student.forward_all(xb)
+        if len(xb) == 0:             # the outputs the loss reads, so the backward pass has the other ranks' shape
+            used = [s_out.logits, *(s_out.aux_logits if self.loss_fn.uses_aux else [])]
+            return sum(t.sum() for t in used) * 0.0, s_out.logits
+        value, _parts = self.loss_fn(s_out, t_out, target)
+        return value, s_out.logits
+
+
+def _load_checkpoint(ckpt: Path | None):
+    """The checkpoint dict (read on rank 0, broadcast), None when there is none, or an error on every rank."""
+    def read():
+        if ckpt is None or not ckpt.exists():
+            return None
+        try:
+            return torch.load(ckpt, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's file to remove
+            return f"{ckpt}: cannot resume from this checkpoint ({e}); delete it to start over"
+    st = distributed.on_main(read)
+    if isinstance(st, str):
+        raise Esc2cError(st)
+    return st
+
+
 def _num_classes(train_data, y: torch.Tensor) -> int:
     names = getattr(train_data, "class_names", None)
     return len(names) if names else int(y.max()) + 1
@@ -193,12 +262,14 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
     n = len(x)
     steps = -(-n // cfg.batch_size)
     sched = make_scheduler(opt, max(1, cfg.epochs * steps), cfg.schedule, int(round(cfg.warmup_epochs * steps)))
+    world, rank = distributed.world_size(), distributed.rank()
+    main = rank == 0
 
     start, best_acc, best_epoch, best_state, history = 0, -1.0, 0, None, []
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and ckpt.exists():
+    st = _load_checkpoint(ckpt)
+    if st is not None:
         try:
-            st = torch.load(ckpt, map_location="cpu", weights_only=False)
             student.load_state_dict(st["state_dict"])
             loss_fn.load_state_dict(st["loss_state"])
             opt.load_state_dict(st["optimizer"])
@@ -218,58 +289,81 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
     if teacher is not None and loss_fn.needs_teacher and cfg.cache_teacher and not cfg.augment.active \
             and start < cfg.epochs:
         t_cache = teacher_outputs(teacher, x, dev, features=loss_fn.uses_features)
-    for epoch in range(start, cfg.epochs):
-        torch.manual_seed(cfg.seed * 100003 + epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        order = torch.randperm(n, generator=gen)
-        student.train()
-        tot_loss, tot_correct, seen = 0.0, 0, 0
-        bar = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not cfg.progress, unit="batch")
-        for i in bar:
-            idx = order[i:i + cfg.batch_size]
-            xb, mix = augment_batch(x[idx], cfg.augment, gen)
-            xb, yb = xb.to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
-            target = targets(yb, n_cls, cfg.augment, mix)
-            t_out = None
-            if t_cache is not None:
-                t_out = _rows(t_cache, idx, dev)
-            elif teacher is not None and loss_fn.needs_teacher:
-                with torch.no_grad():
-                    t_out = teacher.forward_all(xb)
-            s_out = student.forward_all(xb)
-            value, _parts = loss_fn(s_out, t_out, target)
-            if not torch.isfinite(value):
-                raise Esc2cError(f"training diverged: loss {loss_fn.name!r} is {value.item()} at epoch {epoch + 1} "
-                                 "(lower the learning rate)")
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            sched.step()
-            b = len(idx)
-            tot_loss += value.item() * b
-            tot_correct += int((s_out.logits.detach().argmax(1) == yb).sum())
-            seen += b
-            bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}")
-        bar.close()
-        row = {"epoch": epoch + 1, "train_loss": tot_loss / seen, "train_acc": tot_correct / seen}
-        if val_data is not None:
-            v = evaluate(student, val_data, dev)
-            row.update(val_acc=v["acc"], val_loss=v["loss"])
-        score = row.get("val_acc", row["train_acc"])
-        if score > best_acc:
-            best_acc, best_epoch, best_state = score, epoch + 1, _state_cpu(student)
-        history.append(row)
-        if cfg.verbose:
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
-                       + (f" val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""))
-        if ckpt is not None:
-            save_atomic({"epoch": epoch + 1, "state_dict": _state_cpu(student), "loss_state": _state_cpu(loss_fn),
-                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "best_val_acc": best_acc, "best_epoch": best_epoch,
-                         "best_state": best_state, "history": history, **extra}, ckpt)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
+    step = _Step(student, loss_fn)
+    synced_bn = []
+    if world > 1:
+        if cfg.batch_size < world:
+            raise Esc2cError(f"batch size {cfg.batch_size} is smaller than the {world} processes: the batch size "
+                             "is the global batch, split over the processes")
+        synced_bn = distributed.convert_batchnorm(student)
+        # a loss that skips the aux heads (or a rank's empty share skipping the loss's own parameters) leaves
+        # parameters without gradient: DDP must then look for them every step
+        unused = not loss_fn.uses_aux or any(True for _ in loss_fn.parameters())
+        step = DistributedDataParallel(step, broadcast_buffers=False, find_unused_parameters=unused)
+    try:
+        with distributed.synced_observers(student):
+            for epoch in range(start, cfg.epochs):
+                # dropout and other draws of the global torch RNG differ per rank; the shared generator does not
+                torch.manual_seed(cfg.seed * 100003 + epoch + 1000003 * rank)
+                gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+                order = torch.randperm(n, generator=gen)
+                student.train()
+                tot_loss, tot_correct, seen = 0.0, 0, 0
+                bar = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                           disable=not (cfg.progress and main), unit="batch")
+                for i in bar:
+                    idx = order[i:i + cfg.batch_size]
+                    xg, mix = augment_batch(x[idx], cfg.augment, gen)       # the global batch, on every rank
+                    b = len(idx)
+                    lo, hi = distributed.share(b, world, rank)
+                    yg = y[idx].to(dev, non_blocking=True)
+                    target = targets(yg, n_cls, cfg.augment, mix)[lo:hi]
+                    xb, yb = xg[lo:hi].to(dev, non_blocking=True), yg[lo:hi]
+                    t_out = None
+                    if t_cache is not None:
+                        t_out = _rows(t_cache, idx[lo:hi], dev)
+                    elif teacher is not None and loss_fn.needs_teacher:
+                        with torch.no_grad():
+                            t_out = teacher.forward_all(xb)
+                    value, logits = step(xb, t_out, target)
+                    if not torch.isfinite(value):
+                        raise Esc2cError(f"training diverged: loss {loss_fn.name!r} is {value.item()} at epoch "
+                                         f"{epoch + 1} (lower the learning rate)")
+                    opt.zero_grad(set_to_none=True)
+                    (value * ((hi - lo) * world / b) if world > 1 else value).backward()
+                    opt.step()
+                    sched.step()
+                    tot_loss += value.item() * (hi - lo)
+                    tot_correct += int((logits.detach().argmax(1) == yb).sum())
+                    seen += hi - lo
+                    if main:
+                        bar.set_postfix(loss=f"{tot_loss / max(seen, 1):.3f}", acc=f"{tot_correct / max(seen, 1):.3f}")
+                bar.close()
+                if world > 1:
+                    tot_loss, tot_correct, seen = distributed.all_reduce_sum([tot_loss, tot_correct, seen], dev)
+                    tot_correct, seen = int(round(tot_correct)), int(round(seen))
+                row = {"epoch": epoch + 1, "train_loss": tot_loss / seen, "train_acc": tot_correct / seen}
+                if val_data is not None:
+                    v = evaluate_sharded(student, val_data, dev) if world > 1 else evaluate(student, val_data, dev)
+                    row.update(val_acc=v["acc"], val_loss=v["loss"])
+                score = row.get("val_acc", row["train_acc"])
+                if score > best_acc:
+                    best_acc, best_epoch, best_state = score, epoch + 1, _state_cpu(student)
+                history.append(row)
+                if cfg.verbose and main:
+                    tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} "
+                               f"acc {row['train_acc']:.4f}"
+                               + (f" val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""))
+                if ckpt is not None and main:
+                    save_atomic({"epoch": epoch + 1, "state_dict": _state_cpu(student),
+                                 "loss_state": _state_cpu(loss_fn), "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict(), "best_val_acc": best_acc,
+                                 "best_epoch": best_epoch, "best_state": best_state, "history": history,
+                                 **extra}, ckpt)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, row)
+    finally:
+        distributed.revert_batchnorm(synced_bn)
     if best_state is not None:
         student.load_state_dict(best_state)
     elif val_data is not None:                   # zero epochs: report the model as it is

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -56,6 +57,7 @@ class ActQuant(nn.Module):
         self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int64))
         self.calibrating = False
         self.fake_quant = False
+        self.sync_ranks = False    # set while training on several ranks: observe the global batch's range
 
     @property
     def calibrated(self) -> bool:
@@ -66,7 +68,10 @@ class ActQuant(nn.Module):
 
     @torch.no_grad()
     def _observe(self, x: torch.Tensor):
-        lo, hi = x.min().float(), x.max().float()
+        if self.sync_ranks:
+            lo, hi = _global_range(x)
+        else:
+            lo, hi = x.min().float(), x.max().float()
         if self.calibrating or not self.calibrated:
             self.min_val.copy_(torch.minimum(self.min_val, lo))
             self.max_val.copy_(torch.maximum(self.max_val, hi))
@@ -89,6 +94,16 @@ class ActQuant(nn.Module):
         """int8 codes of a tensor on this quantizer's grid (as int64)."""
         s, zp = self.qparams()
         return torch.clamp(torch.round(x.double() / float(s)) + zp, ip.INT8_MIN, ip.INT8_MAX).long()
+
+
+def _global_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min, max) of ``x`` over every rank's share of the batch (a rank may hold no rows)."""
+    empty = x.numel() == 0
+    lo = torch.tensor(float("inf"), device=x.device) if empty else x.min().float()
+    hi = torch.tensor(float("-inf"), device=x.device) if empty else x.max().float()
+    t = torch.stack([-lo, hi])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return -t[0], t[1]
 
 
 def _weight_scales(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
