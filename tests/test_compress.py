@@ -168,7 +168,9 @@ def test_teacher_assistant_trains_at_qat_ta_lr(tiny_config, tmp_path, monkeypatc
     monkeypatch.setattr(qakd, "teacher_assistant", spy(qakd.teacher_assistant, "ta"))
     cfg = load_config(str(tiny_config), {"lr": 2e-3, "qat_ta_lr": 3e-4})
     pipeline.run(cfg, tmp_path / "run", log=lambda s: None, progress=False)
-    assert sorted(seen) == [("float", 2e-3)] * 3 + [("int8", 2e-3)] * 3 + [("ta", 3e-4)]
+    # the pruned FP32 students (M_Pru, M_PoKD) at student_lr_factor x lr
+    assert sorted(seen) == [("float", 2e-3)] + [("float", 2e-3 * cfg.student_lr_factor)] * 2 + \
+        [("int8", 2e-3)] * 3 + [("ta", 3e-4)]
     assert CompressConfig().qat_ta_lr < CompressConfig().lr
     with pytest.raises(Esc2cError, match="'qat_ta_lr'"):
         load_config(None, {"qat_ta_lr": 0.0})

@@ -39,7 +39,8 @@ DATASET_FEATURES = {
 
 PRESETS = {
     "esc2c": {},
-    "paper": {"time_shift": 0.0, "freq_masks": 0, "time_masks": 0, "mixup_alpha": 0.0, "label_smoothing": 0.0,
+    "paper": {"student_lr_factor": 1.0,
+              "time_shift": 0.0, "freq_masks": 0, "time_masks": 0, "mixup_alpha": 0.0, "label_smoothing": 0.0,
               "lr_schedule": "constant", "warmup_epochs": 0.0},
 }
 
@@ -58,13 +59,13 @@ class CompressConfig:
     cache_dir: str | None = None
     # model
     arch: str = "small"
-    width: float = 0.5
+    width: float = 1.0
     # schedule (epochs per stage)
     epochs_teacher: int = 10
-    epochs_prune: int = 8          # PoKD fine-tuning of the pruned model (M_PoKD)
+    epochs_prune: int = 30         # PoKD fine-tuning of the pruned model (M_PoKD)
     epochs_qat_ta: int = 2         # M_OriQ: quantized teacher assistant trained by PoKD from M_Ori
-    epochs_qakd: int = 8           # M_QaKD: quantized M_PoKD trained by PoKD from M_OriQ
-    prune_ratio: float = 0.8
+    epochs_qakd: int = 15          # M_QaKD: quantized M_PoKD trained by PoKD from M_OriQ
+    prune_ratio: float = 0.97
     # optimisation (the paper: Adam, batch 64, lr 1e-3, weight decay 5e-4)
     batch_size: int = 64
     lr: float = 1e-3
@@ -74,6 +75,7 @@ class CompressConfig:
     # model; 1e-4 keeps it at 99 %. (The pruned students show no such drop and keep lr.)
     qat_ta_lr: float = 1e-4
     weight_decay: float = 5e-4
+    student_lr_factor: float = 3.0  # the pruned FP32 students (M_Pru, M_PoKD, KD baselines) train at this x lr
     temperature: float = 4.0
     calib_batches: int = 8
     # training recipe (esc2c.compress.augment, esc2c.compress.schedule); preset "paper" turns it off
@@ -153,7 +155,7 @@ class CompressConfig:
             bad("prune_ratio", f"must be in [0, 1) (got {self.prune_ratio})")
         if float(self.width) <= 0:
             bad("width", f"must be > 0 (got {self.width})")
-        for name in ("lr", "qat_ta_lr", "temperature"):
+        for name in ("lr", "qat_ta_lr", "temperature", "student_lr_factor"):
             if float(getattr(self, name)) <= 0:
                 bad(name, f"must be > 0 (got {getattr(self, name)})")
         if not 0.0 <= float(self.holdout) < 1.0:
