@@ -27,12 +27,14 @@ from esc2c.errors import Esc2cError
 @click.option("--fuse", type=click.Choice(["auto", "all", "none"]), default="auto", show_default=True,
               help="conv -> pool pairs run band-wise, never storing the conv's whole output: auto = when the "
                    "arena gets smaller, all = every such pair, none = every op as in the model")
-def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse):
+@click.option("--force", is_flag=True, default=False,
+              help="replace OUT even when another esc2c command wrote it (never a directory of other files)")
+def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse, force):
     """Compile an INT8 QDQ ONNX MODEL to C calling CMSIS-NN, with a CMake project in OUT."""
     from esc2c.compiler.emit import emit
 
     r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn,
-             frontend=frontend, audio=audio, kernels=kernels, fuse=fuse)
+             frontend=frontend, audio=audio, kernels=kernels, fuse=fuse, force=force)
     click.echo(r.summary())
     if (r.out / "esc2c_frontend_config.h").is_file():
         click.echo(f"log-mel front end: esc2c_frontend_config.h, esc2c_frontend_tables.c, runtime/frontend/ "

@@ -33,9 +33,11 @@ from esc2c.compress.config import DATASET_CHOICES, load_config, parse_folds
 @click.option("--seed", type=int, default=None)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run directory (stages resume from it).")
+@click.option("--force", is_flag=True, default=False,
+              help="Use OUTPUT even when another esc2c command wrote it (never a directory of other files).")
 def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width, prune_ratio, epochs_teacher,
              epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_ta_lr, holdout, rounding, no_baselines, device,
-             seed, output):
+             seed, output, force):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
     from esc2c.compress import pipeline
     from esc2c.compress.report import format_table
@@ -47,5 +49,5 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
                  "holdout": holdout, "rounding": rounding,
                  "baselines": False if no_baselines else None, "device": device, "seed": seed}
     cfg = load_config(config_path, overrides)
-    rep = pipeline.run(cfg, output, log=click.echo)
+    rep = pipeline.run(cfg, output, log=click.echo, force=force)
     click.echo(format_table(rep))

@@ -37,6 +37,7 @@ from esc2c.compress.train import TrainConfig, evaluate, resolve_device, train
 from esc2c.data import load_features
 from esc2c.data.holdout import holdout_split
 from esc2c.errors import Esc2cError
+from esc2c.fsutil import discard_if_unused, open_run_dir
 from esc2c.models.counting import count_params
 from esc2c.models.registry import build_from_config, build_model, model_config
 from esc2c.quant import export, qat
@@ -118,16 +119,29 @@ def onnx_accuracy(model_proto, data) -> float:
 
 
 def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], None] = print,
-        progress: bool = True) -> dict:
+        progress: bool = True, force: bool = False) -> dict:
     """Run (or resume) every stage into ``out_dir``; write model.onnx, report.json, report.md. Returns the
-    report dict."""
+    report dict. ``out_dir`` must be new, empty or an earlier compress run (``force``: also another esc2c
+    command's output, never other files); a failed run leaves no empty directories behind."""
+    out, created = open_run_dir(out_dir, "compress", force, looks_like=looks_like_run)
+    try:
+        return _run_stages(cfg, out, log, progress)
+    except BaseException:
+        discard_if_unused(out, created)
+        raise
+
+
+def looks_like_run(path: Path) -> bool:
+    """A compress run directory from before output markers: stages/ and nothing but compress outputs."""
+    known = {"stages", "model.onnx", "report.json", "report.md"}
+    return (path / "stages").is_dir() and all(p.name in known or p.suffix == ".png" or p.name.startswith(".")
+                                              for p in path.iterdir())
+
+
+def _run_stages(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: bool) -> dict:
     from esc2c.compress import report as report_mod
 
     t0 = time.time()
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise Esc2cError(f"{out}: output path exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(cfg.device)
     torch.set_num_threads(max(1, int(cfg.threads)))
     torch.manual_seed(cfg.seed)

@@ -122,13 +122,26 @@ class StageRunner:
         if not path.is_file():
             raise Esc2cError(f"{ctx.dir}: stage {stage.name!r} is marked done but {MODEL_FILE} is missing; "
                              f"delete {ctx.dir} to redo it")
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - truncated or foreign file: the user's to remove
+            raise Esc2cError(f"{path}: stage {stage.name!r} is marked done but its checkpoint is unreadable "
+                             f"({type(e).__name__}: {str(e)[:120]}); delete {ctx.dir} to redo it") from None
+        if not isinstance(ck, dict):
+            raise Esc2cError(f"{path}: stage {stage.name!r} is marked done but its checkpoint holds a "
+                             f"{type(ck).__name__}, not an esc2c stage; delete {ctx.dir} to redo it")
         for key, now in (("stage_config", ctx.stage_config), ("spec", self.spec)):
             if ck.get(key) != now:
                 raise Esc2cError(f"{ctx.dir}: stage {stage.name!r} was finished with a different {key} "
                                  f"({ck.get(key)} != {now}); use a new output directory or delete {ctx.dir}")
         if stage.load is not None:
-            model = stage.load(ck, ctx)
+            try:
+                model = stage.load(ck, ctx)
+            except Esc2cError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a checkpoint missing entries
+                raise Esc2cError(f"{path}: stage {stage.name!r} checkpoint does not load ({type(e).__name__}: "
+                                 f"{str(e)[:120]}); delete {ctx.dir} to redo it") from None
         else:
             model, _ = load_model(path)
         return StageResult(model, ck.get("metrics", {}))
