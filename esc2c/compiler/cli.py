@@ -60,11 +60,14 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
               help="extra inputs: log-mel features of synthetic sound clips (models with an esc2c.feature_spec)")
 @click.option("--qdq-tolerance", type=int, default=1, show_default=True,
               help="largest LSB difference of the logits allowed against the QDQ model in onnxruntime")
-def verify_cmd(out, n, rounding, seed, n_features, qdq_tolerance):
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True,
+              help="seconds the host build of the model may take to run all inputs")
+def verify_cmd(out, n, rounding, seed, n_features, qdq_tolerance, timeout):
     """Build OUT's host variant and check it against onnxruntime, every tensor."""
     from esc2c.compiler.verify import verify
 
-    report = verify(out, n=n, rounding=rounding, seed=seed, qdq_tolerance=qdq_tolerance, n_features=n_features)
+    report = verify(out, n=n, rounding=rounding, seed=seed, qdq_tolerance=qdq_tolerance, n_features=n_features,
+                    timeout=timeout)
     click.echo(report.text())
     if not report.ok:
         failed = next(c for c in report.checks if not c.ok)
