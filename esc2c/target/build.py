@@ -111,6 +111,10 @@ add_subdirectory("{out}" model)
 add_executable(host_runner "{BOARDS_DIR / COMMON / 'host_main.c'}")
 target_include_directories(host_runner PRIVATE "{out}")
 target_compile_options(host_runner PRIVATE -Wall -Wextra -Werror)
+if(ESC2C_SANITIZE)
+  target_compile_options(host_runner PRIVATE -fsanitize=address,undefined -fno-sanitize-recover=all)
+  target_link_options(host_runner PRIVATE -fsanitize=address,undefined)
+endif()
 target_link_libraries(host_runner PRIVATE esc2c_model)
 """
     cml = src / "CMakeLists.txt"

@@ -117,15 +117,15 @@ class FrameReader:
         header whose frame stops growing for ``frame_gap`` seconds (a corrupted length) is given up, so the
         frames after it are still found."""
         deadline = time.monotonic() + timeout
-        last_data = time.monotonic()
+        quiet_since = None                 # when the line last went silent (a read that returned nothing)
         while True:
             frame = self._parse()
             if frame is not None:
                 return frame
             now = time.monotonic()
-            if self.buf[:2] == SYNC and len(self.buf) >= HEADER.size and now - last_data >= self.frame_gap:
+            if self.buf[:2] == SYNC and quiet_since is not None and now - quiet_since >= self.frame_gap:
                 self._reject()             # an unfinished frame with a silent line: rescan what follows it
-                last_data = now
+                quiet_since = now
                 continue
             left = deadline - now
             if left <= 0:
@@ -136,13 +136,16 @@ class FrameReader:
                 waiting = getattr(self.port, "in_waiting", 0) or 1
             except (OSError, ValueError):
                 waiting = 1
+            t_read = time.monotonic()
             try:
                 chunk = self.port.read(max(1, min(waiting, 65536)))
             except (OSError, ValueError) as e:  # serial.SerialException is an OSError
                 raise LinkError(f"serial link lost while waiting for a frame: {e}") from None
             if chunk:
                 self.buf += chunk
-                last_data = time.monotonic()
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = t_read
 
 
 def decode_u32s(payload: bytes, count: int, what: str) -> tuple[int, ...]:
