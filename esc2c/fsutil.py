@@ -132,6 +132,8 @@ def claim_output_dir(dest: str | os.PathLike, command: str, force: bool = False,
             shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
             raise Esc2cError(f"{dest}: not empty and not written by esc2c ({shown}); refusing to replace it "
                              "(give a new or empty directory)")
+        if _read_only_fs(dest):
+            raise Esc2cError(f"{dest}: is on a read-only file system")
         if owner is not None and owner != command and not force:
             raise Esc2cError(f"{dest}: holds the output of `esc2c {owner}`; pass --force to replace it, "
                              "or give another directory")

@@ -8,7 +8,7 @@ from esc2c.errors import Esc2cError
 
 @click.command("emit")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="project directory to write")
+@click.option("-o", "--out", required=True, type=click.Path(), help="project directory to write")
 @click.option("--board", default=None, help="board to build firmware for (e.g. stm32f746zg); checks it fits")
 @click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True,
               help="default requantization rounding of the emitted project (ESC2C_ROUNDING)")

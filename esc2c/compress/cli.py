@@ -31,7 +31,7 @@ from esc2c.compress.config import DATASET_CHOICES, load_config, parse_folds
 @click.option("--no-baselines", is_flag=True, default=False, help="Skip the M_Qua and DirectKD baselines.")
 @click.option("--device", default=None, help="cpu or cuda.")
 @click.option("--seed", type=int, default=None)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=click.Path(),
               help="Run directory (stages resume from it).")
 @click.option("--force", is_flag=True, default=False,
               help="Use OUTPUT even when another esc2c command wrote it (never a directory of other files).")
