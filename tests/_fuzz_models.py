@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -99,7 +100,7 @@ class FuzzNet(nn.Module):
 
     def forward(self, x):
         x = self.features(x)
-        x = x.mean(dim=(2, 3)) if self.head == "gap" else x.flatten(1)
+        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1) if self.head == "gap" else x.flatten(1)
         return self.fc(x)
 
 
@@ -206,6 +207,7 @@ def cmsis_nn_library() -> tuple[Path, list[str]]:
         tmp = lib.with_suffix(f".{os.getpid()}.a")
         subprocess.run(["ar", "rcs", str(tmp), *sorted(map(str, d.glob("*.o")))], check=True, timeout=300)
         os.replace(tmp, lib)
+        shutil.rmtree(d, ignore_errors=True)
     return lib, flags
 
 

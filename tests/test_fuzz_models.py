@@ -1,7 +1,7 @@
 """Property-based fuzzing of the compiler: random small CNNs quantized by onnxruntime (quantize_static) and
 by esc2c's QAT export go through `emit`, and the emitted C, built for the host under AddressSanitizer and
 UBSan, must equal the integer-only ONNX lowering on every tensor, pass its compiled-in test vectors and stay
-within 1 LSB of the QDQ model in onnxruntime - or the model gets a one-line error. Mutated ONNX files
+within 1 LSB of the QDQ model's own float semantics in onnxruntime - or the model gets a one-line error. Mutated ONNX files
 (flipped bytes, truncation, removed initializers, wrong dtypes, huge dims, bad attributes) must load or get
 a one-line error: never a traceback, a crash or a hang. The slow profile (-m slow) runs thousands."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from esc2c.compiler.emit import compile_model, emit
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
-from esc2c.compiler.verify import compare_layers, qdq_reference, run_host
+from esc2c.compiler.verify import compare_layers, run_host
 from esc2c.errors import Esc2cError
 
 from _fuzz_models import build_host, cmsis_nn_library, cnn_specs, esc2c_model, escnet_specs, ort_model
@@ -60,9 +60,29 @@ def check_model(path: Path, work: Path, lib, tally: Tally, n: int = 3) -> None:
     check = compare_layers(g, c, run_int_onnx(lower_to_onnx(g, "double"), x))
     assert check.ok, check.detail
     logits = c[g.outputs[0]].reshape(n, -1).astype(np.int64)
-    lsb = int(np.abs(qdq_reference(out, g, x) - logits).max())
+    lsb = int(np.abs(qdq_semantics(path, g, x) - logits).max())
     assert lsb <= 1, f"C logits differ from the QDQ model by {lsb} LSB"
     tally.verified += 1
+
+
+def qdq_semantics(path: Path, g, x: np.ndarray) -> np.ndarray:
+    """int8 logits of the QDQ model as written (DequantizeLinear -> float op -> QuantizeLinear): onnxruntime
+    with graph optimizations off. (Its optimized QLinear kernels can drift far from that on degenerate
+    models - e.g. 61 LSB on a uint8 1x1 conv whose weight is almost zero - so they are no reference.)"""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    t, o = g.input, g.output
+    xf = (x.astype(np.float32) - t.zero_point) * np.float32(t.scale)
+    if xf.ndim == 4:
+        xf = xf.transpose(0, 3, 1, 2)
+    y = [sess.run(None, {name: np.ascontiguousarray(xi[None])})[0].reshape(-1) for xi in xf]
+    return np.clip(np.rint(np.stack(y) / o.scale) + o.zero_point, -128, 127).astype(np.int64)
 
 
 def _ort_case(tmp_path_factory, cmsis_lib, tally, spec, seed, per_channel, uint8):
