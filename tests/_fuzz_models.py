@@ -37,8 +37,10 @@ def cnn_specs(draw):
         kind = draw(st.sampled_from(["conv", "conv", "group", "pool", "res"]))
         act = draw(st.sampled_from(["relu", "relu6", "none"]))
         if kind in ("conv", "group"):
-            ph, pw = draw(st.integers(0, 1)), draw(st.integers(0, 1))
-            kh, kw = draw(st.integers(1, min(3, h + 2 * ph))), draw(st.integers(1, min(3, w + 2 * pw)))
+            kh, kw = draw(st.integers(1, min(3, h + 2))), draw(st.integers(1, min(3, w + 2)))
+            # padding below the kernel size (the compiler's documented limit), and a window that fits
+            ph = draw(st.integers(max(0, (kh - h + 1) // 2), min(1, kh - 1)))
+            pw = draw(st.integers(max(0, (kw - w + 1) // 2), min(1, kw - 1)))
             sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
             if kind == "group":
                 g = draw(st.sampled_from([d for d in range(1, c + 1) if c % d == 0]))

@@ -32,6 +32,13 @@ def pytest_configure(config):
     import os
     import shutil
 
+    # `-m slow` without an explicit --hypothesis-profile runs the thorough fuzz profile
+    markexpr = config.getoption("-m") or ""
+    if "slow" in markexpr and "not slow" not in markexpr and not config.getoption("hypothesis_profile", None):
+        from hypothesis import settings as hypothesis_settings
+
+        hypothesis_settings.load_profile("slow")
+
     missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
     if missing and os.environ.get("ESC2C_ALLOW_MISSING_TOOLS") != "1":
         raise pytest.UsageError(f"tools missing: {', '.join(missing)} (run scripts/setup.sh, or set "
@@ -51,12 +58,3 @@ try:
     settings.load_profile("default")
 except ImportError:  # hypothesis is a test extra; without it the fuzz modules fail at import
     pass
-
-
-def pytest_collection_modifyitems(config, items):
-    # `-m slow` without an explicit --hypothesis-profile runs the thorough fuzz profile
-    if "slow" in (config.getoption("-m") or "") and "not slow" not in config.getoption("-m") \
-            and not config.getoption("hypothesis_profile", None):
-        from hypothesis import settings as _settings
-
-        _settings.load_profile("slow")

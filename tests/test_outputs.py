@@ -226,3 +226,42 @@ def test_readme_firmware_configure_line_works_with_relative_paths(model, tmp_pat
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     cache = (tmp_path / "build" / "us8k" / "out" / "CMakeCache.txt").read_text()
     assert "CMAKE_C_COMPILER_AR:FILEPATH=" in cache and "arm-none-eabi-gcc-ar" in cache   # cross-compiling
+
+
+def _tiny_esc50(root: Path, audio) -> Path:
+    """An ESC-50-layout folder: 2 folds x 2 classes x 2 clips of 0.5 s at 16 kHz; ``audio(i)`` makes clip i."""
+    import soundfile as sf
+
+    (root / "meta").mkdir(parents=True)
+    (root / "audio").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for i in range(8):
+        name = f"{i % 2 + 1}-{i}-A-{i % 2}.wav"
+        sf.write(root / "audio" / name, audio(i), 16000, subtype="FLOAT")
+        rows.append(f"{name},{i // 4 + 1},{i % 2},class{i % 2},False,{i},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("case", ["nan", "silent"])
+def test_nan_or_silent_training_audio_is_named(tiny_config, tmp_path, capsys, case):
+    rng = np.random.default_rng(0)
+
+    def audio(i):
+        if case == "silent":
+            return np.zeros(8000, np.float32)
+        x = (0.1 * rng.standard_normal(8000)).astype(np.float32)
+        if i == 2:
+            x[100] = np.nan
+        return x
+
+    data = _tiny_esc50(tmp_path / "esc50", audio)
+    out = tmp_path / "run"
+    assert main(["compress", "--config", str(tiny_config), "--dataset", "esc50", "--data-dir", str(data),
+                 "--train-folds", "1", "--val-folds", "2", "-o", str(out)]) == 1
+    err = _err(capsys)
+    if case == "nan":
+        assert "audio/1-2-A-0.wav: 1 audio sample(s) are NaN or infinite (first at sample 100)" in err
+    else:
+        assert "training clips all give the same log-mel value" in err and "the audio is silent" in err
+    assert not out.exists()
