@@ -265,3 +265,24 @@ def test_nan_or_silent_training_audio_is_named(tiny_config, tmp_path, capsys, ca
     else:
         assert "training clips all give the same log-mel value" in err and "the audio is silent" in err
     assert not out.exists()
+
+
+def test_diverged_stage_leaves_no_empty_directories(tiny_config, tmp_path, capsys, monkeypatch):
+    from esc2c.compress import pipeline
+    from esc2c.errors import Esc2cError
+
+    def diverge(*args, **kwargs):
+        raise Esc2cError("teacher: loss became NaN at epoch 1 (diverged); lower the learning rate")
+
+    monkeypatch.setattr(pipeline, "train", diverge)
+    out = tmp_path / "run"
+    assert main(["compress", "--config", str(tiny_config), "-o", str(out)]) == 1
+    assert "diverged" in _err(capsys)
+    assert not out.exists()                      # new run: nothing kept
+    # an existing run keeps its files but loses the empty stage directory
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"command": "compress"}))
+    (out / "notes.md").write_text("kept")
+    assert main(["compress", "--config", str(tiny_config), "-o", str(out)]) == 1
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "notes.md"]
