@@ -21,6 +21,7 @@ from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.verify import compare_layers, run_host
 from esc2c.errors import Esc2cError
 
+from _fuzz import scaled
 from _fuzz_models import build_host, cmsis_nn_library, cnn_specs, esc2c_model, escnet_specs, ort_model
 
 FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -138,8 +139,8 @@ def test_random_esc2c_quantized_cnns_verify(tmp_path_factory, cmsis_lib):
 @pytest.mark.slow
 def test_random_cnns_fuzz_many(tmp_path_factory, cmsis_lib):
     # 1,500 onnxruntime-quantized + 500 esc2c-quantized = 2,000 models
-    _report(_run_ort(tmp_path_factory, cmsis_lib, 1500), "onnxruntime-quantized CNNs")
-    _report(_run_esc2c(tmp_path_factory, cmsis_lib, 500), "esc2c-quantized CNNs")
+    _report(_run_ort(tmp_path_factory, cmsis_lib, scaled(1500)), "onnxruntime-quantized CNNs")
+    _report(_run_esc2c(tmp_path_factory, cmsis_lib, scaled(500)), "esc2c-quantized CNNs")
 
 
 # ---- mutated ONNX files against the importer ----------------------------------------------------------
@@ -240,7 +241,7 @@ def test_mutated_onnx_loads_or_gets_one_line(seeds, tmp_path, data):
 
 
 @pytest.mark.slow
-@settings(FUZZ, max_examples=3_000)
+@settings(FUZZ, max_examples=scaled(3_000))
 @given(st.data())
 def test_mutated_onnx_fuzz_many(seeds, tmp_path, data):
     import_case(seeds, tmp_path, data.draw(mutations(len(seeds))))

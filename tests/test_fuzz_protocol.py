@@ -18,6 +18,7 @@ from esc2c.target import protocol as P
 from esc2c.target.boards import BOARDS_DIR
 from esc2c.target.serial_runner import DeviceInfo, SerialRunner
 
+from _fuzz import scaled
 from _fuzz_streams import frames, requests, streams
 
 
@@ -73,7 +74,7 @@ def test_host_reader_finds_exactly_the_valid_frames(case, chunks):
 
 
 @pytest.mark.slow
-@settings(max_examples=2_000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=scaled(2_000), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(streams(max_payload=64), min_size=50, max_size=50), st.lists(st.integers(1, 64), min_size=1, max_size=4))
 def test_host_reader_fuzz_many(batch, chunks):
     # 2,000 examples x 50 streams = 100,000 streams
@@ -177,7 +178,7 @@ def test_device_parser_under_sanitizers_finds_the_valid_frames(sanitized_parser,
 
 
 @pytest.mark.slow
-@settings(max_examples=2_000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=scaled(2_000), suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(streams(max_payload=64), min_size=25, max_size=25),
        st.lists(requests(max_payload=64), min_size=25, max_size=25))
 def test_device_parser_under_sanitizers_fuzz_many(sanitized_parser, mixed, reqs):
