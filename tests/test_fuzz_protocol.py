@@ -74,7 +74,8 @@ def test_host_reader_finds_exactly_the_valid_frames(case, chunks):
 
 
 @pytest.mark.slow
-@settings(max_examples=scaled(2_000), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=scaled(2_000), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                    HealthCheck.large_base_example])
 @given(st.lists(streams(max_payload=64), min_size=50, max_size=50), st.lists(st.integers(1, 64), min_size=1, max_size=4))
 def test_host_reader_fuzz_many(batch, chunks):
     # 2,000 examples x 50 streams = 100,000 streams
