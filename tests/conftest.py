@@ -32,7 +32,29 @@ def pytest_configure(config):
     import os
     import shutil
 
+    # `-m slow` without an explicit --hypothesis-profile runs the thorough fuzz profile
+    markexpr = config.getoption("-m") or ""
+    if "slow" in markexpr and "not slow" not in markexpr and not config.getoption("hypothesis_profile", None):
+        from hypothesis import settings as hypothesis_settings
+
+        hypothesis_settings.load_profile("slow")
+
     missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
     if missing and os.environ.get("ESC2C_ALLOW_MISSING_TOOLS") != "1":
         raise pytest.UsageError(f"tools missing: {', '.join(missing)} (run scripts/setup.sh, or set "
                                 "ESC2C_ALLOW_MISSING_TOOLS=1 to skip the tests that need them)")
+
+
+# Property-based tests (hypothesis): the default profile keeps the default run short; "slow" is what the
+# slow suite (-m slow) uses unless --hypothesis-profile names another. Tests that need a fixed count
+# (e.g. 100,000 streams) set max_examples themselves.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("default", max_examples=100, deadline=None, derandomize=True, database=None,
+                              print_blob=True)
+    settings.register_profile("slow", max_examples=2_000, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("default")
+except ImportError:  # hypothesis is a test extra; without it the fuzz modules fail at import
+    pass

@@ -9,7 +9,7 @@ from esc2c.errors import Esc2cError
 
 @click.command("emit")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="project directory to write")
+@click.option("-o", "--out", required=True, type=click.Path(), help="project directory to write")
 @click.option("--board", default=None, help="board to build firmware for (e.g. stm32f746zg); checks it fits")
 @click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True,
               help="default requantization rounding of the emitted project (ESC2C_ROUNDING)")
@@ -28,12 +28,14 @@ from esc2c.errors import Esc2cError
 @click.option("--fuse", type=click.Choice(["auto", "all", "none"]), default="auto", show_default=True,
               help="conv -> pool pairs run band-wise, never storing the conv's whole output: auto = when the "
                    "arena gets smaller, all = every such pair, none = every op as in the model")
-def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse):
+@click.option("--force", is_flag=True, default=False,
+              help="replace OUT even when another esc2c command wrote it (never a directory of other files)")
+def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse, force):
     """Compile an INT8 QDQ ONNX MODEL to C calling CMSIS-NN, with a CMake project in OUT."""
     from esc2c.compiler.emit import emit
 
     r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn,
-             frontend=frontend, audio=audio, kernels=kernels, fuse=fuse)
+             frontend=frontend, audio=audio, kernels=kernels, fuse=fuse, force=force)
     click.echo(r.summary())
     if (r.out / "esc2c_frontend_config.h").is_file():
         click.echo(f"log-mel front end: esc2c_frontend_config.h, esc2c_frontend_tables.c, runtime/frontend/ "
@@ -63,11 +65,14 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
               help="extra inputs: log-mel features of synthetic sound clips (models with an esc2c.feature_spec)")
 @click.option("--qdq-tolerance", type=int, default=1, show_default=True,
               help="largest LSB difference of the logits allowed against the QDQ model in onnxruntime")
-def verify_cmd(out, n, rounding, seed, n_features, qdq_tolerance):
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True,
+              help="seconds the host build of the model may take to run all inputs")
+def verify_cmd(out, n, rounding, seed, n_features, qdq_tolerance, timeout):
     """Build OUT's host variant and check it against onnxruntime, every tensor."""
     from esc2c.compiler.verify import verify
 
-    report = verify(out, n=n, rounding=rounding, seed=seed, qdq_tolerance=qdq_tolerance, n_features=n_features)
+    report = verify(out, n=n, rounding=rounding, seed=seed, qdq_tolerance=qdq_tolerance, n_features=n_features,
+                    timeout=timeout)
     click.echo(report.text())
     if not report.ok:
         failed = next(c for c in report.checks if not c.ok)

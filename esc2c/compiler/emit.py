@@ -28,7 +28,7 @@ from esc2c.compiler.passes import run_passes
 from esc2c.compiler.passes.fuse_conv_pool import MODES as FUSE_MODES, layer_context as conv_pool_context
 from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
 from esc2c.errors import Esc2cError
-from esc2c.fsutil import atomic_path
+from esc2c.fsutil import claim_output_dir, output_dir
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"
@@ -189,17 +189,29 @@ def make_vectors(g: Graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+def looks_like_project(path: Path) -> bool:
+    """A project emitted before output markers existed (its esc2c.json, sources and build caches only)."""
+    known = {"model.h", "model.c", "weights.c", "weights.h", "test_vectors.h", "CMakeLists.txt", "host", "runtime",
+             "board", "model.onnx", "model.ir.json", "model_int.onnx", "vectors", "model.tflite", "tflm",
+             "esc2c.json", "profile", "audio_vectors", "audio_vectors.h", "build", "out"}
+    return (path / "esc2c.json").is_file() and (path / "model.c").is_file() and all(
+        p.name in known or p.name.startswith((".", "esc2c_frontend")) for p in path.iterdir())
+
+
 def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str = "double",
          n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None,
          frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS,
-         fuse: str = "auto") -> EmitResult:
+         fuse: str = "auto", force: bool = False) -> EmitResult:
     """``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
     ``audio``: PCM test clips for it (esc2c/frontend/project.py); ``kernels``: "fast" runs plain
     convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's;
     ``fuse``: which conv -> pool pairs run band-wise without storing the conv output: "auto" (when that
-    makes the arena smaller), "all" or "none" (passes/fuse_conv_pool.py)."""
+    makes the arena smaller), "all" or "none" (passes/fuse_conv_pool.py). ``out`` is replaced only when it is
+    empty or an earlier emit's project (``force``: also another esc2c command's output; never foreign files)."""
     t0 = time.perf_counter()
     onnx_path = Path(onnx_path)
+    inputs = (onnx_path, *audio, *((cmsis_nn_path,) if cmsis_nn_path else ()))
+    claim_output_dir(out, "emit", force, inputs, looks_like_project)
     if rounding not in ("double", "single"):
         raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
     if kernels not in KERNEL_CHOICES:
@@ -243,8 +255,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
              "weights.h": "weights.h.j2", "test_vectors.h": "test_vectors.h.j2",
              "CMakeLists.txt": "CMakeLists.txt.j2", "host/main.c": "host/main.c.j2"}
     out = Path(out)
-    with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
+    with output_dir(out, "emit", force, inputs, looks_like_project) as tmp:
         (tmp / "host").mkdir()
         for dest, tpl in files.items():
             (tmp / dest).write_text(env.get_template(tpl).render(**ctx))

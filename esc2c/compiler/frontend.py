@@ -70,8 +70,8 @@ def load_model(path: str | Path) -> OnnxModel:
         raise Esc2cError(f"{path}: not a readable ONNX file (the graph has no nodes)")
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
+    except Exception as e:  # noqa: BLE001 - ValidationError, and decode errors of corrupt strings
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise Esc2cError(f"{path}: ONNX checker rejected the model: {first}") from None
     return check_model(model, str(path))
 
@@ -109,12 +109,12 @@ def check_model(model: onnx.ModelProto, path: str = "<model>") -> OnnxModel:
             raise Esc2cError(f"{path}: node '{n.name or n.output[0]}' uses unsupported op {dom}{n.op_type}; "
                              f"supported: {', '.join(SUPPORTED_OPS)}")
 
-    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    consts = {i.name: _tensor(i, f"{path}: initializer '{i.name}'") for i in g.initializer}
     for n in g.node:
         if n.op_type == "Constant":
             for a in n.attribute:
                 if a.name == "value":
-                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+                    consts[n.output[0]] = _tensor(a.t, f"{path}: node '{n.name or n.output[0]}' (Constant)")
                 elif a.name in ("value_float", "value_int", "value_floats", "value_ints"):
                     consts[n.output[0]] = np.asarray(onnx.helper.get_attribute_value(a))
     try:
@@ -137,6 +137,22 @@ def check_model(model: onnx.ModelProto, path: str = "<model>") -> OnnxModel:
                 consumers.setdefault(i, []).append(n)
     meta = {p.key: p.value for p in model.metadata_props}
     return OnnxModel(path, model, consts, shapes, producer, consumers, meta)
+
+
+MAX_CONST_ELEMENTS = 1 << 26     # far beyond any model for a 1 MB flash part
+
+
+def _tensor(t: onnx.TensorProto, where: str) -> np.ndarray:
+    """A constant as numpy, or one line saying why it is malformed (huge or negative dims, a data length
+    that does not match them, an unknown data type)."""
+    dims = list(t.dims)
+    if any(d < 0 for d in dims) or int(np.prod([max(d, 0) for d in dims], dtype=np.float64)) > MAX_CONST_ELEMENTS:
+        raise Esc2cError(f"{where} has impossible dimensions {dims}")
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001 - data that does not match dims or data_type
+        raise Esc2cError(f"{where} is malformed (dims {dims}, data type {t.data_type}): "
+                         f"{type(e).__name__}: {str(e)[:120]}") from None
 
 
 def load_ir(path: str | Path):

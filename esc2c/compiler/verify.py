@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,6 +20,7 @@ import numpy as np
 from esc2c.compiler.emit import compile_model
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
+from esc2c import cmake, proc
 from esc2c.errors import Esc2cError
 
 
@@ -73,31 +73,25 @@ def register_check(fn: Callable[[VerifyContext], CheckResult]) -> Callable[[Veri
     return fn
 
 
-def _run(cmd, what: str, cwd=None) -> str:
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if r.returncode != 0:
-        tail = (r.stdout + r.stderr).strip().splitlines()[-15:]
-        raise Esc2cError(f"{what} failed ({' '.join(map(str, cmd))}):\n" + "\n".join(tail))
-    return r.stdout
-
-
-def build_host(out: Path, rounding: str) -> Path:
+def build_host(out: Path, rounding: str, extra_args: tuple[str, ...] = ()) -> Path:
     build = out / f"build-host-{rounding}"
-    _run(["cmake", "-S", str(out), "-B", str(build), f"-DESC2C_ROUNDING={rounding.upper()}"], "cmake configure")
-    _run(["cmake", "--build", str(build), "-j2"], "host build")
+    cmake.configure(out, build, [f"-DESC2C_ROUNDING={rounding.upper()}", *extra_args], "cmake configure")
+    cmake.build(build, None, "host build")
     exe = build / "esc2c_host"
     if not exe.is_file():
         raise Esc2cError(f"{out}: the host build produced no esc2c_host")
     return exe
 
 
-def run_host(exe: Path, g: Graph, inputs: np.ndarray, work: Path) -> dict[str, np.ndarray]:
+def run_host(exe: Path, g: Graph, inputs: np.ndarray, work: Path, timeout: float = 600.0) -> dict[str, np.ndarray]:
     """Run the C build on inputs [N, ...]; returns IR tensor name -> [N, ...] for every layer output."""
     layers = g.layer_ops()
     sizes = [g.tensors[op.output].size for op in layers]
     fin, fout = work / "inputs.bin", work / "layers.bin"
     fin.write_bytes(np.ascontiguousarray(inputs, dtype=np.int8).tobytes())
-    _run([str(exe), str(fin), str(fout)], "host run")
+    r = proc.run([str(exe), str(fin), str(fout)], f"host run of {exe}", timeout)
+    if r.returncode != 0:
+        raise Esc2cError(f"host run of {exe} failed (exit code {r.returncode}):\n{proc.tail(r.out + r.err)}")
     raw = np.frombuffer(fout.read_bytes(), dtype=np.int8)
     n = len(inputs)
     if raw.size != n * sum(sizes):
@@ -171,7 +165,10 @@ def feature_inputs(g: Graph, n: int, seed: int = 0) -> np.ndarray:
 
 
 def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1234,
-           qdq_tolerance: int = 1, n_features: int = 4) -> VerifyReport:
+           qdq_tolerance: int = 1, n_features: int = 4, timeout: float = 600.0,
+           extra_args: tuple[str, ...] = ()) -> VerifyReport:
+    """``timeout``: seconds for the host run of the C build; ``extra_args``: CMake options of the host build
+    (e.g. ``-DESC2C_SANITIZE=ON``)."""
     out = Path(out)
     if not (out / "CMakeLists.txt").is_file() or not (out / "model.onnx").is_file():
         raise Esc2cError(f"{out}: not an emitted project (run `esc2c emit MODEL.onnx -o {out}` first)")
@@ -189,9 +186,9 @@ def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1
     inputs = np.concatenate([inputs, feats])
     report = VerifyReport(out, rounding, len(inputs))
     report.n_features = len(feats)
-    exe = build_host(out, rounding)
+    exe = build_host(out, rounding, extra_args)
     work = exe.parent
-    c = run_host(exe, g, inputs, work)
+    c = run_host(exe, g, inputs, work, timeout)
     n = len(inputs)
     ref = run_int_onnx(lower_to_onnx(g, rounding), inputs)
     report.checks.append(compare_layers(g, c, ref))

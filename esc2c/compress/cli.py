@@ -40,7 +40,7 @@ from esc2c.compress.schedule import SCHEDULES
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=None)
 @click.option("--device", default=None, help="cpu or cuda.")
 @click.option("--seed", type=int, default=None)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=click.Path(),
               help="Run directory (stages resume from it).")
 @click.option("--target-params", type=click.IntRange(min=1), default=None,
               help="Parameters CUP keeps (within 0.5 %), instead of --prune-ratio.")
@@ -55,10 +55,12 @@ from esc2c.compress.schedule import SCHEDULES
               help="Round kept channels per layer to this multiple (default: 4 with --board, else 1).")
 @click.option("--min-channels", type=click.IntRange(min=1), default=None,
               help="Fewest channels CUP leaves in a layer (default: 8 with --board, else 1).")
+@click.option("--force", is_flag=True, default=False,
+              help="Use OUTPUT even when another esc2c command wrote it (never a directory of other files).")
 def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width, prune_ratio, epochs_teacher,
              epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_ta_lr, holdout, rounding, no_baselines, preset,
              no_augment, mixup_alpha, label_smoothing, lr_schedule, device, seed, output, target_params, board,
-             max_flash, max_ram, max_latency_ms, channel_multiple, min_channels):
+             max_flash, max_ram, max_latency_ms, channel_multiple, min_channels, force):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
     from esc2c.compress import distributed, pipeline
     from esc2c.compress.report import format_table
@@ -77,6 +79,6 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
                       "max_latency_ms": max_latency_ms, "channel_multiple": channel_multiple,
                       "min_channels": min_channels})
     cfg = load_config(config_path, overrides)
-    rep = pipeline.run(cfg, output, log=click.echo)
+    rep = pipeline.run(cfg, output, log=click.echo, force=force)
     if distributed.launch_rank() == 0:          # under torchrun, rank 0 alone prints
         click.echo(format_table(rep))

@@ -39,6 +39,7 @@ from esc2c.compress.train import TrainConfig, evaluate, resolve_device, train
 from esc2c.data import load_features
 from esc2c.data.holdout import holdout_split
 from esc2c.errors import Esc2cError
+from esc2c.fsutil import discard_if_unused, open_run_dir
 from esc2c.models.counting import count_params
 from esc2c.models.registry import build_from_config, build_model, model_config
 from esc2c.quant import export, qat
@@ -133,29 +134,40 @@ def _kd_baseline(loss: str, R: dict, tr, sel, tc: TrainConfig, metrics) -> Calla
 
 
 def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], None] = print,
-        progress: bool = True) -> dict:
+        progress: bool = True, force: bool = False) -> dict:
     """Run (or resume) every stage into ``out_dir``; write model.onnx, report.json, report.md. Returns the
-    report dict (on every rank of a torchrun launch; only rank 0 logs and writes)."""
+    report dict (on every rank of a torchrun launch; only rank 0 logs and writes). ``out_dir`` must be new,
+    empty or an earlier compress run (``force``: also another esc2c command's output, never other files); a
+    failed run leaves no empty directories behind."""
     env = distributed.setup(cfg.device)
     try:
         if not env.is_main:
             log, progress = (lambda s: None), False
-        return _run(cfg, out_dir, log, progress, env)
+        # rank 0 claims (or creates) the directory; an error there is raised on every rank
+        out, created = distributed.on_main(
+            lambda: open_run_dir(out_dir, "compress", force, looks_like=looks_like_run))
+        try:
+            return _run(cfg, Path(out), log, progress, env)
+        except BaseException:
+            if env.is_main:
+                discard_if_unused(out, created)
+            raise
     finally:
         distributed.shutdown(env)
 
 
-def _run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], None], progress: bool,
+def looks_like_run(path: Path) -> bool:
+    """A compress run directory from before output markers: stages/ and nothing but compress outputs."""
+    known = {"stages", "model.onnx", "report.json", "report.md"}
+    return (path / "stages").is_dir() and all(p.name in known or p.suffix == ".png" or p.name.startswith(".")
+                                              for p in path.iterdir())
+
+
+def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: bool,
          env: distributed.DistEnv) -> dict:
     from esc2c.compress import report as report_mod
 
     t0 = time.time()
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise Esc2cError(f"{out}: output path exists and is not a directory")
-    distributed.barrier()                        # every rank checked the path before rank 0 creates it
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
     dev = env.device if env.world > 1 else resolve_device(cfg.device)
     torch.set_num_threads(max(1, int(cfg.threads)))
     torch.manual_seed(cfg.seed)

@@ -132,8 +132,12 @@ class StageRunner:
                              f"delete {ctx.dir} to redo it")
         try:
             ck = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - corrupt or foreign file
-            raise Esc2cError(f"{path}: not an esc2c model checkpoint ({type(e).__name__}: {e})") from None
+        except Exception as e:  # noqa: BLE001 - truncated or foreign file: the user's to remove
+            raise Esc2cError(f"{path}: stage {stage.name!r} is marked done but its checkpoint is unreadable "
+                             f"({type(e).__name__}: {str(e)[:120]}); delete {ctx.dir} to redo it") from None
+        if not isinstance(ck, dict):
+            raise Esc2cError(f"{path}: stage {stage.name!r} is marked done but its checkpoint holds a "
+                             f"{type(ck).__name__}, not an esc2c stage; delete {ctx.dir} to redo it")
         for key, now in (("stage_config", ctx.stage_config), ("spec", self.spec)):
             if ck.get(key) != now:
                 raise Esc2cError(f"{ctx.dir}: stage {stage.name!r} was finished with a different {key} "
@@ -143,7 +147,13 @@ class StageRunner:
     def _result(self, stage: Stage, ctx: StageContext, ck: dict) -> StageResult:
         """The stage's model rebuilt from its checkpoint payload."""
         if stage.load is not None:
-            model = stage.load(ck, ctx)
+            try:
+                model = stage.load(ck, ctx)
+            except Esc2cError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a checkpoint missing entries
+                raise Esc2cError(f"{path}: stage {stage.name!r} checkpoint does not load ({type(e).__name__}: "
+                                 f"{str(e)[:120]}); delete {ctx.dir} to redo it") from None
         else:
             try:
                 model = build_from_config(ck["model_config"])

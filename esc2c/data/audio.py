@@ -23,6 +23,9 @@ def read_audio(path: str, sample_rate: int, max_seconds: float | None = None) ->
     if data.shape[0] == 0:
         raise Esc2cError(f"{path}: audio file has no samples")
     x = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise Esc2cError(f"{path}: {bad.size} audio sample(s) are NaN or infinite (first at sample {bad[0]})")
     if max_seconds is not None:
         x = x[: max(1, int(round(max_seconds * rate)))]
     if rate != sample_rate:

@@ -86,7 +86,14 @@ class FeatureSet:
         ``spec.with_stats`` wants when these are the training folds."""
         s = self.spec or FeatureSpec()
         raw = self.x.astype(np.float64) * s.std + s.mean
-        return float(raw.mean()), float(raw.std())
+        bad = np.flatnonzero(~np.isfinite(raw.reshape(len(raw), -1)).all(axis=1)) if len(raw) else []
+        if len(bad):
+            raise Esc2cError(f"{self.files[bad[0]]}: its log-mel features are not finite ({len(bad)} clip(s) so)")
+        mean, std = float(raw.mean()), float(raw.std())
+        if not std > 0:
+            raise Esc2cError(f"the {len(raw)} training clips all give the same log-mel value ({mean:g} dB): the "
+                             "audio is silent (or constant); check the dataset files")
+        return mean, std
 
     def normalised(self, spec: FeatureSpec) -> "FeatureSet":
         """The same features normalised with ``spec.mean``/``spec.std`` (``spec`` may differ only in those)."""

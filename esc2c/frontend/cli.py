@@ -7,6 +7,7 @@ import click
 import numpy as np
 
 from esc2c.errors import Esc2cError
+from esc2c.target.build import check_project
 
 
 @click.command("audio")
@@ -21,7 +22,7 @@ def audio_cmd(out, files, target):
     from esc2c.frontend import firmware, reference, verify
     from esc2c.frontend.project import spec_from_onnx
 
-    out = Path(out)
+    out = check_project(out)
     if target == "qemu":
         if files:
             raise Esc2cError("--target qemu runs the clips compiled into the firmware; give them to `esc2c emit --audio`")

@@ -14,12 +14,12 @@ The sources are never copied into the project or an emitted project: the emitted
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
+from esc2c import proc
 from esc2c.errors import Esc2cError
 
 VERSION = "1.10.3"
@@ -60,10 +60,10 @@ def _fetch(dest: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".cmsisdsp-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "--no-build-isolation", f"cmsisdsp=={VERSION}", "-d", tmp]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        r = proc.run(cmd, f"pip download cmsisdsp=={VERSION}", 600, merge_stderr=True)
         sdists = list(Path(tmp).glob(f"cmsisdsp-{VERSION}.tar.gz"))
-        if proc.returncode != 0 or not sdists:
-            tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
+        if r.returncode != 0 or not sdists:
+            tail = proc.tail(r.out, 5)
             raise Esc2cError(f"cannot download the cmsisdsp=={VERSION} sdist (CMSIS-DSP sources for the front end's "
                              f"FFT); set {ENV_VAR} to a CMSIS-DSP source tree instead. pip said:\n{tail}")
         with tarfile.open(sdists[0]) as tf:

@@ -4,12 +4,12 @@ instruction-count plugin, which gives the instructions of the whole-clip front e
 streamed hop (see audio_check.h for the marks)."""
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from esc2c import cmake, proc
 from esc2c.errors import Esc2cError
 
 
@@ -49,21 +49,13 @@ class AudioRun:
 
 def build(out: str | Path, board: str = "mps2-an500") -> AudioFirmware:
     """Build the project's firmware (esc2c.target.build) and its firmware_audio for ``board``."""
-    import subprocess
-
     from esc2c.target.build import build_firmware
 
     out = Path(out).resolve()
     if not (out / "audio_vectors.h").is_file():
         raise Esc2cError(f"{out}: the project has no front end (emit a model with a FeatureSpec, or --frontend)")
     fw = build_firmware(out, board)
-    log = fw.build_dir / "build_audio.log"
-    proc = subprocess.run(["cmake", "--build", str(fw.build_dir), "--target", "firmware_audio", "-j",
-                           str(min(4, os.cpu_count() or 1))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log.write_text(proc.stdout)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.strip().splitlines()[-25:])
-        raise Esc2cError(f"building the {board} raw-audio firmware failed (full log: {log}):\n{tail}")
+    cmake.build(fw.build_dir, "firmware_audio", f"building the {board} raw-audio firmware", log_name="build_audio.log")
     report = dict(line.split(None, 1) for line in (fw.build_dir / "size_report_audio.txt").read_text().splitlines())
     flash, flash_limit = (int(v) for v in report["flash"].split())
     ram, ram_limit = (int(v) for v in report["ram"].split())
@@ -136,12 +128,13 @@ _FRONTEND_SYMBOLS = re.compile(
 def frontend_footprint(elf: str | Path) -> dict[str, int]:
     """Flash bytes of the front end in a linked image (its code, CMSIS-DSP's FFT with the tables of the
     one size it uses, log10f from the C library, the generated window/mel tables), from the symbol sizes."""
-    import subprocess
-
     from esc2c.target.build import require_tool
 
     nm = require_tool("arm-none-eabi-nm", "gcc-arm-none-eabi")
-    text = subprocess.run([nm, "-S", "--defined-only", str(elf)], stdout=subprocess.PIPE, text=True, check=True).stdout
+    r = proc.run([nm, "-S", "--defined-only", str(elf)], f"reading the symbols of {elf}", 120)
+    if r.returncode != 0:
+        raise Esc2cError(f"{elf}: arm-none-eabi-nm failed: {proc.tail(r.err, 3)}")
+    text = r.out
     sizes = {"code": 0, "fft_tables": 0, "frontend_tables": 0, "state_ram": 0}
     for line in text.splitlines():
         parts = line.split()

@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from esc2c import proc
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
 from esc2c.frontend import cmsis_dsp, tables
@@ -34,9 +34,9 @@ def _gcc() -> str:
 
 
 def _compile(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        raise Esc2cError(f"compiling {what} failed:\n{proc.stdout[-3000:]}")
+    r = proc.run(cmd, f"compiling {what}", proc.BUILD_TIMEOUT, merge_stderr=True)
+    if r.returncode != 0:
+        raise Esc2cError(f"compiling {what} failed:\n{proc.tail(r.out, 25)}")
 
 
 def _dsp_objects(dsp: Path) -> list[Path]:
@@ -80,14 +80,16 @@ def build(spec: FeatureSpec, input_scale: float, input_zero_point: int) -> Path:
     return exe
 
 
-def run(exe: Path, spec: FeatureSpec, pcm: np.ndarray, mode: str = "clip") -> np.ndarray:
+def run(exe: Path, spec: FeatureSpec, pcm: np.ndarray, mode: str = "clip", timeout: float = 600.0) -> np.ndarray:
     """int8 ``[clips, n_mels, frames]`` the C front end computes from int16 PCM ``[clips, n]``
     (``mode`` "clip": esc2c_frontend_clip; "stream": hop by hop through esc2c_frontend_push/window)."""
     pcm = np.ascontiguousarray(pcm, dtype="<i2")
     if pcm.ndim != 2:
         raise Esc2cError(f"front end: PCM must be [clips, samples], got shape {pcm.shape}")
-    proc = subprocess.run([str(exe), mode, str(pcm.shape[1])], input=pcm.tobytes(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
-    if proc.returncode != 0:
-        raise Esc2cError(f"{exe} {mode} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-500:]}")
-    return np.frombuffer(proc.stdout, np.int8).reshape(pcm.shape[0], spec.n_mels, spec.frames)
+    r = proc.run([str(exe), mode, str(pcm.shape[1])], f"C front end {exe} {mode}", timeout, stdin=pcm.tobytes())
+    if r.returncode != 0:
+        raise Esc2cError(f"{exe} {mode} failed ({r.returncode}): {proc.tail(r.err, 5)}")
+    if len(r.stdout) != pcm.shape[0] * spec.n_mels * spec.frames:
+        raise Esc2cError(f"{exe} {mode} wrote {len(r.stdout)} bytes, expected "
+                         f"{pcm.shape[0] * spec.n_mels * spec.frames}")
+    return np.frombuffer(r.stdout, np.int8).reshape(pcm.shape[0], spec.n_mels, spec.frames)

@@ -3,14 +3,13 @@ against the Python pipeline (esc2c.features.logmel in float64 -> QuantizeLinear 
 model OUT/model_int.onnx in onnxruntime) on int16 PCM clips."""
 from __future__ import annotations
 
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from esc2c import cmake, proc
 from esc2c.errors import Esc2cError
 from esc2c.frontend import reference
 from esc2c.frontend.project import spec_from_onnx
@@ -24,23 +23,21 @@ def build_host(out: str | Path) -> Path:
     if not (out / "esc2c_frontend_config.h").is_file():
         raise Esc2cError(f"{out}: the project has no front end (emit a model with a FeatureSpec, or --frontend)")
     build = out / WORK / "host-audio"
-    build.mkdir(parents=True, exist_ok=True)
-    for cmd in (["cmake", "-S", str(out), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"],
-                ["cmake", "--build", str(build), "--target", "esc2c_audio_host", "-j", str(min(4, os.cpu_count() or 1))]):
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0:
-            raise Esc2cError(f"{' '.join(cmd[:2])} of {out} failed:\n{proc.stdout[-3000:]}")
+    cmake.configure(out, build, ["-DCMAKE_BUILD_TYPE=Release"], f"configuring the host audio build of {out}")
+    cmake.build(build, "esc2c_audio_host", f"building esc2c_audio_host of {out}")
     return build / "esc2c_audio_host"
 
 
-def run_host(exe: Path, pcm: np.ndarray, n_input: int, n_output: int) -> tuple[np.ndarray, np.ndarray]:
+def run_host(exe: Path, pcm: np.ndarray, n_input: int, n_output: int,
+             timeout: float = 600.0) -> tuple[np.ndarray, np.ndarray]:
     """(int8 model inputs [clips, n_input], int8 logits [clips, n_output]) of PCM clips [clips, n]."""
     pcm = np.ascontiguousarray(pcm, dtype="<i2")
-    proc = subprocess.run([str(exe), str(pcm.shape[1])], input=pcm.tobytes(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
-    if proc.returncode != 0:
-        raise Esc2cError(f"{exe} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-500:]}")
-    rec = np.frombuffer(proc.stdout, np.int8).reshape(pcm.shape[0], n_input + n_output)
+    r = proc.run([str(exe), str(pcm.shape[1])], f"host audio run of {exe}", timeout, stdin=pcm.tobytes())
+    if r.returncode != 0:
+        raise Esc2cError(f"{exe} failed ({r.returncode}): {proc.tail(r.err, 5)}")
+    if len(r.stdout) != pcm.shape[0] * (n_input + n_output):
+        raise Esc2cError(f"{exe} wrote {len(r.stdout)} bytes, expected {pcm.shape[0] * (n_input + n_output)}")
+    rec = np.frombuffer(r.stdout, np.int8).reshape(pcm.shape[0], n_input + n_output)
     return rec[:, :n_input], rec[:, n_input:]
 
 

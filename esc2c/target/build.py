@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from esc2c import cmake, proc
 from esc2c.errors import Esc2cError
 from esc2c.target.boards import BOARDS_DIR, COMMON, copy_board
 
@@ -45,14 +45,6 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
-def _run(cmd: list[str], what: str, log: Path) -> None:
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log.write_text(proc.stdout)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.strip().splitlines()[-25:])
-        raise Esc2cError(f"{what} failed (full log: {log}):\n{tail}")
-
-
 def _shadow_source(out: Path, board: str) -> Path:
     """A source tree that is OUT with board/ replaced by ``board``'s files: every other entry of OUT is
     a symlink, so the emitted CMakeLists.txt builds the same model sources."""
@@ -68,6 +60,8 @@ def _shadow_source(out: Path, board: str) -> Path:
             shutil.rmtree(entry)
     for name in wanted:
         link = src / name
+        if link.is_symlink() and os.readlink(link) != str(out / name):
+            link.unlink()                  # a copied or moved project: point at this project's files
         if not link.is_symlink():
             link.symlink_to(out / name)
     staged = src / ".board-staging"
@@ -87,25 +81,24 @@ def _tree_differs(a: Path, b: Path) -> bool:
     return fa != fb or any((a / p).read_bytes() != (b / p).read_bytes() for p in fa)
 
 
-def build_firmware(out: str | Path, board: str = "mps2-an500", build_type: str = "Release") -> Firmware:
+def build_firmware(out: str | Path, board: str = "mps2-an500", build_type: str = "Release",
+                   extra_args: tuple[str, ...] = ()) -> Firmware:
     out = check_project(out)
     require_tool("cmake", "cmake")
     require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")
     src = _shadow_source(out, board)
     build = out / WORK / f"build-{board}"
-    build.mkdir(parents=True, exist_ok=True)
-    if not (build / "CMakeCache.txt").is_file():
-        _run(["cmake", "-S", str(src), "-B", str(build), f"-DCMAKE_TOOLCHAIN_FILE={src / 'board' / 'toolchain.cmake'}",
-              f"-DCMAKE_BUILD_TYPE={build_type}"], f"configuring the {board} firmware", build / "configure.log")
-    _run(["cmake", "--build", str(build), "--target", "firmware", "-j", str(min(4, os.cpu_count() or 1))],
-         f"building the {board} firmware", build / "build.log")
+    cmake.configure(src, build, [f"-DCMAKE_TOOLCHAIN_FILE={src / 'board' / 'toolchain.cmake'}",
+                                 f"-DCMAKE_BUILD_TYPE={build_type}", *extra_args],
+                    f"configuring the {board} firmware")
+    cmake.build(build, "firmware", f"building the {board} firmware")
     report = dict(line.split(None, 1) for line in (build / "size_report.txt").read_text().splitlines())
     flash, flash_limit = (int(v) for v in report["flash"].split())
     ram, ram_limit = (int(v) for v in report["ram"].split())
     return Firmware(board, build / "firmware.elf", build, flash, flash_limit, ram, ram_limit)
 
 
-def build_host_runner(out: str | Path) -> Path:
+def build_host_runner(out: str | Path, extra_args: tuple[str, ...] = ()) -> Path:
     """The host reference runner (boards/common/host_main.c linked with the project's esc2c_model)."""
     out = check_project(out)
     require_tool("cmake", "cmake")
@@ -118,23 +111,30 @@ add_subdirectory("{out}" model)
 add_executable(host_runner "{BOARDS_DIR / COMMON / 'host_main.c'}")
 target_include_directories(host_runner PRIVATE "{out}")
 target_compile_options(host_runner PRIVATE -Wall -Wextra -Werror)
+if(ESC2C_SANITIZE)
+  target_compile_options(host_runner PRIVATE -fsanitize=address,undefined -fno-sanitize-recover=all)
+  target_link_options(host_runner PRIVATE -fsanitize=address,undefined)
+endif()
 target_link_libraries(host_runner PRIVATE esc2c_model)
 """
     cml = src / "CMakeLists.txt"
     if not cml.is_file() or cml.read_text() != lists:
         cml.write_text(lists)
-    build.mkdir(parents=True, exist_ok=True)
-    if not (build / "CMakeCache.txt").is_file():
-        _run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"],
-             "configuring the host runner", build / "configure.log")
-    _run(["cmake", "--build", str(build), "--target", "host_runner", "-j", str(min(4, os.cpu_count() or 1))],
-         "building the host runner", build / "build.log")
+    cmake.configure(src, build, ["-DCMAKE_BUILD_TYPE=Release", *extra_args], "configuring the host runner")
+    cmake.build(build, "host_runner", "building the host runner")
     return build / "host_runner"
+
+
+def _nm(cmd: list[str]) -> str:
+    r = proc.run(cmd, f"reading the symbols of {cmd[-1]}", 120)
+    if r.returncode != 0:
+        raise Esc2cError(f"{cmd[-1]}: arm-none-eabi-nm failed: {proc.tail(r.err, 3)}")
+    return r.out
 
 
 def elf_symbol(elf: Path, name: str) -> int:
     nm = require_tool("arm-none-eabi-nm", "gcc-arm-none-eabi")
-    text = subprocess.run([nm, str(elf)], stdout=subprocess.PIPE, text=True, check=True).stdout
+    text = _nm([nm, str(elf)])
     m = re.search(rf"^([0-9a-fA-F]+) [TtWw] {re.escape(name)}$", text, re.M)
     if m is None:
         raise Esc2cError(f"{elf}: symbol {name} not found (is this esc2c firmware?)")
@@ -144,8 +144,7 @@ def elf_symbol(elf: Path, name: str) -> int:
 def elf_functions(elf: Path) -> list[tuple[int, int, str]]:
     """(start, end, name) of the functions in an ELF, sorted, aliases and overlaps dropped."""
     nm = require_tool("arm-none-eabi-nm", "gcc-arm-none-eabi")
-    text = subprocess.run([nm, "-S", "-n", "--defined-only", str(elf)], stdout=subprocess.PIPE, text=True,
-                          check=True).stdout
+    text = _nm([nm, "-S", "-n", "--defined-only", str(elf)])
     funcs: list[tuple[int, int, str]] = []
     for line in text.splitlines():
         parts = line.split()

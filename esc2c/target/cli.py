@@ -19,7 +19,7 @@ from esc2c.errors import Esc2cError
 @click.option("--profile-dir", type=click.Path(file_okay=False), default=None,
               help="Where profile.json/png go (default OUT/profile).")
 @click.option("--debug-layers", is_flag=True, help="Compare every layer's output too, not only the logits.")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds for the whole QEMU run / per serial request.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds for each host run, the whole QEMU run, and each serial request.")
 def run_cmd(out, target, port, baud, vectors, seed, profile, profile_dir, debug_layers, timeout):
     """Run an emitted project's firmware on QEMU or a board and check it gives the host build's bits."""
     from esc2c.target.runner import run_qemu, run_serial
@@ -33,7 +33,7 @@ def run_cmd(out, target, port, baud, vectors, seed, profile, profile_dir, debug_
         if profile:
             raise Esc2cError("--profile counts instructions on QEMU; on a board the per-layer cycles are printed anyway")
         run_serial(out, port, vectors=vectors, debug_layers=debug_layers, baudrate=baud,
-                   timeout=min(timeout, 60.0), seed=seed, echo=click.echo)
+                   timeout=min(timeout, 60.0), seed=seed, echo=click.echo, host_timeout=timeout)
 
 
 @click.command("flash")

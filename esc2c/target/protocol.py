@@ -26,6 +26,8 @@ MSG_NAMES = {MSG_PING: "PING", MSG_RUN: "RUN", MSG_RUN_LAYERS: "RUN_LAYERS", MSG
 ERROR_CODES = {1: "bad length", 2: "unknown message type", 3: "model error"}
 
 DEFAULT_MAX_PAYLOAD = 16 << 20
+MAX_INFO_PAYLOAD = 44 + 256          # an INFO frame: 11 u32 fields and the board name
+FRAME_GAP_S = 1.0                    # a frame whose bytes stop arriving for this long is abandoned
 
 
 class ProtocolTimeout(Esc2cError):
@@ -69,9 +71,10 @@ class ReaderStats:
 class FrameReader:
     """Reads frames from a pyserial-like port (``read(n)`` honouring ``port.timeout``)."""
 
-    def __init__(self, port, max_payload: int = DEFAULT_MAX_PAYLOAD):
+    def __init__(self, port, max_payload: int = DEFAULT_MAX_PAYLOAD, frame_gap: float = FRAME_GAP_S):
         self.port = port
         self.max_payload = max_payload
+        self.frame_gap = frame_gap
         self.buf = bytearray()
         self.stats = ReaderStats()
 
@@ -110,26 +113,39 @@ class FrameReader:
         del self.buf[:1]
 
     def read_frame(self, timeout: float) -> Frame:
+        """The next valid frame, or ProtocolTimeout when none is complete within ``timeout`` seconds. A
+        header whose frame stops growing for ``frame_gap`` seconds (a corrupted length) is given up, so the
+        frames after it are still found."""
         deadline = time.monotonic() + timeout
+        quiet_since = None                 # when the line last went silent (a read that returned nothing)
         while True:
             frame = self._parse()
             if frame is not None:
                 return frame
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if self.buf[:2] == SYNC and quiet_since is not None and now - quiet_since >= self.frame_gap:
+                self._reject()             # an unfinished frame with a silent line: rescan what follows it
+                quiet_since = now
+                continue
+            left = deadline - now
             if left <= 0:
                 raise ProtocolTimeout(f"no complete frame within {timeout:g} s ({self.stats.describe()}, "
                                       f"{len(self.buf)} bytes of an unfinished frame pending)")
-            self.port.timeout = min(left, 0.2)
+            self.port.timeout = max(0.001, min(left, 0.2, self.frame_gap))
             try:
                 waiting = getattr(self.port, "in_waiting", 0) or 1
             except (OSError, ValueError):
                 waiting = 1
+            t_read = time.monotonic()
             try:
                 chunk = self.port.read(max(1, min(waiting, 65536)))
             except (OSError, ValueError) as e:  # serial.SerialException is an OSError
                 raise LinkError(f"serial link lost while waiting for a frame: {e}") from None
             if chunk:
                 self.buf += chunk
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = t_read
 
 
 def decode_u32s(payload: bytes, count: int, what: str) -> tuple[int, ...]:

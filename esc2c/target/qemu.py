@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from esc2c import proc
 from esc2c.errors import Esc2cError
 from esc2c.target.build import require_tool
 
@@ -32,12 +33,12 @@ def build_plugin() -> Path:
     gcc = require_tool("gcc", "gcc")
     lib.parent.mkdir(parents=True, exist_ok=True)
     tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-    proc = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden",
-                           "-o", str(tmp), str(PLUGIN_SOURCE)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-    if proc.returncode != 0:
+    r = proc.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden",
+                  "-o", str(tmp), str(PLUGIN_SOURCE)], f"building the QEMU plugin {PLUGIN_SOURCE}", proc.BUILD_TIMEOUT,
+                 merge_stderr=True)
+    if r.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise Esc2cError(f"building the QEMU plugin {PLUGIN_SOURCE} failed:\n{proc.stdout}")
+        raise Esc2cError(f"building the QEMU plugin {PLUGIN_SOURCE} failed:\n{proc.tail(r.out, 25)}")
     os.replace(tmp, lib)
     return lib
 

@@ -3,7 +3,6 @@ bit for bit with the host build of the same model code; optionally every layer, 
 instruction profile on QEMU."""
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from esc2c import proc
 from esc2c.errors import Esc2cError
 from esc2c.target import profile as prof
 from esc2c.target import protocol as P
@@ -43,8 +43,9 @@ def _hex_rows(text: str, tag: str) -> dict[tuple[int, ...], np.ndarray]:
 class HostReference:
     """The host build of the model (boards/common/host_main.c + the project's esc2c_model)."""
 
-    def __init__(self, exe: Path):
+    def __init__(self, exe: Path, timeout: float = 600.0):
         self.exe = exe
+        self.timeout = timeout
         text = self._call(["info"])
         model = [ln.split() for ln in text.splitlines() if ln.startswith("@model ")][0]
         names, macs = [], []
@@ -56,10 +57,11 @@ class HostReference:
         self.info = ModelInfo(*(int(v) for v in model[1:6]), names, macs)
 
     def _call(self, args: list[str], stdin: bytes = b"") -> str:
-        proc = subprocess.run([str(self.exe), *args], input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        if proc.returncode != 0:
-            raise Esc2cError(f"host runner {self.exe} {' '.join(args)} failed: {proc.stderr.decode()[-500:]}")
-        return proc.stdout.decode()
+        r = proc.run([str(self.exe), *args], f"host runner {self.exe} {' '.join(args)}", self.timeout, stdin=stdin)
+        if r.returncode != 0:
+            raise Esc2cError(f"host runner {self.exe} {' '.join(args)} failed (exit code {r.returncode}): "
+                             f"{proc.tail(r.err, 5)}")
+        return r.out
 
     def test_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         text = self._call(["dump"])
@@ -143,9 +145,9 @@ def _compare(report_target: str, info: ModelInfo, results: list[RunResult], host
     return len(results)
 
 
-def _prepare(out, vectors: int, debug_layers: bool, seed: int):
+def _prepare(out, vectors: int, debug_layers: bool, seed: int, timeout: float = 600.0):
     out = check_project(out)
-    host = HostReference(build_host_runner(out))
+    host = HostReference(build_host_runner(out), timeout)
     info = host.info
     test_in, expected = host.test_vectors()
     host_test_out, _ = host.run(test_in) if len(test_in) else (expected, [])
@@ -160,6 +162,16 @@ def _prepare(out, vectors: int, debug_layers: bool, seed: int):
     return out, host, info, test_in, expected, inputs, host_out, host_layers
 
 
+def selftest_state(console: str, n_test: int) -> str:
+    """Where the firmware's console says it got to, with its last lines (for a run that hung)."""
+    printed = len(_hex_rows(console, "@vec"))
+    tail = proc.tail(console, 8) or "(empty)"
+    if not any(line.startswith("@selftest ") for line in console.splitlines()):
+        return (f"the firmware's self-test never finished ({printed} of {n_test} test vectors printed; "
+                f"a model that hangs or runs far slower than expected); console:\n{tail}")
+    return f"the self-test finished, then the serial protocol got no answer; console:\n{tail}"
+
+
 def _check_device(info: ModelInfo, dev, where: str) -> None:
     mine = (info.input_size, info.output_size, info.num_layers)
     theirs = (dev.input_size, dev.output_size, dev.num_layers)
@@ -171,7 +183,8 @@ def _check_device(info: ModelInfo, dev, where: str) -> None:
 def run_qemu(out, vectors: int = 50, profile: bool = False, debug_layers: bool = False, timeout: float = 600.0,
              seed: int = 0, profile_dir: str | Path | None = None,
              echo: Callable[[str], None] = print) -> RunReport:
-    out, host, info, test_in, expected, inputs, host_out, host_layers = _prepare(out, vectors, debug_layers, seed)
+    out, host, info, test_in, expected, inputs, host_out, host_layers = _prepare(out, vectors, debug_layers, seed,
+                                                                                 timeout)
     fw = build_firmware(out, "mps2-an500")
     echo(f"firmware {fw.elf}: flash {fw.flash_bytes:,} / {fw.flash_limit:,} B, RAM {fw.ram_bytes:,} / "
          f"{fw.ram_limit:,} B")
@@ -186,7 +199,9 @@ def run_qemu(out, vectors: int = 50, profile: bool = False, debug_layers: bool =
                          window=info.num_layers + 2) as q:
             port = q.connect()
             try:
-                runner = SerialRunner(port, timeout=max(10.0, min(120.0, q.remaining())))
+                # one deadline for the whole session (the emulated UART loses nothing: no re-sends)
+                runner = SerialRunner(port, timeout=max(0.1, q.remaining()), retries=0,
+                                      deadline=q.started + timeout)
                 dev = runner.hello()
                 _check_device(info, dev, "QEMU firmware")
                 results = [runner.run(x, layers=debug_layers) for x in inputs]
@@ -195,7 +210,8 @@ def run_qemu(out, vectors: int = 50, profile: bool = False, debug_layers: bool =
                 if q.proc.poll() is not None or "fatal:" in q.console():
                     raise Esc2cError(f"QEMU firmware stopped during the serial session (exit code "
                                      f"{q.proc.poll()}): {e}; console:\n{q.console()[-1500:]}") from None
-                raise
+                raise Esc2cError(f"QEMU run of {fw.elf} timed out after {timeout:g} s: {e}; "
+                                 f"{selftest_state(q.console(), len(expected))}") from None
             finally:
                 port.close()
             code, console = q.finish()
@@ -236,8 +252,10 @@ def run_qemu(out, vectors: int = 50, profile: bool = False, debug_layers: bool =
 
 
 def run_serial(out, port: str, vectors: int = 50, debug_layers: bool = False, baudrate: int = 115200,
-               timeout: float = 20.0, seed: int = 0, echo: Callable[[str], None] = print) -> RunReport:
-    out, host, info, test_in, expected, inputs, host_out, host_layers = _prepare(out, vectors, debug_layers, seed)
+               timeout: float = 20.0, seed: int = 0, echo: Callable[[str], None] = print,
+               host_timeout: float = 600.0) -> RunReport:
+    out, host, info, test_in, expected, inputs, host_out, host_layers = _prepare(out, vectors, debug_layers, seed,
+                                                                                 host_timeout)
     ser = open_port(port, baudrate)
     try:
         runner = SerialRunner(ser, timeout=timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,14 +49,17 @@ def open_port(port: str, baudrate: int = 115200, timeout: float = 0.2):
 
 class SerialRunner:
     """Request/response session with the firmware. Each request carries a sequence number; replies to
-    other numbers (late answers to a request that timed out) are skipped. A request that gets no reply
-    in ``timeout`` seconds is sent again ``retries`` times before ProtocolTimeout is raised."""
+    other numbers (late answers to a request that timed out) are skipped. A request whose reply is not
+    complete ``timeout`` seconds after it was sent (however many other frames arrive meanwhile) is sent
+    again ``retries`` times before ProtocolTimeout is raised; ``deadline`` (time.monotonic()) bounds the
+    whole session. Until the device has described itself (INFO), frames longer than an INFO are refused."""
 
-    def __init__(self, port, timeout: float = 10.0, retries: int = 1):
+    def __init__(self, port, timeout: float = 10.0, retries: int = 1, deadline: float | None = None):
         self.port = port
         self.timeout = timeout
         self.retries = retries
-        self.reader = P.FrameReader(port)
+        self.deadline = deadline
+        self.reader = P.FrameReader(port, max_payload=P.MAX_INFO_PAYLOAD)
         self.seq = 0
         self.stale_frames = 0
         self.retried = 0
@@ -75,9 +79,12 @@ class SerialRunner:
         name = P.MSG_NAMES[msg_type]
         for attempt in range(self.retries + 1):
             seq = self._send(msg_type, payload)
+            until = time.monotonic() + self.timeout
+            if self.deadline is not None:
+                until = min(until, self.deadline)
             try:
                 while True:
-                    frame = self.reader.read_frame(self.timeout)
+                    frame = self.reader.read_frame(until - time.monotonic())
                     if frame.seq != seq:
                         self.stale_frames += 1
                         continue
@@ -91,9 +98,10 @@ class SerialRunner:
                         continue
                     raise P.DeviceError(f"device answered {name} with an unexpected {frame.name} frame")
             except P.ProtocolTimeout as e:
-                if attempt == self.retries:
+                if attempt == self.retries or (self.deadline is not None and time.monotonic() >= self.deadline):
                     raise P.ProtocolTimeout(f"no reply to {name} (seq {seq}) after {attempt + 1} attempt(s) of "
-                                            f"{self.timeout:g} s: {e}") from None
+                                            f"at most {self.timeout:g} s ({self.stale_frames} frames of other "
+                                            f"requests skipped): {e}") from None
                 self.retried += 1
         raise AssertionError("unreachable")
 

@@ -59,6 +59,10 @@ class _Folder:
         if node.input[1] not in c:
             raise self.err(node, "scale is not a constant")
         scale = np.asarray(c[node.input[1]], dtype=np.float64)
+        if scale.size == 0 or not np.all(np.isfinite(scale)) or np.any(scale < 0):
+            bad = scale.ravel()[~(np.isfinite(scale.ravel()) & (scale.ravel() >= 0))]
+            raise self.err(node, f"scale '{node.input[1]}' must be finite and positive, got "
+                                 f"{bad[0] if bad.size else 'an empty tensor'}")
         uint8 = False
         if len(node.input) > 2 and node.input[2]:
             if node.input[2] not in c:

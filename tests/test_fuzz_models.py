@@ -1,0 +1,247 @@
+"""Property-based fuzzing of the compiler: random small CNNs quantized by onnxruntime (quantize_static) and
+by esc2c's QAT export go through `emit`, and the emitted C, built for the host under AddressSanitizer and
+UBSan, must equal the integer-only ONNX lowering on every tensor, pass its compiled-in test vectors and stay
+within 1 LSB of the QDQ model's own float semantics in onnxruntime - or the model gets a one-line error. Mutated ONNX files
+(flipped bytes, truncation, removed initializers, wrong dtypes, huge dims, bad attributes) must load or get
+a one-line error: never a traceback, a crash or a hang. The slow profile (-m slow) runs thousands."""
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from esc2c.compiler.emit import compile_model, emit
+from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
+from esc2c.compiler.verify import compare_layers, run_host
+from esc2c.errors import Esc2cError
+
+from _fuzz import scaled
+from _fuzz_models import build_host, cmsis_nn_library, cnn_specs, esc2c_model, escnet_specs, ort_model
+
+FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                       HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module")
+def cmsis_lib():
+    return cmsis_nn_library()
+
+
+class Tally:
+    def __init__(self):
+        self.verified, self.rejected = 0, []
+
+
+def _one_line(e: Esc2cError, path: Path) -> str:
+    msg = str(e)
+    assert "\n" not in msg and str(path) in msg, msg
+    return msg
+
+
+def check_model(path: Path, work: Path, lib, tally: Tally, n: int = 3) -> None:
+    """emit + the C on the host (sanitized) == integer ONNX on every tensor, test vectors pass, QDQ <= 1 LSB."""
+    out = work / "proj"
+    try:
+        r = emit(path, out, n_vectors=2)
+    except Esc2cError as e:
+        tally.rejected.append(_one_line(e, path))
+        return
+    g = r.graph
+    exe = build_host(out, *lib)
+    t = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)     # compiled-in vectors
+    assert t.returncode == 0 and not t.stderr, t.stdout[-2000:] + t.stderr[-3000:]
+    x = np.random.default_rng(0).integers(-128, 128, (n,) + tuple(g.input.shape[1:])).astype(np.int8)
+    c = run_host(exe, g, x, out, timeout=120)
+    check = compare_layers(g, c, run_int_onnx(lower_to_onnx(g, "double"), x))
+    assert check.ok, check.detail
+    logits = c[g.outputs[0]].reshape(n, -1).astype(np.int64)
+    lsb = int(np.abs(qdq_semantics(path, g, x) - logits).max())
+    assert lsb <= 1, f"C logits differ from the QDQ model by {lsb} LSB"
+    tally.verified += 1
+
+
+def qdq_semantics(path: Path, g, x: np.ndarray) -> np.ndarray:
+    """int8 logits of the QDQ model as written (DequantizeLinear -> float op -> QuantizeLinear): onnxruntime
+    with graph optimizations off. (Its optimized QLinear kernels can drift far from that on degenerate
+    models - e.g. 61 LSB on a uint8 1x1 conv whose weight is almost zero - so they are no reference.)"""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    t, o = g.input, g.output
+    xf = (x.astype(np.float32) - t.zero_point) * np.float32(t.scale)
+    if xf.ndim == 4:
+        xf = xf.transpose(0, 3, 1, 2)
+    y = [sess.run(None, {name: np.ascontiguousarray(xi[None])})[0].reshape(-1) for xi in xf]
+    return np.clip(np.rint(np.stack(y) / o.scale) + o.zero_point, -128, 127).astype(np.int64)
+
+
+def _ort_case(tmp_path_factory, cmsis_lib, tally, spec, seed, per_channel, uint8):
+    work = tmp_path_factory.mktemp("ort")
+    path = ort_model(spec, seed, work / "m.onnx", per_channel, uint8)
+    check_model(path, work, cmsis_lib, tally)
+
+
+def _esc2c_case(tmp_path_factory, cmsis_lib, tally, spec, seed):
+    work = tmp_path_factory.mktemp("esc")
+    check_model(esc2c_model(spec, seed, work / "m.onnx"), work, cmsis_lib, tally)
+
+
+def _run_ort(tmp_path_factory, cmsis_lib, examples: int) -> Tally:
+    tally = Tally()
+
+    @settings(FUZZ, max_examples=examples)
+    @given(cnn_specs(), st.integers(0, 2**16), st.booleans(), st.booleans())
+    def case(spec, seed, per_channel, uint8):
+        _ort_case(tmp_path_factory, cmsis_lib, tally, spec, seed, per_channel, uint8)
+
+    case()
+    return tally
+
+
+def _run_esc2c(tmp_path_factory, cmsis_lib, examples: int) -> Tally:
+    tally = Tally()
+
+    @settings(FUZZ, max_examples=examples)
+    @given(escnet_specs(), st.integers(0, 2**16))
+    def case(spec, seed):
+        _esc2c_case(tmp_path_factory, cmsis_lib, tally, spec, seed)
+
+    case()
+    return tally
+
+
+def _report(tally: Tally, what: str) -> None:
+    print(f"{what}: {tally.verified} verified, {len(tally.rejected)} one-line errors"
+          + (f" (e.g. {tally.rejected[0]})" if tally.rejected else ""))
+    # the generators only build what the compiler supports: nearly all must verify
+    assert tally.verified >= 0.9 * (tally.verified + len(tally.rejected)), tally.rejected[:5]
+
+
+def test_random_ort_quantized_cnns_verify(tmp_path_factory, cmsis_lib):
+    _report(_run_ort(tmp_path_factory, cmsis_lib, 6), "onnxruntime-quantized CNNs")
+
+
+def test_random_esc2c_quantized_cnns_verify(tmp_path_factory, cmsis_lib):
+    _report(_run_esc2c(tmp_path_factory, cmsis_lib, 3), "esc2c-quantized CNNs")
+
+
+@pytest.mark.slow
+def test_random_cnns_fuzz_many(tmp_path_factory, cmsis_lib):
+    # 1,500 onnxruntime-quantized + 500 esc2c-quantized = 2,000 models
+    _report(_run_ort(tmp_path_factory, cmsis_lib, scaled(1500)), "onnxruntime-quantized CNNs")
+    _report(_run_esc2c(tmp_path_factory, cmsis_lib, scaled(500)), "esc2c-quantized CNNs")
+
+
+# ---- mutated ONNX files against the importer ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory) -> list[bytes]:
+    d = tmp_path_factory.mktemp("seeds")
+    specs = [((1, 6, 8), [("conv", 4, (3, 3), (1, 1), (1, 1), 1, "relu"), ("pool", "max", (2, 2), (2, 2)),
+                          ("res", 4, "relu")], "gap", 3),
+             ((2, 1, 12), [("conv", 4, (1, 3), (1, 2), (0, 1), 2, "relu6")], "flatten", 2)]
+    return [ort_model(s, i, d / f"s{i}.onnx", bool(i % 2), False).read_bytes() for i, s in enumerate(specs)]
+
+
+@st.composite
+def mutations(draw, n_seeds: int):
+    kind = draw(st.sampled_from(["flip", "truncate", "drop_init", "dtype", "huge_dim", "attr", "drop_node",
+                                 "rewire"]))
+    return draw(st.integers(0, n_seeds - 1)), kind, draw(st.integers(0, 2**31 - 1)), \
+        draw(st.sampled_from([0, -1, 2**31 - 1, 2**40, 7, 3]))
+
+
+def mutate(data: bytes, kind: str, r: int, value: int) -> bytes:
+    rng = np.random.default_rng(r)
+    if kind == "flip":
+        b = bytearray(data)
+        for i in rng.integers(0, len(b), int(rng.integers(1, 9))):
+            b[i] ^= int(rng.integers(1, 256))
+        return bytes(b)
+    if kind == "truncate":
+        return data[: int(rng.integers(0, len(data)))]
+    m = onnx.load_from_string(data)
+    g = m.graph
+    if kind == "drop_init" and len(g.initializer):
+        del g.initializer[int(rng.integers(0, len(g.initializer)))]
+    elif kind == "dtype" and len(g.initializer):
+        t = g.initializer[int(rng.integers(0, len(g.initializer)))]
+        t.data_type = int(rng.choice([onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.FLOAT16,
+                                      onnx.TensorProto.UINT8, onnx.TensorProto.INT32, onnx.TensorProto.STRING,
+                                      onnx.TensorProto.DOUBLE]))
+    elif kind == "huge_dim":
+        if rng.integers(0, 2) and len(g.initializer):
+            t = g.initializer[int(rng.integers(0, len(g.initializer)))]
+            if len(t.dims):
+                t.dims[int(rng.integers(0, len(t.dims)))] = value
+        else:
+            dims = g.input[0].type.tensor_type.shape.dim
+            dims[int(rng.integers(0, len(dims)))].dim_value = value
+    elif kind == "attr":
+        attrs = [a for n in g.node for a in n.attribute if a.type in (onnx.AttributeProto.INT,
+                                                                      onnx.AttributeProto.INTS)]
+        if attrs:
+            a = attrs[int(rng.integers(0, len(attrs)))]
+            if a.type == onnx.AttributeProto.INT:
+                a.i = value
+            elif len(a.ints):
+                a.ints[int(rng.integers(0, len(a.ints)))] = value
+    elif kind == "drop_node" and len(g.node):
+        del g.node[int(rng.integers(0, len(g.node)))]
+    elif kind == "rewire" and len(g.node) > 1:
+        n = g.node[int(rng.integers(0, len(g.node)))]
+        names = [o for k in g.node for o in k.output] + [i.name for i in g.initializer]
+        if len(n.input):
+            n.input[int(rng.integers(0, len(n.input)))] = str(rng.choice(names))
+    return m.SerializeToString()
+
+
+class _Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Hang()
+
+
+def import_case(seeds, tmp_path, mutation) -> str:
+    i, kind, r, value = mutation
+    path = tmp_path / f"mut_{kind}.onnx"
+    path.write_bytes(mutate(seeds[i], kind, r, value))
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(60)
+    try:
+        compile_model(path)
+        return "loaded"
+    except Esc2cError as e:
+        _one_line(e, path)
+        return "error"
+    except _Hang:
+        pytest.fail(f"importing a {kind} mutation (seed {i}, r {r}, value {value}) took over 60 s")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_onnx_loads_or_gets_one_line(seeds, tmp_path, data):
+    import_case(seeds, tmp_path, data.draw(mutations(len(seeds))))
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=scaled(3_000))
+@given(st.data())
+def test_mutated_onnx_fuzz_many(seeds, tmp_path, data):
+    import_case(seeds, tmp_path, data.draw(mutations(len(seeds))))
