@@ -167,7 +167,8 @@ def test_grid_cv_two_seeds_resume_and_summary(tiny, tmp_path, capsys, monkeypatc
     assert main(["experiment", cfg_path, "--seeds", "0,1", "--folds", "cv", "-o", str(out)]) == 0
     log = capsys.readouterr().out
     names = [f"seed{s}-fold{f}" for s in (0, 1) for f in (1, 2, 3)]
-    assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(names)
+    assert sorted(p.name for p in (out / "cells").iterdir() if p.is_dir()) == sorted(names)
+    assert sorted(p.stem for p in (out / "cells").glob("*.log")) == sorted(names)      # each run's output
     for name in names:
         rep = _report(out, name)
         cell = grid.Cell.parse(name)
@@ -257,7 +258,7 @@ def test_grid_parallel_worker_processes(tiny, tmp_path, capsys):
     for name in ("seed0-fold1", "seed0-fold2"):
         rep = _report(out, name)
         assert rep["config"]["threads"] == 1
-        head = (out / "cells" / name / "log.txt").read_text().splitlines()[0]
+        head = (out / "cells" / f"{name}.log").read_text().splitlines()[0]
         assert f"pid {os.getpid()}" not in head      # run by a worker process, not this one
     assert not list((out / "cells").glob("*.lock"))
     assert json.loads((out / "experiment.json").read_text())["rows"][0]["n"] == 2

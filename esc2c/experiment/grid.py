@@ -3,7 +3,9 @@
 Layout of an experiment directory ``DIR``::
 
   DIR/grid.json                     the base config every cell derives from (first invocation writes it)
-  DIR/cells/seed{S}-fold{F}/        one ``esc2c compress`` run (stages/, model.onnx, report.json, log.txt)
+  DIR/cells/seed{S}-fold{F}/        one ``esc2c compress`` run (stages/, model.onnx, report.json)
+  DIR/cells/seed{S}-fold{F}.log     that run's output, epoch lines included (beside the run: its directory
+                                    holds nothing but what ``esc2c compress`` writes)
   DIR/cells/seed{S}-fold{F}.lock    present while a worker runs that cell: {"host", "pid", "boot", "start"}
 
 A cell tests fold F: its config is the base config with ``seed`` S, ``val_folds`` [F] and ``train_folds`` the
@@ -40,7 +42,7 @@ from esc2c.errors import Esc2cError
 GRID_FILE = "grid.json"
 CELLS_DIR = "cells"
 REPORT = "report.json"
-CELL_LOG = "log.txt"
+CELL_LOG = ".log"
 # settings that may differ between the machines or invocations sharing one grid without changing a result
 RUNTIME_FIELDS = ("threads", "device", "cache_dir", "data_dir")
 CELL_RE = re.compile(r"^seed(\d+)-fold(\d+)$")
@@ -306,12 +308,12 @@ class WorkResult:
 
 
 def run_cell(cfg: CompressConfig, cell: Cell, out_dir, log: Callable[[str], None]) -> dict:
-    """One compress run into the cell's directory; its output (epoch lines included) goes to log.txt, the
-    pipeline's messages also to ``log`` with the cell's name."""
+    """One compress run into the cell's directory; its output (epoch lines included) goes to the cell's .log
+    file, the pipeline's messages also to ``log`` with the cell's name."""
     cdir = cell_dir(out_dir, cell)
-    cdir.mkdir(parents=True, exist_ok=True)
+    cdir.parent.mkdir(parents=True, exist_ok=True)
     console = sys.stdout
-    with open(cdir / CELL_LOG, "a", buffering=1) as f:
+    with open(cdir.with_name(cell.name + CELL_LOG), "a", buffering=1) as f:
         def both(msg: str) -> None:
             f.write(msg + "\n")
             with contextlib.redirect_stdout(console):
@@ -391,4 +393,4 @@ def run_grid(out_dir, base: CompressConfig, cells: list[Cell], jobs: int = 1, th
     if failed:
         raise Esc2cError(f"{len(failed)} of {n} worker processes failed (exit codes "
                          f"{', '.join(str(rc) for _, rc in failed)}); each cell's output is in "
-                         f"{Path(out_dir) / CELLS_DIR}/<cell>/{CELL_LOG}; run again to resume")
+                         f"{Path(out_dir) / CELLS_DIR}/<cell>{CELL_LOG}; run again to resume")
