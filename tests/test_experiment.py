@@ -262,3 +262,19 @@ def test_grid_parallel_worker_processes(tiny, tmp_path, capsys):
         assert f"pid {os.getpid()}" not in head      # run by a worker process, not this one
     assert not list((out / "cells").glob("*.lock"))
     assert json.loads((out / "experiment.json").read_text())["rows"][0]["n"] == 2
+
+
+def test_grid_cell_runs_data_parallel_under_torchrun(tiny, tmp_path, capsys):
+    """--cell-procs 2: each cell is one 2-process torchrun (gloo) compress, its stages trained data-parallel."""
+    out = tmp_path / "exp"
+    assert main(["experiment", tiny(), "--seeds", "0", "--folds", "1", "--cell-procs", "2", "--threads", "2",
+                 "-o", str(out)]) == 0
+    capsys.readouterr()
+    rep = _report(out, "seed0-fold1")
+    assert rep["config"]["val_folds"] == [1] and rep["config"]["threads"] == 1
+    text = (out / "cells" / "seed0-fold1.log").read_text()
+    assert "torchrun x 2" in text and "data parallel: 2 processes (gloo)" in text
+    assert (out / "cells" / "seed0-fold1.yaml").is_file() and not list((out / "cells").glob("*.lock"))
+    assert json.loads((out / "experiment.json").read_text())["rows"][0]["n"] == 1
+    assert main(["experiment", tiny(), "--seeds", "0", "--folds", "1", "--cell-procs", "0", "-o", str(out)]) == 1
+    assert "--cell-procs must be >= 1" in capsys.readouterr().err

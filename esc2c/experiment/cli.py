@@ -31,6 +31,8 @@ def parse_methods(text: str | None) -> list[str] | None:
               help="Test folds: 'cv' = every fold of the config's cv_folds in turn, or a list like 1,3 of them; "
                    "the other folds of cv_folds train.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Cells run in this many parallel processes.")
+@click.option("--cell-procs", type=int, default=1, show_default=True,
+              help="Processes per cell: > 1 runs each cell data-parallel under torchrun (gloo on CPU, nccl on CUDA).")
 @click.option("--threads", type=int, default=None,
               help="Torch threads in all, split among the jobs (default: the config's threads).")
 @click.option("--methods", default=None,
@@ -43,7 +45,7 @@ def parse_methods(text: str | None) -> list[str] | None:
                    "without training.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Experiment directory (cells resume from it; several invocations may share it).")
-def experiment(config_path, seeds, folds, jobs, threads, methods, data_dir, device, summarize_dir, output):
+def experiment(config_path, seeds, folds, jobs, cell_procs, threads, methods, data_dir, device, summarize_dir, output):
     """Run CONFIG's compression over seeds x test folds into OUTPUT/cells/, then write OUTPUT/experiment.json,
     experiment.md and experiment.png: per model mean +- std over the cells and paired differences with 95 %
     t intervals."""
@@ -62,7 +64,7 @@ def experiment(config_path, seeds, folds, jobs, threads, methods, data_dir, devi
         if threads is not None and threads < 1:
             raise Esc2cError(f"--threads must be >= 1 (got {threads})")
         click.echo(f"experiment: {len(cells)} cells ({', '.join(c.name for c in cells)}) into {output}")
-        grid.run_grid(output, base, cells, jobs=jobs, threads=threads, log=click.echo)
+        grid.run_grid(output, base, cells, jobs=jobs, threads=threads, log=click.echo, cell_procs=cell_procs)
         out = output
     exp = report.write(out)
     click.echo(report.format_console(exp))

@@ -35,9 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
+from esc2c import proc
 from esc2c.compress import pipeline
 from esc2c.compress.config import CompressConfig
 from esc2c.errors import Esc2cError
+from esc2c.fsutil import atomic_write_text
 
 GRID_FILE = "grid.json"
 CELLS_DIR = "cells"
@@ -307,13 +311,47 @@ class WorkResult:
     busy: list[str]             # held by another worker
 
 
-def run_cell(cfg: CompressConfig, cell: Cell, out_dir, log: Callable[[str], None]) -> dict:
+def cell_timeout() -> float:
+    """Deadline of one multi-process cell run: ``$ESC2C_CELL_TIMEOUT`` seconds, default two days."""
+    try:
+        return float(os.environ.get("ESC2C_CELL_TIMEOUT", 2 * 24 * 3600))
+    except ValueError:
+        raise Esc2cError(f"ESC2C_CELL_TIMEOUT must be a number of seconds "
+                         f"(got {os.environ['ESC2C_CELL_TIMEOUT']!r})") from None
+
+
+def _run_cell_torchrun(cfg: CompressConfig, cell: Cell, out_dir, procs: int, log_file) -> dict:
+    """The cell as ``torchrun --standalone --nproc-per-node procs -m esc2c compress`` (data-parallel stages, see
+    esc2c.compress.distributed), with the cell's config written beside its directory."""
+    cdir = cell_dir(out_dir, cell)
+    cfg_path = cdir.with_name(cell.name + ".yaml")
+    atomic_write_text(cfg_path, yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
+           "-m", "esc2c", "compress", "--config", str(cfg_path), "-o", str(cdir)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cfg.threads)))
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    r = proc.run(cmd, f"experiment cell {cell.name} ({procs} processes)", cell_timeout(), merge_stderr=True,
+                 env=env)
+    log_file.write(r.out)
+    if r.returncode != 0:
+        raise Esc2cError(f"experiment cell {cell.name}: {procs}-process compress failed (exit {r.returncode}); "
+                         f"last output:\n{proc.tail(r.out)}")
+    return json.loads((cdir / REPORT).read_text())
+
+
+def run_cell(cfg: CompressConfig, cell: Cell, out_dir, log: Callable[[str], None], procs: int = 1) -> dict:
     """One compress run into the cell's directory; its output (epoch lines included) goes to the cell's .log
-    file, the pipeline's messages also to ``log`` with the cell's name."""
+    file, the pipeline's messages also to ``log`` with the cell's name. ``procs`` > 1 runs it data-parallel
+    in that many processes (torchrun), each with ``cfg.threads`` torch threads."""
     cdir = cell_dir(out_dir, cell)
     cdir.parent.mkdir(parents=True, exist_ok=True)
     console = sys.stdout
     with open(cdir.with_name(cell.name + CELL_LOG), "a", buffering=1) as f:
+        if procs > 1:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} pid {os.getpid()} "
+                    f"torchrun x {procs}\n")
+            return _run_cell_torchrun(cfg, cell, out_dir, procs, f)
         def both(msg: str) -> None:
             f.write(msg + "\n")
             with contextlib.redirect_stdout(console):
@@ -325,8 +363,9 @@ def run_cell(cfg: CompressConfig, cell: Cell, out_dir, log: Callable[[str], None
 
 
 def work(out_dir, base: CompressConfig, cells: list[Cell], threads: int | None = None,
-         log: Callable[[str], None] = print) -> WorkResult:
-    """Run every cell of ``cells`` that is neither finished nor held by another worker."""
+         log: Callable[[str], None] = print, cell_procs: int = 1) -> WorkResult:
+    """Run every cell of ``cells`` that is neither finished nor held by another worker (each in
+    ``cell_procs`` data-parallel processes)."""
     res = WorkResult([], [], [])
     for cell in cells:
         cfg = cell_config(base, cell, threads)
@@ -345,7 +384,7 @@ def work(out_dir, base: CompressConfig, cells: list[Cell], threads: int | None =
                 continue
             t0 = time.time()
             log(f"[{cell.name}] running: train folds {cfg.train_folds}, test fold {cfg.val_folds}, seed {cfg.seed}")
-            run_cell(cfg, cell, out_dir, log)
+            run_cell(cfg, cell, out_dir, log, cell_procs)
             log(f"[{cell.name}] finished in {time.time() - t0:.0f} s")
             res.ran.append(cell.name)
         finally:
@@ -360,11 +399,14 @@ def _rotated(cells: list[Cell], k: int, n: int) -> list[Cell]:
 
 
 def run_grid(out_dir, base: CompressConfig, cells: list[Cell], jobs: int = 1, threads: int | None = None,
-             log: Callable[[str], None] = print) -> None:
-    """Run the grid with ``jobs`` worker processes (1: in this process). ``threads`` torch threads in all
-    (default: the config's) are split among the workers."""
+             log: Callable[[str], None] = print, cell_procs: int = 1) -> None:
+    """Run the grid with ``jobs`` worker processes (1: in this process), each cell data-parallel over
+    ``cell_procs`` processes (torchrun). ``threads`` torch threads in all (default: the config's) are split
+    among the workers and their processes."""
     if jobs < 1:
         raise Esc2cError(f"--jobs must be >= 1 (got {jobs})")
+    if cell_procs < 1:
+        raise Esc2cError(f"--cell-procs must be >= 1 (got {cell_procs})")
     check_base(base)
     prepare(out_dir, base)
     total = int(threads or base.threads)
@@ -373,9 +415,9 @@ def run_grid(out_dir, base: CompressConfig, cells: list[Cell], jobs: int = 1, th
         log(f"{len(cells) - len(pending)} of {len(cells)} cells finished already")
     n = min(jobs, len(pending))
     if n <= 1:
-        work(out_dir, base, pending, max(1, total), log)
+        work(out_dir, base, pending, max(1, total // cell_procs), log, cell_procs)
         return
-    per = max(1, total // n)
+    per = max(1, total // (n * cell_procs))
     log(f"{len(pending)} cells, {n} worker processes, {per} torch thread(s) each")
     env = dict(os.environ, OMP_NUM_THREADS=str(per), MKL_NUM_THREADS=str(per))
     root = str(Path(__file__).resolve().parents[2])
@@ -385,7 +427,7 @@ def run_grid(out_dir, base: CompressConfig, cells: list[Cell], jobs: int = 1, th
         order = ",".join(c.name for c in _rotated(pending, k, n))
         p = subprocess.Popen([sys.executable, "-m", "esc2c.experiment.worker", str(out_dir), "--cells", order],
                              stdin=subprocess.PIPE, env=env, text=True)
-        p.stdin.write(json.dumps({"config": base.to_dict(), "threads": per}))
+        p.stdin.write(json.dumps({"config": base.to_dict(), "threads": per, "cell_procs": cell_procs}))
         p.stdin.close()
         procs.append(p)
     failed = [(k, p.wait()) for k, p in enumerate(procs)]

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
         job = json.loads(sys.stdin.read())
         base = CompressConfig(**job["config"]).validate()
         cells = [Cell.parse(n) for n in args.cells.split(",") if n]
-        work(args.out_dir, base, cells, int(job["threads"]), _log)
+        work(args.out_dir, base, cells, int(job["threads"]), _log, int(job.get("cell_procs", 1)))
     except Esc2cError as e:
         print(f"esc2c experiment worker: error: {e}", file=sys.stderr, flush=True)
         return 1
