@@ -1,8 +1,8 @@
 """Teacher accuracy under two training recipes, cross-validated over UrbanSound8K folds 1-3 and several seeds.
 
 For every (seed, test fold) cell the teacher (M_Ori, eq. 4 loss) is trained on the other folds with each recipe
-(``esc2c``: time shift, SpecAugment, mixup, label smoothing, warm-up + cosine; ``paper``: plain Adam at a constant
-rate), picking its best epoch on recordings held out of the training folds, and scored on the test fold, which
+(``augment``: time shift, SpecAugment, mixup, label smoothing, warm-up + cosine; ``paper``: plain Adam at a
+constant rate), picking its best epoch on recordings held out of the training folds, and scored on the test fold, which
 neither training nor epoch selection sees. Prints every cell, mean +- std per recipe and the paired difference
 with its 95 % t interval.
 
@@ -59,7 +59,7 @@ def cell(args, recipe: str, seed: int, test_fold: int, model_path: Path) -> dict
 @torch.no_grad()
 def soft_target_stats(args, r: dict, model_path: Path) -> dict:
     """What a distillation teacher hands its student: the mean top-1 probability and entropy (nats) of its
-    softened outputs (T = 4) on the training clips as they are, and on the same clips augmented as the esc2c
+    softened outputs (T = 4) on the training clips as they are, and on the same clips augmented as the augment
     recipe does. A teacher whose soft targets on its own training clips are near one-hot teaches little beyond
     the labels."""
     from esc2c.compress.augment import augment_batch
@@ -67,7 +67,7 @@ def soft_target_stats(args, r: dict, model_path: Path) -> dict:
 
     cfg = load_config(None, {"dataset": "urbansound8k", "data_dir": args.data_dir, "train_folds": r["train_folds"],
                              "val_folds": [r["test_fold"]], "holdout": args.holdout, "seed": r["seed"],
-                             "features": {"hop_length": args.hop} if args.hop else None})
+                             "preset": "augment", "features": {"hop_length": args.hop} if args.hop else None})
     tr, _, _, _ = load_data(cfg, log=lambda s: None)
     model, _ = load_model(model_path)
     model.eval()
@@ -84,7 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "urbansound8k"))
     ap.add_argument("-o", "--output", default=str(ROOT / "runs" / "bench_recipe"))
-    ap.add_argument("--recipes", default="paper,esc2c")
+    ap.add_argument("--recipes", default="paper,augment")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--folds", default="1,2,3")
     ap.add_argument("--epochs", type=int, default=20)

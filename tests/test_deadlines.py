@@ -3,6 +3,7 @@ its last output; build trees are keyed to their source (a copied project rebuild
 ESC2C_SANITIZE CMake option builds the emitted project and the runtime tests under ASan/UBSan."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -29,9 +30,14 @@ def project(tmp_path_factory):
     return emit(build("strip", d), d / "proj", n_vectors=2).out
 
 
+def _sleep_for(path: Path) -> str:
+    """A sleep duration no other process on the machine is likely to use (pgrep looks machine-wide)."""
+    return f"{3000 + os.getpid() % 1000}.{abs(hash(str(path))) % 1000:03d}"
+
+
 def _hanging_exe(path: Path) -> Path:
     # prints a line, then a child that never ends: the whole process group must go
-    path.write_text("#!/bin/sh\necho '@model starting up'\nsleep 300 &\nwait\n")
+    path.write_text(f"#!/bin/sh\necho '@model starting up'\nsleep {_sleep_for(path)} &\nwait\n")
     path.chmod(0o755)
     return path
 
@@ -43,7 +49,7 @@ def test_host_runner_that_never_returns_is_stopped_and_named(tmp_path):
                                          r"stopped; last output:\n@model starting up"):
         HostReference(exe, timeout=1.0)
     assert time.monotonic() - t0 < 10
-    left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout.split()
+    left = subprocess.run(["pgrep", "-f", f"sleep {_sleep_for(exe)}"], capture_output=True, text=True).stdout.split()
     assert not left, "the hung runner's child survived"
 
 

@@ -108,15 +108,17 @@ def test_dataset_feature_defaults_and_presets(tmp_path):
     assert load_config(None).feature_spec().n_mels == DATASET_FEATURES["synthetic"]["n_mels"]
     assert load_config(None, {"dataset": "urbansound8k", "data_dir": "x",
                               "features": {"n_mels": 64}}).feature_spec().clip_seconds == 4.0
-    d = load_config(None)
-    assert d.augment().active and d.augment().soft_targets and d.lr_schedule == "cosine"
-    p = load_config(None, {"preset": "paper"})
-    assert not p.augment().active and not p.augment().soft_targets and p.lr_schedule == "constant"
+    d = load_config(None)               # the default: the plain recipe, students at 3x the rate
+    assert not d.augment().active and not d.augment().soft_targets and d.lr_schedule == "constant"
+    assert d.student_lr_factor == 3.0
+    a = load_config(None, {"preset": "augment"})
+    assert a.augment().active and a.augment().soft_targets and a.lr_schedule == "cosine"
+    assert load_config(None, {"preset": "paper"}).student_lr_factor == 1.0
     f = tmp_path / "c.yaml"
-    f.write_text("preset: paper\nmixup_alpha: 0.3\n")
+    f.write_text("preset: augment\nmixup_alpha: 0.3\n")
     c = load_config(str(f))                                       # the file overrides its preset
-    assert c.mixup_alpha == 0.3 and c.lr_schedule == "constant"
-    assert load_config(str(f), {"preset": "esc2c"}).lr_schedule == "cosine"
+    assert c.mixup_alpha == 0.3 and c.lr_schedule == "cosine" and c.freq_masks == 2
+    assert load_config(str(f), {"preset": "paper"}).freq_masks == 0
     with pytest.raises(Esc2cError, match="preset"):
         load_config(None, {"preset": "fancy"})
 

@@ -31,8 +31,9 @@ from esc2c.compress.schedule import SCHEDULES
               help="Requantization rounding the deployed model is checked with (CMSIS-NN default: double).")
 @click.option("--no-baselines", is_flag=True, default=False, help="Skip the M_Qua and DirectKD baselines.")
 @click.option("--preset", type=click.Choice(tuple(PRESETS)), default=None,
-              help="Training recipe: esc2c (augmentation, mixup, label smoothing, warm-up + cosine; the default) "
-                   "or paper (the paper's plain Adam at a constant rate).")
+              help="Training recipe: esc2c (the default: the paper's plain Adam, pruned students at 3x lr), paper "
+                   "(the paper's settings exactly) or augment (time shift, SpecAugment, mixup, label smoothing, "
+                   "warm-up + cosine).")
 @click.option("--no-augment", is_flag=True, default=False,
               help="No time shift, SpecAugment masks or mixup (label smoothing and the schedule stay).")
 @click.option("--mixup-alpha", type=float, default=None, help="mixup Beta(alpha, alpha); 0 turns mixup off.")
