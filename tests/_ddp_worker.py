@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from esc2c.compress import distributed, qakd
@@ -20,22 +19,15 @@ from esc2c.compress.augment import AugmentConfig
 from esc2c.compress.train import TrainConfig, train
 from esc2c.models.registry import build_model
 
-IN = (1, 16, 24)
+from _bands import IN, Bands
+
 N_TRAIN, BATCH = 61, 12
 
-
-class Data:
-    def __init__(self, n, seed):
-        g = np.random.default_rng(seed)
-        self.y = g.integers(0, 4, n).astype(np.int64)
-        self.x = g.normal(0, 1, (n, *IN)).astype(np.float32)
-        for i, c in enumerate(self.y):
-            self.x[i, 0, 4 * c:4 * c + 4, :] += 1.5
 
 
 def job(out_dir=None) -> dict:
     torch.set_num_threads(1)
-    tr, va = Data(N_TRAIN, 0), Data(30, 1)
+    tr, va = Bands(N_TRAIN, 0), Bands(30, 1)
     torch.manual_seed(3)
     teacher = build_model("small", 4, width=0.5, in_shape=IN)
     torch.manual_seed(4)

@@ -2,7 +2,6 @@
 the teacher with cross-entropy alone, but a teacher trained on clean labels knows the answer. A loss that
 transfers the teacher's knowledge lifts the student's accuracy on clean held-out data well above CE's; a
 broken one (wrong KL direction, teacher ignored, targets detached from the teacher) does not."""
-import numpy as np
 import pytest
 import torch
 
@@ -10,26 +9,14 @@ from esc2c.compress import qakd
 from esc2c.compress.train import TrainConfig, evaluate, train
 from esc2c.models.registry import build_model
 
-IN = (1, 16, 24)
+from _bands import IN, Bands
+
 CFG = dict(batch_size=32, progress=False, verbose=False)
-
-
-class Bands:
-    """4 classes, each a faint bright band of the 'spectrogram' in noise; ``noise`` of the labels redrawn."""
-
-    def __init__(self, n, seed, noise=0.0):
-        g = np.random.default_rng(seed)
-        self.y = g.integers(0, 4, n).astype(np.int64)
-        self.x = g.normal(0, 1, (n, *IN)).astype(np.float32)
-        for i, c in enumerate(self.y):
-            self.x[i, 0, 4 * c:4 * c + 4, :] += 0.8
-        if noise:
-            self.y = np.where(g.random(n) < noise, g.integers(0, 4, n), self.y).astype(np.int64)
 
 
 @pytest.fixture(scope="module")
 def setup():
-    clean, noisy, test = Bands(256, 0), Bands(256, 0, noise=0.6), Bands(256, 1)
+    clean, noisy, test = Bands(256, 0, boost=0.8), Bands(256, 0, noise=0.6, boost=0.8), Bands(256, 1, boost=0.8)
     torch.manual_seed(0)
     teacher = build_model("small", 4, 1.0, IN)
     res = train(teacher, clean, test, "ce_aux", cfg=TrainConfig(epochs=6, **CFG))

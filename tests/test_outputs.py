@@ -4,7 +4,6 @@ stage checkpoints, `esc2c audio` on a non-project - each checked through the CLI
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 

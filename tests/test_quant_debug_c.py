@@ -3,7 +3,6 @@ tensor it stores, and the float comparison runs through it."""
 import math
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

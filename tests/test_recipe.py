@@ -13,7 +13,8 @@ from esc2c.compress.train import TrainConfig, evaluate, train
 from esc2c.errors import Esc2cError
 from esc2c.models.registry import build_model
 
-IN = (1, 16, 24)
+from _bands import IN, Bands
+
 
 
 def _x(n=8, seed=0):
@@ -123,14 +124,6 @@ def test_dataset_feature_defaults_and_presets(tmp_path):
         load_config(None, {"preset": "fancy"})
 
 
-class Data:
-    def __init__(self, n, seed):
-        g = np.random.default_rng(seed)
-        self.y = g.integers(0, 4, n).astype(np.int64)
-        self.x = g.normal(0, 1, (n, *IN)).astype(np.float32)
-        for i, c in enumerate(self.y):
-            self.x[i, 0, 4 * c:4 * c + 4, :] += 1.5
-
 
 RECIPE = dict(augment=AugmentConfig(time_shift=0.2, freq_masks=1, freq_mask=0.1, time_masks=1, time_mask=0.1,
                                     mixup_alpha=0.2, label_smoothing=0.1),
@@ -143,7 +136,7 @@ def _model(seed=0):
 
 
 def test_recipe_learns_and_resumes_bit_identically(tmp_path):
-    tr, va = Data(96, 0), Data(48, 1)
+    tr, va = Bands(96, 0), Bands(48, 1)
     cfg = TrainConfig(epochs=3, **RECIPE)
     ref = train(_model(), tr, va, "ce_aux", cfg=cfg)
     assert ref.best_val_acc >= 0.5                               # chance is 0.25
@@ -163,7 +156,7 @@ def test_recipe_learns_and_resumes_bit_identically(tmp_path):
 
 
 def test_teacher_sees_the_augmented_batch():
-    tr = Data(32, 0)
+    tr = Bands(32, 0)
     teacher = _model(3).eval()
     seen = []
     real = teacher.forward_all
@@ -182,6 +175,6 @@ def test_teacher_sees_the_augmented_batch():
 
 
 def test_evaluate_is_never_augmented():
-    va = Data(32, 1)
+    va = Bands(32, 1)
     m = _model()
     assert evaluate(m, va)["acc"] == evaluate(m, va)["acc"]

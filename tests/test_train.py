@@ -9,18 +9,9 @@ from esc2c.compress.train import TrainConfig, evaluate, train
 from esc2c.errors import Esc2cError
 from esc2c.models.registry import build_model
 
-IN = (1, 16, 24)
+from _bands import IN, Bands
 
 
-class Data:
-    """A FeatureSet look-alike: 4 classes, each a different bright band of the 'spectrogram' plus noise."""
-
-    def __init__(self, n, seed):
-        g = np.random.default_rng(seed)
-        self.y = g.integers(0, 4, n).astype(np.int64)
-        self.x = g.normal(0, 1, (n, *IN)).astype(np.float32)
-        for i, c in enumerate(self.y):
-            self.x[i, 0, 4 * c:4 * c + 4, :] += 1.5
 
 
 def _model(seed=0):
@@ -32,7 +23,7 @@ CFG = dict(batch_size=32, progress=False, seed=1)
 
 
 def test_train_learns_and_keeps_best():
-    tr, va = Data(128, 0), Data(64, 1)
+    tr, va = Bands(128, 0), Bands(64, 1)
     m = _model()
     before = evaluate(m, va)["acc"]
     res = train(m, tr, va, "ce_aux", cfg=TrainConfig(epochs=3, **{**CFG, "batch_size": 16}))
@@ -42,7 +33,7 @@ def test_train_learns_and_keeps_best():
 
 
 def test_deterministic_on_cpu():
-    tr = Data(64, 0)
+    tr = Bands(64, 0)
     a = train(_model(), tr, None, "ce", cfg=TrainConfig(epochs=2, **CFG)).model.state_dict()
     b = train(_model(), tr, None, "ce", cfg=TrainConfig(epochs=2, **CFG)).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -53,7 +44,7 @@ class Kill(Exception):
 
 
 def test_resume_continues_at_next_epoch(tmp_path):
-    tr, va = Data(64, 0), Data(32, 1)
+    tr, va = Bands(64, 0), Bands(32, 1)
     cfg = TrainConfig(epochs=3, **CFG)
     ref = train(_model(), tr, va, "ce_aux", cfg=cfg)
     ck = tmp_path / "last.pt"
@@ -74,7 +65,7 @@ def test_resume_continues_at_next_epoch(tmp_path):
 
 
 def test_student_with_frozen_teacher():
-    tr = Data(64, 0)
+    tr = Bands(64, 0)
     teacher = _model(seed=3)
     teacher.train()
     t_state = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -89,7 +80,7 @@ def test_student_with_frozen_teacher():
 
 @pytest.mark.parametrize("loss", ["pokd", "fitnet"])
 def test_cached_teacher_outputs_change_nothing(loss):
-    tr = Data(64, 0)
+    tr = Bands(64, 0)
     teacher = _model(seed=3).eval()
     a = train(_model(), tr, None, loss, teacher=teacher, cfg=TrainConfig(epochs=2, cache_teacher=True, **CFG))
     b = train(_model(), tr, None, loss, teacher=teacher, cfg=TrainConfig(epochs=2, cache_teacher=False, **CFG))
@@ -99,7 +90,7 @@ def test_cached_teacher_outputs_change_nothing(loss):
 
 
 def test_model_prepare_hook_and_device_errors():
-    tr = Data(32, 0)
+    tr = Bands(32, 0)
     calls = []
 
     def prepare(m):
@@ -119,13 +110,13 @@ def test_model_prepare_hook_and_device_errors():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_train_on_cuda():
-    res = train(_model(), Data(64, 0), Data(32, 1), "pokd", teacher=_model(3),
+    res = train(_model(), Bands(64, 0), Bands(32, 1), "pokd", teacher=_model(3),
                 cfg=TrainConfig(epochs=1, device="cuda", **CFG))
     assert next(res.model.parameters()).is_cuda
 
 
 def _stages(calls, kill_at=None):
-    tr, va = Data(64, 0), Data(32, 1)
+    tr, va = Bands(64, 0), Bands(32, 1)
 
     def teacher(ctx):
         calls.append("teacher")
@@ -174,6 +165,18 @@ def test_stage_runner_skips_done_and_resumes(tmp_path):
     st[0].config = {"epochs": 5}
     with pytest.raises(Esc2cError, match="different stage_config"):
         StageRunner(tmp_path, {"arch": "small"}, spec, log=lambda s: None).run(st)
+
+
+def test_done_stage_whose_checkpoint_does_not_load_is_one_line(tmp_path):
+    def fit(ctx):
+        return _model(), {}
+
+    def load(ck, ctx):
+        return ck["qat_state"]                       # an entry this checkpoint does not have
+    stage = Stage("quantized", fit, {"epochs": 1}, save=lambda m: {"weights": m.state_dict()}, load=load)
+    StageRunner(tmp_path, {}, None, log=lambda s: None).run_stage(stage)
+    with pytest.raises(Esc2cError, match=r"model.pt: stage 'quantized' checkpoint does not load \(KeyError"):
+        StageRunner(tmp_path, {}, None, log=lambda s: None).run_stage(stage)
 
 
 def test_save_and_load_model(tmp_path):

@@ -152,8 +152,8 @@ class StageRunner:
             except Esc2cError:
                 raise
             except Exception as e:  # noqa: BLE001 - a checkpoint missing entries
-                raise Esc2cError(f"{path}: stage {stage.name!r} checkpoint does not load ({type(e).__name__}: "
-                                 f"{str(e)[:120]}); delete {ctx.dir} to redo it") from None
+                raise Esc2cError(f"{ctx.dir / MODEL_FILE}: stage {stage.name!r} checkpoint does not load "
+                                 f"({type(e).__name__}: {str(e)[:120]}); delete {ctx.dir} to redo it") from None
         else:
             try:
                 model = build_from_config(ck["model_config"])
