@@ -18,14 +18,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy import stats
 
 from esc2c.compress.config import load_config
 from esc2c.compress.pipeline import load_data
 from esc2c.compress.stages import save_model
 from esc2c.compress.train import TrainConfig, evaluate, train
+from esc2c.experiment.stats import describe, paired, verdict
 from esc2c.fsutil import atomic_write_text
 from esc2c.models.registry import build_model
 
@@ -121,20 +120,16 @@ def main() -> None:
                         f"{k}: top-1 p {v['top1_prob_T4']:.3f}, entropy {v['entropy_T4']:.3f}"
                         for k, v in st.items()), flush=True)
     print()
-    acc = {rc: np.array([r["test_acc"] for r in rows if r["recipe"] == rc]) for rc in recipes}
+    acc = {rc: {(r["seed"], r["test_fold"]): 100 * r["test_acc"] for r in rows if r["recipe"] == rc}
+           for rc in recipes}
     for rc in recipes:
-        a = 100 * acc[rc]
-        print(f"{rc:<6} test accuracy {a.mean():.2f} +- {a.std(ddof=1) if len(a) > 1 else 0:.2f} % "
-              f"over {len(a)} cells")
-    if len(recipes) == 2 and len(acc[recipes[0]]) == len(acc[recipes[1]]):
-        d = 100 * (acc[recipes[1]] - acc[recipes[0]])
-        if len(d) > 1:
-            lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
-        else:
-            lo = hi = float("nan")
-        print(f"{recipes[1]} - {recipes[0]}: {d.mean():+.2f} points, 95 % interval [{lo:+.2f}, {hi:+.2f}] "
-              f"over {len(d)} paired cells")
-
+        d = describe(acc[rc].values())
+        print(f"{rc:<6} test accuracy {d['mean']:.2f} +- {d['std'] or 0:.2f} % over {d['n']} cells")
+    if len(recipes) == 2:
+        d = paired(acc[recipes[1]], acc[recipes[0]])
+        lo, hi = d["ci"] if d["ci"] else (float("nan"), float("nan"))
+        print(f"{recipes[1]} - {recipes[0]}: {d['mean']:+.2f} points, 95 % interval [{lo:+.2f}, {hi:+.2f}] "
+              f"over {d['n']} paired cells ({verdict(d)})")
 
 if __name__ == "__main__":
     main()
