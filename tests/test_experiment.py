@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,63 @@ def test_grid_cell_runs_data_parallel_under_torchrun(tiny, tmp_path, capsys):
     assert json.loads((out / "experiment.json").read_text())["rows"][0]["n"] == 1
     assert main(["experiment", tiny(), "--seeds", "0", "--folds", "1", "--cell-procs", "0", "-o", str(out)]) == 1
     assert "--cell-procs must be >= 1" in capsys.readouterr().err
+
+
+def _torchrun_experiment(args, tmp_path, timeout=600):
+    env = dict(os.environ, ESC2C_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "esc2c", "experiment", *args]
+    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+
+
+def test_grid_spread_over_torchrun_ranks(tiny, tmp_path):
+    """torchrun x 2 of `esc2c experiment`: both ranks run cells (one-process compress runs that do not join the
+    launch's group), each cell once, and rank 0 alone writes the summary."""
+    out = tmp_path / "exp"
+    r = _torchrun_experiment([tiny(), "--seeds", "0,1", "--folds", "1,2", "-o", str(out)], tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    names = [f"seed{s}-fold{f}" for s in (0, 1) for f in (1, 2)]
+    pids = set()
+    for name in names:
+        rep = _report(out, name)
+        assert rep["config"]["seed"] == grid.Cell.parse(name).seed
+        text = (out / "cells" / f"{name}.log").read_text()
+        assert text.count("\n--- ") == 0 and "data parallel" not in text      # run once, in one process
+        pids.add(text.splitlines()[0].split(" pid ")[1].split()[0])
+    assert len(pids) == 2                            # the two ranks' worker processes shared the cells
+    assert "[rank 0/2]" in r.stdout and "[rank 1/2]" in r.stdout
+    assert r.stdout.count("experiment: 4 cells") == 1 and r.stdout.count(f"wrote {out}/experiment.json") == 1
+    assert not list((out / "cells").glob("*.lock"))
+    assert json.loads((out / "experiment.json").read_text())["rows"][0]["n"] == 4
+
+
+def test_grid_torchrun_rank_failure_is_reported_by_every_rank(tiny, tmp_path):
+    out = tmp_path / "exp"
+    r = _torchrun_experiment([tiny(dataset="urbansound8k"), "--data-dir", str(tmp_path / "missing"),
+                              "--seeds", "0", "--folds", "1,2", "-o", str(out)], tmp_path)
+    assert r.returncode != 0
+    assert r.stderr.count("2 of 2 ranks failed") == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stdout and not (out / "experiment.json").exists()
+    assert not list((out / "cells").glob("*.lock"))
+
+
+def test_rank_child_environment(monkeypatch):
+    from esc2c.experiment import ranks
+
+    for k, v in {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "n0", "MASTER_PORT": "29500",
+                 "TORCHELASTIC_RUN_ID": "x", "CUDA_VISIBLE_DEVICES": "4,5,6,7", "KEEP": "1"}.items():
+        monkeypatch.setenv(k, v)
+    launch = ranks.launched()
+    assert launch == ranks.Launch(3, 4, 1)
+    env = ranks.child_environment(launch, "cpu", 1)
+    assert env["KEEP"] == "1" and not {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+                                       "TORCHELASTIC_RUN_ID"} & set(env)
+    assert env["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
+    assert ranks.child_environment(launch, "cuda", 1)["CUDA_VISIBLE_DEVICES"] == "5"   # its own GPU
+    assert ranks.child_environment(launch, "cuda", 2)["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(Esc2cError, match="RANK=4 is outside WORLD_SIZE=4"):
+        ranks.launched()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert ranks.launched() is None

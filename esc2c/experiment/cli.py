@@ -34,7 +34,8 @@ def parse_methods(text: str | None) -> list[str] | None:
 @click.option("--cell-procs", type=int, default=1, show_default=True,
               help="Processes per cell: > 1 runs each cell data-parallel under torchrun (gloo on CPU, nccl on CUDA).")
 @click.option("--threads", type=int, default=None,
-              help="Torch threads in all, split among the jobs (default: the config's threads).")
+              help="Torch threads in all, split among the jobs (default: the config's threads); under torchrun, "
+                   "per rank.")
 @click.option("--methods", default=None,
               help="Table 1 KD baselines to train besides PoKD: kd,fitnet,mhkd,alpkd, all or none "
                    "(default: the config's kd_baselines).")
@@ -48,9 +49,11 @@ def parse_methods(text: str | None) -> list[str] | None:
 def experiment(config_path, seeds, folds, jobs, cell_procs, threads, methods, data_dir, device, summarize_dir, output):
     """Run CONFIG's compression over seeds x test folds into OUTPUT/cells/, then write OUTPUT/experiment.json,
     experiment.md and experiment.png: per model mean +- std over the cells and paired differences with 95 %
-    t intervals."""
-    from esc2c.experiment import grid, report
+    t intervals. Launched by torchrun, every rank runs cells (OUTPUT on a filesystem all nodes share) and
+    rank 0 writes the summary."""
+    from esc2c.experiment import grid, ranks, report
 
+    launch = ranks.launched()        # under torchrun every rank is a grid worker; rank 0 writes the report
     if summarize_dir is not None:
         if config_path is not None or output is not None:
             raise Esc2cError("--summarize DIR takes no CONFIG or -o (it only reads DIR's finished cells)")
@@ -63,9 +66,18 @@ def experiment(config_path, seeds, folds, jobs, cell_procs, threads, methods, da
         cells = grid.plan(grid.parse_seeds(seeds), grid.parse_test_folds(folds, base))
         if threads is not None and threads < 1:
             raise Esc2cError(f"--threads must be >= 1 (got {threads})")
-        click.echo(f"experiment: {len(cells)} cells ({', '.join(c.name for c in cells)}) into {output}")
-        grid.run_grid(output, base, cells, jobs=jobs, threads=threads, log=click.echo, cell_procs=cell_procs)
+        if launch is None:
+            click.echo(f"experiment: {len(cells)} cells ({', '.join(c.name for c in cells)}) into {output}")
+            grid.run_grid(output, base, cells, jobs=jobs, threads=threads, log=click.echo, cell_procs=cell_procs)
+        else:
+            if launch.rank == 0:
+                click.echo(f"experiment: {len(cells)} cells ({', '.join(c.name for c in cells)}) into {output}, "
+                           f"{launch.world} ranks")
+            ranks.run_grid_ranks(launch, output, base, cells, jobs=jobs, threads=threads, log=click.echo,
+                                 cell_procs=cell_procs)
         out = output
+    if launch is not None and launch.rank != 0:
+        return
     exp = report.write(out)
     click.echo(report.format_console(exp))
     click.echo(f"wrote {out}/experiment.json, experiment.md and experiment.png")

@@ -392,17 +392,19 @@ def work(out_dir, base: CompressConfig, cells: list[Cell], threads: int | None =
     return res
 
 
-def _rotated(cells: list[Cell], k: int, n: int) -> list[Cell]:
+def rotated(cells: list[Cell], k: int, n: int) -> list[Cell]:
     """Worker k of n starts at its own share of the cells, so workers rarely contend for a lock."""
     start = (k * len(cells)) // n
     return cells[start:] + cells[:start]
 
 
 def run_grid(out_dir, base: CompressConfig, cells: list[Cell], jobs: int = 1, threads: int | None = None,
-             log: Callable[[str], None] = print, cell_procs: int = 1) -> None:
+             log: Callable[[str], None] = print, cell_procs: int = 1, child_env: dict | None = None) -> None:
     """Run the grid with ``jobs`` worker processes (1: in this process), each cell data-parallel over
     ``cell_procs`` processes (torchrun). ``threads`` torch threads in all (default: the config's) are split
-    among the workers and their processes."""
+    among the workers and their processes. With ``child_env`` (the environment of a rank of a torchrun-launched
+    experiment, see :mod:`esc2c.experiment.ranks`) every cell runs in a worker process with that environment,
+    never in this one."""
     if jobs < 1:
         raise Esc2cError(f"--jobs must be >= 1 (got {jobs})")
     if cell_procs < 1:
@@ -414,17 +416,19 @@ def run_grid(out_dir, base: CompressConfig, cells: list[Cell], jobs: int = 1, th
     if len(cells) > len(pending):
         log(f"{len(cells) - len(pending)} of {len(cells)} cells finished already")
     n = min(jobs, len(pending))
-    if n <= 1:
+    if n < 1:
+        return
+    if n == 1 and child_env is None:
         work(out_dir, base, pending, max(1, total // cell_procs), log, cell_procs)
         return
     per = max(1, total // (n * cell_procs))
-    log(f"{len(pending)} cells, {n} worker processes, {per} torch thread(s) each")
-    env = dict(os.environ, OMP_NUM_THREADS=str(per), MKL_NUM_THREADS=str(per))
+    log(f"{len(pending)} cells, {n} worker process{'es' if n > 1 else ''}, {per} torch thread(s) each")
+    env = dict(os.environ if child_env is None else child_env, OMP_NUM_THREADS=str(per), MKL_NUM_THREADS=str(per))
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     procs = []
     for k in range(n):
-        order = ",".join(c.name for c in _rotated(pending, k, n))
+        order = ",".join(c.name for c in rotated(pending, k, n))
         p = subprocess.Popen([sys.executable, "-m", "esc2c.experiment.worker", str(out_dir), "--cells", order],
                              stdin=subprocess.PIPE, env=env, text=True)
         p.stdin.write(json.dumps({"config": base.to_dict(), "threads": per, "cell_procs": cell_procs}))
