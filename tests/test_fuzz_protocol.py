@@ -242,6 +242,22 @@ def test_fake_long_header_does_not_hide_the_reply():
     assert runner.reader.stats.bad_frames >= 1
 
 
+def test_short_polls_still_give_up_a_corrupted_header():
+    """The silence that gives up an unfinished header is counted across read_frame calls: a caller that polls
+    with timeouts shorter than the frame gap (as the fuzz harness does) still gets the frame behind it."""
+    good = P.encode_frame(P.MSG_RESULT, 7, b"ok")
+    fake = P.SYNC + struct.pack("<BBI", P.MSG_RESULT, 1, 60)     # claims 60 bytes; only the good frame follows
+    reader = P.FrameReader(ChunkPort(fake + good, (5,)), max_payload=64, frame_gap=0.05)
+    got, t_end = [], time.monotonic() + 3.0
+    while not got and time.monotonic() < t_end:
+        try:
+            got.append(reader.read_frame(0.01))
+        except P.ProtocolTimeout:
+            pass
+    assert [(f.type, f.seq, f.payload) for f in got] == [(P.MSG_RESULT, 7, b"ok")]
+    assert reader.stats.bad_frames >= 1
+
+
 def test_reader_refuses_frames_longer_than_an_info_before_hello():
     runner = SerialRunner(ChunkPort(b""), timeout=0.1)
     assert runner.reader.max_payload == P.MAX_INFO_PAYLOAD

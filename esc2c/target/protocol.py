@@ -77,6 +77,10 @@ class FrameReader:
         self.frame_gap = frame_gap
         self.buf = bytearray()
         self.stats = ReaderStats()
+        # when the line last went silent (a read that returned nothing; None while bytes keep coming). Kept
+        # across read_frame calls, so a caller polling with timeouts shorter than frame_gap still gives up a
+        # corrupted header
+        self.quiet_since: float | None = None
 
     def _parse(self) -> Frame | None:
         while True:
@@ -117,15 +121,14 @@ class FrameReader:
         header whose frame stops growing for ``frame_gap`` seconds (a corrupted length) is given up, so the
         frames after it are still found."""
         deadline = time.monotonic() + timeout
-        quiet_since = None                 # when the line last went silent (a read that returned nothing)
         while True:
             frame = self._parse()
             if frame is not None:
                 return frame
             now = time.monotonic()
-            if self.buf[:2] == SYNC and quiet_since is not None and now - quiet_since >= self.frame_gap:
+            if self.buf[:2] == SYNC and self.quiet_since is not None and now - self.quiet_since >= self.frame_gap:
                 self._reject()             # an unfinished frame with a silent line: rescan what follows it
-                quiet_since = now
+                self.quiet_since = now
                 continue
             left = deadline - now
             if left <= 0:
@@ -143,9 +146,9 @@ class FrameReader:
                 raise LinkError(f"serial link lost while waiting for a frame: {e}") from None
             if chunk:
                 self.buf += chunk
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = t_read
+                self.quiet_since = None
+            elif self.quiet_since is None:
+                self.quiet_since = t_read
 
 
 def decode_u32s(payload: bytes, count: int, what: str) -> tuple[int, ...]:
