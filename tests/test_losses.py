@@ -61,6 +61,36 @@ def test_pokd_hand_computed():
     assert mh[0][0].tolist() == ht1 and mh[1][0].tolist() == ht2
 
 
+def test_aux_weight_and_constant_attention_target():
+    T = 2.0
+    tt = lambda v: torch.tensor([v], dtype=torch.float64)
+    so = ModelOutput(tt([1.0, 0.5, -0.5]), [tt([0.2, 0.1, -0.3]), tt([0.5, -0.2, 0.1])])
+    to = ModelOutput(tt([2.0, 0.0, -1.0]), [tt([1.0, -1.0, 0.0]), tt([0.3, 0.6, -0.2])])
+    y = torch.tensor([0])
+    full, p = make_loss("pokd", T=T)(so, to, y)
+    quarter, q = make_loss("pokd", T=T, aux_weight=0.25)(so, to, y)
+    assert q == p                                 # the same terms, weighted differently
+    assert quarter.item() == pytest.approx(p["ce"] + p["kd"] + 0.25 * (p["aux_kd"] + p["aux_ce"]), rel=1e-12)
+    none, _ = make_loss("pokd", T=T, aux_weight=0.0)(so, to, y)
+    assert none.item() == pytest.approx(p["ce"] + p["kd"], rel=1e-12)
+
+    # attention_grad=False: the fused target is a constant, so d(T^2 KL)/d h2^s = T (softmax(h2^s/T) - target)
+    h2 = so.aux_logits[1].clone().requires_grad_(True)
+    loss = make_loss("pokd", T=T, attention_grad=False)
+    target = loss.targets(so, to)[1]
+    loss(ModelOutput(so.logits, [so.aux_logits[0], h2]), to, y)[0].backward()
+    expect = T * (torch.softmax(h2.detach() / T, 1) - torch.softmax(target / T, 1)) \
+        + (torch.softmax(h2.detach(), 1) - F.one_hot(y, 3))
+    assert torch.allclose(h2.grad, expect, atol=1e-12)
+    h2.grad = None                                # as written (eq. 5-6), lambda passes gradient too
+    make_loss("pokd", T=T)(ModelOutput(so.logits, [so.aux_logits[0], h2]), to, y)[0].backward()
+    assert not torch.allclose(h2.grad, expect, atol=1e-6)
+    with pytest.raises(Esc2cError, match="takes no options"):
+        make_loss("kd", T=T, aux_weight=0.5)
+    with pytest.raises(Esc2cError, match="aux_weight must be >= 0"):
+        make_loss("pokd", T=T, aux_weight=-1.0)
+
+
 def test_kl_parts_vanish_when_student_equals_teacher():
     torch.manual_seed(0)
     logits = torch.randn(5, 4)

@@ -110,9 +110,13 @@ class AuxKDLoss(Loss):
     needs_teacher = True
     uses_aux = True
 
-    def __init__(self, mode: str, T: float = 4.0):
+    def __init__(self, mode: str, T: float = 4.0, aux_weight: float = 1.0, attention_grad: bool = True):
         super().__init__(T)
+        if not aux_weight >= 0:
+            raise Esc2cError(f"loss {self.name!r}: aux_weight must be >= 0 (got {aux_weight})")
         self.mode = mode
+        self.aux_weight = float(aux_weight)          # weight of the aux heads' terms (eq. 8: 1)
+        self.attention_grad = bool(attention_grad)   # False: the fused teacher target is a constant
 
     def targets(self, s: ModelOutput, t: ModelOutput) -> list[torch.Tensor]:
         ns, nt = len(s.aux_logits), len(t.aux_logits)
@@ -126,7 +130,8 @@ class AuxKDLoss(Loss):
             if self.mode == "one":
                 out.append(t.aux_logits[j])
             else:
-                out.append(attention_fuse(t.aux_logits, hs, j + 1 if self.mode == "causal" else None))
+                hs_att = hs if self.attention_grad else hs.detach()
+                out.append(attention_fuse(t.aux_logits, hs_att, j + 1 if self.mode == "causal" else None))
         return out
 
     def forward(self, s: ModelOutput, t: ModelOutput, y):
@@ -138,29 +143,29 @@ class AuxKDLoss(Loss):
         for hs, target in zip(s.aux_logits, self.targets(s, t)):
             aux_kd = aux_kd + kd_kl(hs, target, self.T)
             aux_ce = aux_ce + F.cross_entropy(hs, y)
-        total = kd + ce + aux_kd + aux_ce
+        total = kd + ce + self.aux_weight * (aux_kd + aux_ce)
         return total, {"ce": ce.item(), "kd": kd.item(), "aux_kd": aux_kd.item(), "aux_ce": aux_ce.item()}
 
 
 class PoKDLoss(AuxKDLoss):
     name = "pokd"
 
-    def __init__(self, T: float = 4.0):
-        super().__init__("causal", T)
+    def __init__(self, T: float = 4.0, aux_weight: float = 1.0, attention_grad: bool = True):
+        super().__init__("causal", T, aux_weight, attention_grad)
 
 
 class MHKDLoss(AuxKDLoss):
     name = "mhkd"
 
-    def __init__(self, T: float = 4.0):
-        super().__init__("one", T)
+    def __init__(self, T: float = 4.0, aux_weight: float = 1.0, attention_grad: bool = True):
+        super().__init__("one", T, aux_weight, attention_grad)
 
 
 class ALPKDLoss(AuxKDLoss):
     name = "alpkd"
 
-    def __init__(self, T: float = 4.0):
-        super().__init__("all", T)
+    def __init__(self, T: float = 4.0, aux_weight: float = 1.0, attention_grad: bool = True):
+        super().__init__("all", T, aux_weight, attention_grad)
 
 
 class FitNetLoss(Loss):
@@ -217,6 +222,8 @@ def make_loss(name: str, student=None, teacher=None, in_shape=None, T: float = 4
         loss = FitNetLoss(cs[tap], ct[tap], tap, T=T, **kwargs)
         p = next(student.parameters())
         return loss.to(p.device)
-    if kwargs:
-        raise Esc2cError(f"loss {name!r} takes no options {sorted(kwargs)}")
-    return LOSSES[name](T=T)
+    allowed = {"aux_weight", "attention_grad"} if issubclass(LOSSES[name], AuxKDLoss) else set()
+    if set(kwargs) - allowed:
+        raise Esc2cError(f"loss {name!r} takes no options {sorted(set(kwargs) - allowed)}"
+                         + (f" (it takes {sorted(allowed)})" if allowed else ""))
+    return LOSSES[name](T=T, **kwargs)
