@@ -56,6 +56,32 @@ def test_verify_asymmetric_pads_per_tensor_uint8_and_1xn(projects, kind):
         assert g.tensors[first.inputs[0]].shape == (1, 1, 32, 4) and first.scratch == 2 * 4 * 5 * 2
 
 
+def test_checks_that_did_not_run_are_not_passed(projects, capsys, monkeypatch):
+    """A check that could not run is listed as NOT RUN, not counted as passed; --strict fails on it."""
+    from esc2c.compiler import verify as verify_mod
+
+    def unavailable(ctx):
+        return verify_mod.CheckResult.not_run("an optional reference", "its package is not installed")
+    monkeypatch.setattr(verify_mod, "EXTRA_CHECKS", [*verify_mod.EXTRA_CHECKS, unavailable])
+    out = str(projects["vgg"].out)
+    rep = verify(out, n=2)
+    m = len(rep.checks)
+    assert rep.ok and [c.name for c in rep.not_run][-1] == "an optional reference"
+    passed = sum(c.ran and c.ok for c in rep.checks)
+    assert passed == m - len(rep.not_run)          # tensorflow absent: its comparison is not run either
+    last = rep.text().splitlines()[-1]
+    assert last.startswith(f"PASS ({passed} of {m} checks passed; not run: ") and "an optional reference" in last
+    assert "  [--] an optional reference: NOT RUN: its package is not installed" in rep.text()
+    assert not verify(out, n=2, strict=True).ok
+    assert cli_main(["verify", out, "--n", "2"]) == 0
+    capsys.readouterr()
+    assert cli_main(["verify", out, "--n", "2", "--strict"]) == 1
+    cap = capsys.readouterr()
+    assert "FAIL (" in cap.out and "(--strict)" in cap.out
+    assert "verification incomplete (--strict): did not run: " in cap.err
+    assert "an optional reference (its package is not installed)" in cap.err
+
+
 def test_verify_names_first_differing_layer(projects, tmp_path):
     src = projects["vgg"].out
     bad = tmp_path / "tampered"

@@ -340,7 +340,7 @@ def check_tflm(ctx):
     except StaleTflite as e:
         return CheckResult(name, False, str(e))
     except Esc2cError as e:  # nothing to compare with: said in the report, not counted as a failure
-        return CheckResult(name, True, f"NOT RUN: the model has no exact TFLite form: {e}")
+        return CheckResult.not_run(name, f"the model has no exact TFLite form: {e}")
     got = run_tflm_tensors(m.data, m.tensor_index, ctx.inputs)
     where = first_difference(g, got, ref)
     if where:
@@ -363,13 +363,13 @@ def check_tf_reference(ctx):
     reason = tensorflow_unavailable()
     if reason is not None:
         print(f"esc2c verify: skipping the TensorFlow Lite comparison: {reason}", file=sys.stderr)
-        return CheckResult(name, True, f"NOT RUN: {reason}")
+        return CheckResult.not_run(name, reason)
     try:
         m = model_for(ctx.out, ctx.graph)
     except StaleTflite as e:
         return CheckResult(name, False, str(e))
     except Esc2cError as e:
-        return CheckResult(name, True, f"NOT RUN: the model has no exact TFLite form: {e}")
+        return CheckResult.not_run(name, f"the model has no exact TFLite form: {e}")
     try:
         tf_out = run_tf_reference(m.data, ctx.inputs).astype(np.int64)
     except (RuntimeError, ValueError) as e:  # e.g. an op or quantization this TensorFlow's kernels lack

@@ -26,9 +26,21 @@ from esc2c.errors import Esc2cError
 
 @dataclass
 class CheckResult:
+    """One check of a verify run. A check that could not run (``ran`` False: a missing optional dependency,
+    a model with no form the reference accepts) is neither passed nor failed: the report names it and
+    ``--strict`` fails on it."""
     name: str
     ok: bool
     detail: str
+    ran: bool = True
+
+    @classmethod
+    def not_run(cls, name: str, reason: str) -> "CheckResult":
+        return cls(name, False, reason, ran=False)
+
+    @property
+    def status(self) -> str:
+        return "--" if not self.ran else "ok" if self.ok else "FAIL"
 
 
 @dataclass
@@ -50,16 +62,36 @@ class VerifyReport:
     checks: list[CheckResult] = field(default_factory=list)
     elements_compared: int = 0
     n_features: int = 0  # of the n inputs, how many are log-mel features of sound clips (the rest random)
+    strict: bool = False  # a check that did not run fails the verification
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.ran and not c.ok]
+
+    @property
+    def not_run(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.ran]
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        """No check that ran failed (and, when strict, every check ran)."""
+        return not self.failed and not (self.strict and self.not_run)
+
+    def summary(self) -> str:
+        passed = sum(c.ran and c.ok for c in self.checks)
+        words = [f"{passed} of {len(self.checks)} checks passed"]
+        if self.failed:
+            words.append(f"failed: {', '.join(c.name for c in self.failed)}")
+        if self.not_run:
+            words.append(f"not run: {', '.join(c.name for c in self.not_run)}"
+                         + (" (--strict)" if self.strict else ""))
+        return f"{'PASS' if self.ok else 'FAIL'} ({'; '.join(words)})"
 
     def text(self) -> str:
         lines = [f"verify {self.out} ({self.rounding} rounding, {self.n} inputs: {self.n - self.n_features} random "
                  f"int8, {self.n_features} log-mel features of sound clips)"]
-        lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
-        lines.append("PASS" if self.ok else "FAIL")
+        lines += [f"  [{c.status}] {c.name}: {'NOT RUN: ' if not c.ran else ''}{c.detail}" for c in self.checks]
+        lines.append(self.summary())
         return "\n".join(lines)
 
 
@@ -166,9 +198,9 @@ def feature_inputs(g: Graph, n: int, seed: int = 0) -> np.ndarray:
 
 def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1234,
            qdq_tolerance: int = 1, n_features: int = 4, timeout: float = 600.0,
-           extra_args: tuple[str, ...] = ()) -> VerifyReport:
+           extra_args: tuple[str, ...] = (), strict: bool = False) -> VerifyReport:
     """``timeout``: seconds for the host run of the C build; ``extra_args``: CMake options of the host build
-    (e.g. ``-DESC2C_SANITIZE=ON``)."""
+    (e.g. ``-DESC2C_SANITIZE=ON``); ``strict``: a check that did not run fails the report."""
     out = Path(out)
     if not (out / "CMakeLists.txt").is_file() or not (out / "model.onnx").is_file():
         raise Esc2cError(f"{out}: not an emitted project (run `esc2c emit MODEL.onnx -o {out}` first)")
@@ -184,7 +216,7 @@ def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1
     inputs = rng.integers(-128, 128, (n,) + tuple(g.input.shape[1:]), dtype=np.int64).astype(np.int8)
     feats = feature_inputs(g, n_features, seed)
     inputs = np.concatenate([inputs, feats])
-    report = VerifyReport(out, rounding, len(inputs))
+    report = VerifyReport(out, rounding, len(inputs), strict=strict)
     report.n_features = len(feats)
     exe = build_host(out, rounding, extra_args)
     work = exe.parent
