@@ -45,7 +45,8 @@ def _one_line(e: Esc2cError, path: Path) -> str:
 
 
 def check_model(path: Path, work: Path, lib, tally: Tally, n: int = 3) -> None:
-    """emit + the C on the host (sanitized) == integer ONNX on every tensor, test vectors pass, QDQ <= 1 LSB."""
+    """emit + the C on the host (sanitized) == integer ONNX on every tensor, test vectors pass, and where the C
+    first departs from the QDQ model's own arithmetic (a rounding tie), by at most 1 LSB."""
     out = work / "proj"
     try:
         r = emit(path, out, n_vectors=2)
@@ -60,30 +61,47 @@ def check_model(path: Path, work: Path, lib, tally: Tally, n: int = 3) -> None:
     c = run_host(exe, g, x, out, timeout=120)
     check = compare_layers(g, c, run_int_onnx(lower_to_onnx(g, "double"), x))
     assert check.ok, check.detail
-    logits = c[g.outputs[0]].reshape(n, -1).astype(np.int64)
-    lsb = int(np.abs(qdq_semantics(path, g, x) - logits).max())
-    assert lsb <= 1, f"C logits differ from the QDQ model by {lsb} LSB"
+    where, lsb = first_qdq_divergence(path, g, x, c)
+    assert lsb <= 1, f"the C first departs from the QDQ model at layer {where} by {lsb} LSB"
     tally.verified += 1
 
 
-def qdq_semantics(path: Path, g, x: np.ndarray) -> np.ndarray:
-    """int8 logits of the QDQ model as written (DequantizeLinear -> float op -> QuantizeLinear): onnxruntime
-    with graph optimizations off. (Its optimized QLinear kernels can drift far from that on degenerate
-    models - e.g. 61 LSB on a uint8 1x1 conv whose weight is almost zero - so they are no reference.)"""
+def first_qdq_divergence(path: Path, g, x: np.ndarray, c: dict) -> tuple[str | None, int]:
+    """The first layer (in execution order) whose int8 output differs from the QDQ model's tensor of the same
+    name (onnxruntime, optimizations off, every QuantizeLinear output exposed), and by how many LSB; (None, 0)
+    when none differs. Only the first departure is a property of a layer: the tflite contract rounds twice
+    where the QDQ model rounds once in float, so a 1-LSB tie at one layer can grow through the next layers'
+    gains (measured: a 1-LSB tie in a 1x1 conv, carried through an add and a global average pool, became 3 LSB
+    on the logits behind a FC with multiplier 0.02 and int8 weights up to 127)."""
     import onnxruntime as ort
 
+    m = onnx.load(str(path))
+    qnames = [nd.output[0] for nd in m.graph.node if nd.op_type == "QuantizeLinear"]
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=q) for q in qnames if q not in have)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    t, o = g.input, g.output
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    t = g.input
     xf = (x.astype(np.float32) - t.zero_point) * np.float32(t.scale)
     if xf.ndim == 4:
         xf = xf.transpose(0, 3, 1, 2)
-    y = [sess.run(None, {name: np.ascontiguousarray(xi[None])})[0].reshape(-1) for xi in xf]
-    return np.clip(np.rint(np.stack(y) / o.scale) + o.zero_point, -128, 127).astype(np.int64)
+    outs = [sess.run(qnames, {sess.get_inputs()[0].name: np.ascontiguousarray(xi[None])}) for xi in xf]
+    for op in g.layer_ops():
+        if op.output not in qnames:
+            continue
+        k = qnames.index(op.output)
+        q = np.stack([o[k] for o in outs])
+        q = q.astype(np.int64) - (128 if q.dtype == np.uint8 else 0)   # uint8 models run as int8 here
+        ours = c[op.output].astype(np.int64)
+        if q.ndim == 5 and ours.ndim == 4:       # [N, 1, C, H, W] -> NHWC
+            q = q[:, 0].transpose(0, 2, 3, 1)
+        lsb = int(np.abs(q.reshape(len(x), -1) - ours.reshape(len(x), -1)).max())
+        if lsb:
+            return op.name, lsb
+    return None, 0
 
 
 def _ort_case(tmp_path_factory, cmsis_lib, tally, spec, seed, per_channel, uint8):
@@ -240,8 +258,32 @@ def test_mutated_onnx_loads_or_gets_one_line(seeds, tmp_path, data):
     import_case(seeds, tmp_path, data.draw(mutations(len(seeds))))
 
 
+def test_weight_of_the_wrong_rank_is_named(seeds, tmp_path):
+    """Found by the slow fuzz run: a Conv whose weight input is rewired to a scalar constant raised an
+    IndexError in the importer."""
+    path = tmp_path / "mut_rewire.onnx"
+    path.write_bytes(mutate(seeds[0], "rewire", 570, 0))
+    with pytest.raises(Esc2cError, match=r"\(Conv\): weight '.*' has shape \(\); Conv needs a 4-D weight"):
+        compile_model(path)
+
+
 @pytest.mark.slow
 @settings(FUZZ, max_examples=scaled(3_000))
 @given(st.data())
 def test_mutated_onnx_fuzz_many(seeds, tmp_path, data):
     import_case(seeds, tmp_path, data.draw(mutations(len(seeds))))
+
+
+def test_rounding_tie_grown_by_later_layers_is_not_a_divergence(tmp_path, cmsis_lib):
+    """Found by the slow fuzz run: on this model the C logits are 3 LSB from the QDQ model; the first layer
+    where they differ is the residual block's second conv, by 1 LSB (a rounding tie): check_model accepts it."""
+    spec = ((3, 1, 7), [("conv", 2, (1, 1), (1, 1), (0, 0), 1, "relu"), ("res", 2, "none")], "gap", 3)
+    path = ort_model(spec, 111, tmp_path / "m.onnx", False, False)
+    tally = Tally()
+    check_model(path, tmp_path, cmsis_lib, tally)
+    assert tally.verified == 1
+    g = compile_model(path)
+    x = np.random.default_rng(0).integers(-128, 128, (3,) + tuple(g.input.shape[1:])).astype(np.int8)
+    c = run_int_onnx(lower_to_onnx(g, "double"), x)
+    where, lsb = first_qdq_divergence(path, g, x, {k: np.asarray(v) for k, v in c.items()})
+    assert (where, lsb) == ("/mods.1.1/Conv", 1)

@@ -122,6 +122,9 @@ def test_dataset_feature_defaults_and_presets(tmp_path):
     assert load_config(str(f), {"preset": "paper"}).freq_masks == 0
     with pytest.raises(Esc2cError, match="preset"):
         load_config(None, {"preset": "fancy"})
+    assert d.epoch_selection == "best" and load_config(None, {"epoch_selection": "last"}).epoch_selection == "last"
+    with pytest.raises(Esc2cError, match="config field 'epoch_selection': must be one of best, last"):
+        load_config(None, {"epoch_selection": "first"})
 
 
 

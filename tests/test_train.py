@@ -32,6 +32,29 @@ def test_train_learns_and_keeps_best():
     assert evaluate(res.model, va)["acc"] == pytest.approx(res.best_val_acc)   # best state is loaded
 
 
+def test_select_last_keeps_the_final_epoch():
+    """select="last": the model after the final epoch, whatever the selection set says; the same trajectory
+    as select="best" (selection never changes training)."""
+    tr, va = Bands(128, 0), Bands(64, 1)
+    states = []
+
+    def grab(epoch, row, model=None):
+        states.append({k: v.clone() for k, v in m_last.state_dict().items()})
+    cfg = {**CFG, "batch_size": 16}
+    m_last = _model()
+    last = train(m_last, tr, va, "ce_aux", cfg=TrainConfig(epochs=4, select="last", schedule="cosine",
+                                                          warmup_epochs=1.0, **cfg), on_epoch_end=grab)
+    assert last.best_epoch == 4 and last.best_val_acc == last.history[-1]["val_acc"]
+    assert all(torch.equal(v, states[-1][k]) for k, v in last.model.state_dict().items())
+    assert evaluate(last.model, va)["acc"] == pytest.approx(last.history[-1]["val_acc"])
+    best = train(_model(), tr, va, "ce_aux", cfg=TrainConfig(epochs=4, schedule="cosine", warmup_epochs=1.0, **cfg))
+    assert [h["val_acc"] for h in best.history] == [h["val_acc"] for h in last.history]
+    k = best.best_epoch - 1
+    assert all(torch.equal(v, states[k][kk]) for kk, v in best.model.state_dict().items())
+    with pytest.raises(Esc2cError, match="epoch selection must be one of best, last"):
+        train(_model(), tr, va, "ce", cfg=TrainConfig(epochs=1, select="middle", **CFG))
+
+
 def test_deterministic_on_cpu():
     tr = Bands(64, 0)
     a = train(_model(), tr, None, "ce", cfg=TrainConfig(epochs=2, **CFG)).model.state_dict()

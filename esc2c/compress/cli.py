@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from esc2c.compress.config import DATASET_CHOICES, PRESETS, load_config, parse_folds
-from esc2c.compress.schedule import SCHEDULES
+from esc2c.compress.schedule import SCHEDULES, SELECT
 
 
 @click.command("compress")
@@ -39,6 +39,8 @@ from esc2c.compress.schedule import SCHEDULES
 @click.option("--mixup-alpha", type=float, default=None, help="mixup Beta(alpha, alpha); 0 turns mixup off.")
 @click.option("--label-smoothing", type=float, default=None)
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=None)
+@click.option("--epoch-selection", type=click.Choice(SELECT), default=None,
+              help="Each stage keeps its best epoch on the selection set (best) or its last epoch (last).")
 @click.option("--device", default=None, help="cpu or cuda.")
 @click.option("--seed", type=int, default=None)
 @click.option("-o", "--output", required=True, type=click.Path(),
@@ -60,7 +62,8 @@ from esc2c.compress.schedule import SCHEDULES
               help="Use OUTPUT even when another esc2c command wrote it (never a directory of other files).")
 def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width, prune_ratio, epochs_teacher,
              epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_ta_lr, holdout, rounding, no_baselines, preset,
-             no_augment, mixup_alpha, label_smoothing, lr_schedule, device, seed, output, target_params, board,
+             no_augment, mixup_alpha, label_smoothing, lr_schedule, epoch_selection, device, seed, output,
+             target_params, board,
              max_flash, max_ram, max_latency_ms, channel_multiple, min_channels, force):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
     from esc2c.compress import distributed, pipeline
@@ -73,7 +76,7 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
                  "holdout": holdout, "rounding": rounding,
                  "baselines": False if no_baselines else None, "device": device, "seed": seed,
                  "preset": preset, "mixup_alpha": mixup_alpha, "label_smoothing": label_smoothing,
-                 "lr_schedule": lr_schedule}
+                 "lr_schedule": lr_schedule, "epoch_selection": epoch_selection}
     if no_augment:
         overrides.update(time_shift=0.0, freq_masks=0, time_masks=0, mixup_alpha=0.0)
     overrides.update({"target_params": target_params, "board": board, "max_flash": max_flash, "max_ram": max_ram,

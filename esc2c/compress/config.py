@@ -23,7 +23,7 @@ import yaml
 
 from esc2c.compiler.emit import board_limits
 from esc2c.compress.augment import AugmentConfig
-from esc2c.compress.schedule import SCHEDULES
+from esc2c.compress.schedule import SCHEDULES, SELECT
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
 from esc2c.quant.intparams import ROUNDING_MODES
@@ -94,6 +94,7 @@ class CompressConfig:
     label_smoothing: float = 0.0
     lr_schedule: str = "constant"  # "cosine" (linear warm-up, then cosine) or "constant"
     warmup_epochs: float = 0.0
+    epoch_selection: str = "best"  # each stage keeps its "best" epoch on the selection set, or its "last"
     # outputs and extras
     baselines: bool = True         # M_Qua (QAT with CE only) and DirectKD (M_Qua distilled from M_Ori)
     ratio_sweep: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9, 0.95])
@@ -177,6 +178,8 @@ class CompressConfig:
             bad("preset", f"unknown preset {self.preset!r} (choose {', '.join(PRESETS)})")
         if self.lr_schedule not in SCHEDULES:
             bad("lr_schedule", f"must be one of {', '.join(SCHEDULES)} (got {self.lr_schedule!r})")
+        if self.epoch_selection not in SELECT:
+            bad("epoch_selection", f"must be one of {', '.join(SELECT)} (got {self.epoch_selection!r})")
         if float(self.warmup_epochs) < 0:
             bad("warmup_epochs", f"must be >= 0 (got {self.warmup_epochs})")
         self.augment()

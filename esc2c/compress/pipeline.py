@@ -181,7 +181,7 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
 
     augment = cfg.augment()
     log(f"recipe: {cfg.preset}; augmentation {augment.to_dict()}; lr schedule {cfg.lr_schedule} "
-        f"(warm-up {cfg.warmup_epochs:g} epochs)")
+        f"(warm-up {cfg.warmup_epochs:g} epochs); each stage keeps its {cfg.epoch_selection} epoch")
 
     # The pruned FP32 students (M_Pru, M_PoKD, the KD baselines) train at student_lr_factor x lr: a 97 %-pruned
     # model starts from surviving filters, not from scratch, and with a few thousand parameters it needs larger
@@ -191,7 +191,7 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
     def tcfg(epochs: int, lr: float | None = None) -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=lr or cfg.lr, weight_decay=cfg.weight_decay,
                            T=cfg.temperature, seed=cfg.seed, device=str(dev), progress=progress, augment=augment,
-                           schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs)
+                           schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs, select=cfg.epoch_selection)
 
     common = {"arch": cfg.arch, "width": cfg.width, "seed": cfg.seed, "batch_size": cfg.batch_size,
               "lr": cfg.lr, "weight_decay": cfg.weight_decay, "temperature": cfg.temperature,
@@ -202,6 +202,8 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
     if augment.active or augment.soft_targets or cfg.lr_schedule != "constant":    # (absent for the plain recipe,
         common["recipe"] = {**augment.to_dict(), "lr_schedule": cfg.lr_schedule,   # likewise)
                             "warmup_epochs": cfg.warmup_epochs}
+    if cfg.epoch_selection != "best":            # (absent for "best", so earlier runs still resume)
+        common["epoch_selection"] = cfg.epoch_selection
     qcommon = {**common, "calib_batches": cfg.calib_batches}
     if cfg.student_lr_factor != 1.0:             # (absent at 1, so runs from before the option still resume)
         common["student_lr_factor"] = cfg.student_lr_factor

@@ -17,6 +17,8 @@ import torch
 from esc2c.errors import Esc2cError
 
 SCHEDULES = ("constant", "cosine")
+# which epoch a stage keeps: the best on the selection set, or the last (see esc2c.compress.train)
+SELECT = ("best", "last")
 
 
 def lr_factor(step: int, total_steps: int, kind: str = "constant", warmup_steps: int = 0,

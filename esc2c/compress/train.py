@@ -5,7 +5,9 @@ wrapper) with a loss chosen by name (see :mod:`esc2c.compress.losses`) against a
 frozen in eval mode. Adam (batch 64, lr 1e-3, weight decay 5e-4 by default) over the student's parameters and
 any the loss owns (FitNet's regressor), with a learning-rate schedule stepped per batch
 (:mod:`esc2c.compress.schedule`). After every epoch the student is scored on the validation set; the state with
-the best validation accuracy is what the function leaves in the model and returns.
+the best validation accuracy is what the function leaves in the model and returns (``select="best"``), or the
+state after the last epoch (``select="last"``: with a schedule that decays the learning rate to 0, the end of
+training is stable, and a small validation set picks an epoch by its noise).
 
 Augmentation (:mod:`esc2c.compress.augment`: time shift, SpecAugment masks, mixup, label smoothing) is applied
 to each training batch when ``cfg.augment`` asks for it; the teacher then runs on that same augmented batch.
@@ -49,7 +51,7 @@ from torch.nn.parallel import DistributedDataParallel
 from esc2c.compress import distributed
 from esc2c.compress.augment import AugmentConfig, augment_batch, targets
 from esc2c.compress.losses import Loss, make_loss
-from esc2c.compress.schedule import make_scheduler
+from esc2c.compress.schedule import SELECT, make_scheduler
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import ESCNet, ModelOutput
 from esc2c.models.registry import model_config
@@ -71,6 +73,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     schedule: str = "constant"     # learning-rate schedule (esc2c.compress.schedule.SCHEDULES)
     warmup_epochs: float = 0.0     # linear warm-up length of the "cosine" schedule
+    select: str = "best"           # the state returned: "best" validation accuracy, or the "last" epoch's
 
 
 @dataclass
@@ -241,6 +244,8 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
     checkpoint is written (epochs count from 1). Returns the trained module (best state loaded).
     """
     cfg = cfg or TrainConfig()
+    if cfg.select not in SELECT:
+        raise Esc2cError(f"epoch selection must be one of {', '.join(SELECT)} (got {cfg.select!r})")
     if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.weight_decay < 0:
         raise Esc2cError(f"bad training settings: epochs {cfg.epochs}, batch {cfg.batch_size}, lr {cfg.lr}, "
                          f"weight decay {cfg.weight_decay}")
@@ -364,7 +369,10 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
                     on_epoch_end(epoch + 1, row)
     finally:
         distributed.revert_batchnorm(synced_bn)
-    if best_state is not None:
+    if cfg.select == "last" and history:         # the final state is the one in the model: report it
+        best_epoch = len(history)
+        best_acc = history[-1].get("val_acc", history[-1]["train_acc"])
+    elif best_state is not None:
         student.load_state_dict(best_state)
     elif val_data is not None:                   # zero epochs: report the model as it is
         best_acc = evaluate(student, val_data, dev)["acc"]

@@ -156,8 +156,10 @@ class _Folder:
             q = intparams.quantize(f, qs, qz, axis=qaxis if qs.size > 1 else None).astype(np.int64)
         return q, scale, zp, axis
 
-    def weights(self, name: str, node, out_axis: int):
+    def weights(self, name: str, node, out_axis: int, ndim: int):
         q, scale, zp, axis = self.const_q(name, node, "weight")
+        if q.ndim != ndim:
+            raise self.err(node, f"weight '{name}' has shape {tuple(q.shape)}; {node.op_type} needs a {ndim}-D weight")
         if np.any(zp != 0):
             raise self.err(node, "weights must be symmetric (zero point 0); quantize with symmetric weights")
         if q.min() < -128 or q.max() > 127:
@@ -333,7 +335,7 @@ class _Folder:
         xt = self.tensors[x]
         if len(xt.shape) != 4:
             raise self.err(n, f"only 2-D convolutions on NCHW tensors are supported (input shape {xt.shape})")
-        w, s_w = self.weights(n.input[1], n, 0)
+        w, s_w = self.weights(n.input[1], n, 0, 4)
         kernel = tuple(int(k) for k in w.shape[2:])
         strides, pads = self._spatial(n, kernel)
         group = int(self.m.attr(n, "group", 1))
@@ -363,12 +365,12 @@ class _Folder:
                     or float(self.m.attr(n, "beta", 1.0)) != 1.0:
                 raise self.err(n, "only Gemm with transA=0, alpha=1, beta=1 is supported")
             trans_b = int(self.m.attr(n, "transB", 0))
-            w, s_w = self.weights(n.input[1], n, 0 if trans_b else 1)
+            w, s_w = self.weights(n.input[1], n, 0 if trans_b else 1, 2)
             if not trans_b:
                 w = np.ascontiguousarray(w.T)
             bias_name = n.input[2] if len(n.input) > 2 and n.input[2] else None
         else:
-            w, s_w = self.weights(n.input[1], n, 1)
+            w, s_w = self.weights(n.input[1], n, 1, 2)
             w = np.ascontiguousarray(w.T)
         if w.shape[1] != xt.shape[1]:
             raise self.err(n, f"weight has {w.shape[1]} inputs, activation has {xt.shape[1]}")
