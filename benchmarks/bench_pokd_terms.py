@@ -63,12 +63,20 @@ def run_cell(cell: Path, variants: list[str], threads: int) -> dict:
                          progress=False, **({"schedule": "cosine", "warmup_epochs": 1.0} if name.endswith("-cos")
                                             else {}))
         t0 = time.time()
-        res = train(m, tr, sel, loss, teacher=teacher if loss != "ce_aux" else None, cfg=tc, loss_options=opts)
+        curve = []                               # test accuracy after every epoch (analysis only: the pipeline
+                                                 # never looks at the test fold before the end)
+
+        def score(epoch, row, model=m):
+            curve.append(100 * evaluate(model, va, torch.device("cpu"))["acc"])
+        res = train(m, tr, sel, loss, teacher=teacher if loss != "ce_aux" else None, cfg=tc,
+                    loss_options=opts, on_epoch_end=score)
         acc = evaluate(res.model, va, torch.device("cpu"))["acc"]
         out[name] = {"test": 100 * acc, "select": 100 * res.best_val_acc, "epoch": res.best_epoch,
+                     "final": curve[-1], "last5": sum(curve[-5:]) / len(curve[-5:]), "curve": curve,
                      "seconds": time.time() - t0}
-        print(f"{cell.name:14s} {name:14s} test {100 * acc:6.2f}  select {100 * res.best_val_acc:6.2f}  "
-              f"best epoch {res.best_epoch:2d}  {time.time() - t0:5.0f} s", flush=True)
+        print(f"{cell.name:14s} {name:14s} test {100 * acc:6.2f} (holdout-selected epoch {res.best_epoch:2d}, "
+              f"select {100 * res.best_val_acc:6.2f})  final epoch {curve[-1]:6.2f}  mean of the last 5 "
+              f"{out[name]['last5']:6.2f}  best any epoch {max(curve):6.2f}  {time.time() - t0:5.0f} s", flush=True)
     return out
 
 
@@ -84,18 +92,19 @@ def main() -> None:
     if bad:
         sys.exit(f"bench_pokd_terms: unknown variant(s) {bad} (choose {', '.join(VARIANTS)})")
     results = {c.name: run_cell(c, variants, args.threads) for c in args.cells}
-    print(f"\nmean test accuracy over {len(results)} cell(s):")
-    for v in variants:
-        vals = {c: r[v]["test"] for c, r in results.items()}
-        print(f"  {v:14s} {sum(vals.values()) / len(vals):6.2f}")
-    base = variants[0]
-    if len(results) >= 2:
-        print(f"paired differences to {base} (95 % t interval):")
-        for v in variants[1:]:
-            d = stats.paired({c: r[v]["test"] for c, r in results.items()},
-                             {c: r[base]["test"] for c, r in results.items()})
-            lo, hi = d["ci"] if d["ci"] else (float("nan"), float("nan"))
-            print(f"  {v:14s} {d['mean']:+6.2f}  [{lo:+6.2f}, {hi:+6.2f}]")
+    for key, what in (("test", "holdout-selected epoch"), ("final", "final epoch"), ("last5", "mean of the last 5 epochs")):
+        print(f"\ntest accuracy, {what}, mean over {len(results)} cell(s):")
+        for v in variants:
+            vals = {c: r[v][key] for c, r in results.items()}
+            print(f"  {v:14s} {sum(vals.values()) / len(vals):6.2f}")
+        base = variants[0]
+        if len(results) >= 2:
+            print(f"  paired differences to {base} (95 % t interval):")
+            for v in variants[1:]:
+                d = stats.paired({c: r[v][key] for c, r in results.items()},
+                                 {c: r[base][key] for c, r in results.items()})
+                lo, hi = d["ci"] if d["ci"] else (float("nan"), float("nan"))
+                print(f"    {v:14s} {d['mean']:+6.2f}  [{lo:+6.2f}, {hi:+6.2f}]")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
