@@ -242,6 +242,17 @@ def test_fake_long_header_does_not_hide_the_reply():
     assert runner.reader.stats.bad_frames >= 1
 
 
+def test_truncated_frame_completed_by_the_next_sync_byte_is_a_frame():
+    """Found by the slow fuzz run: a frame cut just before its last CRC byte, when that byte is 0xA5, is
+    completed by the sync pair of whatever follows; the reader rightly returns it (and the stream generator
+    now cuts truncated frames before their CRC)."""
+    f = next(P.encode_frame(P.MSG_RESULT, s, bytes([k])) for s in range(256) for k in range(256)
+             if P.encode_frame(P.MSG_RESULT, s, bytes([k]))[-1] == 0xA5)
+    nxt = P.encode_frame(P.MSG_INFO, 9, b"abc")
+    got = read_all(f[:-1] + nxt, (5,), max_payload=64)
+    assert [P.encode_frame(x.type, x.seq, x.payload) for x in got] == [f]      # the next frame lost its sync
+
+
 def test_short_polls_still_give_up_a_corrupted_header():
     """The silence that gives up an unfinished header is counted across read_frame calls: a caller that polls
     with timeouts shorter than the frame gap (as the fuzz harness does) still gets the frame behind it."""
