@@ -267,6 +267,22 @@ def test_weight_of_the_wrong_rank_is_named(seeds, tmp_path):
         compile_model(path)
 
 
+def test_float_values_behind_dequantize_are_named(seeds, tmp_path):
+    """Seen in the slow fuzz run (a dtype mutation): float values where DequantizeLinear needs integers were
+    cast to int64 with a NaN warning instead of being refused."""
+    m = onnx.load_from_string(seeds[0])
+    deq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear"
+               and any(i.name == n.input[0] for i in m.graph.initializer))
+    init = next(i for i in m.graph.initializer if i.name == deq.input[0])
+    arr = onnx.numpy_helper.to_array(init).astype(np.float32)
+    arr.flat[0] = np.nan
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    path = tmp_path / "float_q.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(Esc2cError, match=rf"'{init.name}' feeds DequantizeLinear but holds float32 values"):
+        compile_model(path)
+
+
 @pytest.mark.slow
 @settings(FUZZ, max_examples=scaled(3_000))
 @given(st.data())

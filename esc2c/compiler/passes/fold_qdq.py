@@ -146,7 +146,11 @@ class _Folder:
         scale, zp, axis, uint8 = self.qparams(p)
         x = self.skip_identity(p.input[0])
         if x in self.m.consts:
-            q = self.m.consts[x].astype(np.int64) - (128 if uint8 else 0)
+            raw = self.m.consts[x]
+            if not np.issubdtype(raw.dtype, np.integer):
+                raise self.err(node, f"{what} '{x}' feeds DequantizeLinear but holds {raw.dtype} values, not "
+                                     "integers")
+            q = raw.astype(np.int64) - (128 if uint8 else 0)
         else:
             qn = self.m.producer.get(x)
             if qn is None or qn.op_type != "QuantizeLinear" or self.skip_identity(qn.input[0]) not in self.m.consts:
