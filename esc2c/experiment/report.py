@@ -133,9 +133,11 @@ def format_markdown(exp: dict) -> str:
     ratios = [100 * exp["cells"][n]["prune_ratio"] for n in names]
     md = [f"# esc2c experiment: {c['arch']} (width {c['width']}) on {c['dataset']}", "",
           f"{len(names)} finished cells: seeds {seeds} x test folds {folds}; each cell trains on the other folds of "
-          f"{c['cv_folds'] or sorted(set(c['train_folds']) | set(c['val_folds']))} and picks every stage's best "
-          f"epoch on {100 * c['holdout']:.0f} % of the training recordings held out, so the test fold is only "
-          f"tested. Epochs {c['epochs_teacher']}/{c['epochs_prune']}/{c['epochs_qat_ta']}/{c['epochs_qakd']}, "
+          f"{c['cv_folds'] or sorted(set(c['train_folds']) | set(c['val_folds']))} and "
+          + (f"keeps every stage's last epoch ({100 * c['holdout']:.0f} % of the training recordings held out "
+             "and scored only)" if c.get("epoch_selection", "best") == "last" else
+             f"picks every stage's best epoch on {100 * c['holdout']:.0f} % of the training recordings held out")
+          + f", so the test fold is only tested. Epochs {c['epochs_teacher']}/{c['epochs_prune']}/{c['epochs_qat_ta']}/{c['epochs_qakd']}, "
           f"prune ratio {c['prune_ratio']} (reached {np.mean(ratios):.2f} +- {np.std(ratios):.2f} %), "
           + (f"wall time per cell {np.mean(walls):.0f} s (sum {np.sum(walls):.0f} s)." if walls else ""), ""]
     if exp["unfinished"]:
