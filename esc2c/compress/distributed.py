@@ -79,15 +79,23 @@ def _resolve(device: str) -> torch.device:
     return dev
 
 
-def setup(device: str = "cpu") -> DistEnv:
-    """Join the process group torchrun describes (nothing to do for one process); the device this rank uses."""
+def launcher_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as the launcher (torchrun) set them; (0, 1, 0) for one process."""
     world = _env_int("WORLD_SIZE", 1)
-    dev = _resolve(device)
     if world <= 1:
-        return DistEnv(device=dev)
+        return 0, 1, 0
     rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world:
         raise Esc2cError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world, local
+
+
+def setup(device: str = "cpu") -> DistEnv:
+    """Join the process group torchrun describes (nothing to do for one process); the device this rank uses."""
+    rank, world, local = launcher_env()
+    dev = _resolve(device)
+    if world <= 1:
+        return DistEnv(device=dev)
     if dev.type == "cuda":
         if local >= torch.cuda.device_count():
             raise Esc2cError(f"LOCAL_RANK={local} but this node has {torch.cuda.device_count()} CUDA GPU(s): "
@@ -107,7 +115,7 @@ def setup(device: str = "cpu") -> DistEnv:
 
 def launch_rank() -> int:
     """This process's rank as the launcher set it (valid before and after the process group exists)."""
-    return _env_int("RANK", 0) if _env_int("WORLD_SIZE", 1) > 1 else 0
+    return launcher_env()[0]
 
 
 def shutdown(env: DistEnv) -> None:

@@ -109,12 +109,13 @@ class AuxKDLoss(Loss):
     """
     needs_teacher = True
     uses_aux = True
+    mode = "causal"
+    OPTIONS = ("aux_weight", "attention_grad")   # what make_loss passes on
 
-    def __init__(self, mode: str, T: float = 4.0, aux_weight: float = 1.0, attention_grad: bool = True):
+    def __init__(self, T: float = 4.0, aux_weight: float = 1.0, attention_grad: bool = True):
         super().__init__(T)
         if not aux_weight >= 0:
             raise Esc2cError(f"loss {self.name!r}: aux_weight must be >= 0 (got {aux_weight})")
-        self.mode = mode
         self.aux_weight = float(aux_weight)          # weight of the aux heads' terms (eq. 8: 1)
         self.attention_grad = bool(attention_grad)   # False: the fused teacher target is a constant
 
@@ -150,22 +151,19 @@ class AuxKDLoss(Loss):
 class PoKDLoss(AuxKDLoss):
     name = "pokd"
 
-    def __init__(self, T: float = 4.0, aux_weight: float = 1.0, attention_grad: bool = True):
-        super().__init__("causal", T, aux_weight, attention_grad)
+    mode = "causal"
 
 
 class MHKDLoss(AuxKDLoss):
     name = "mhkd"
 
-    def __init__(self, T: float = 4.0, aux_weight: float = 1.0, attention_grad: bool = True):
-        super().__init__("one", T, aux_weight, attention_grad)
+    mode = "one"
 
 
 class ALPKDLoss(AuxKDLoss):
     name = "alpkd"
 
-    def __init__(self, T: float = 4.0, aux_weight: float = 1.0, attention_grad: bool = True):
-        super().__init__("all", T, aux_weight, attention_grad)
+    mode = "all"
 
 
 class FitNetLoss(Loss):
@@ -222,7 +220,7 @@ def make_loss(name: str, student=None, teacher=None, in_shape=None, T: float = 4
         loss = FitNetLoss(cs[tap], ct[tap], tap, T=T, **kwargs)
         p = next(student.parameters())
         return loss.to(p.device)
-    allowed = {"aux_weight", "attention_grad"} if issubclass(LOSSES[name], AuxKDLoss) else set()
+    allowed = set(getattr(LOSSES[name], "OPTIONS", ()))
     if set(kwargs) - allowed:
         raise Esc2cError(f"loss {name!r} takes no options {sorted(set(kwargs) - allowed)}"
                          + (f" (it takes {sorted(allowed)})" if allowed else ""))

@@ -352,8 +352,9 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
                     v = evaluate_sharded(student, val_data, dev) if world > 1 else evaluate(student, val_data, dev)
                     row.update(val_acc=v["acc"], val_loss=v["loss"])
                 score = row.get("val_acc", row["train_acc"])
-                if score > best_acc:
-                    best_acc, best_epoch, best_state = score, epoch + 1, _state_cpu(student)
+                if score > best_acc:                 # (select "last" keeps no copy of the best state)
+                    best_acc, best_epoch = score, epoch + 1
+                    best_state = _state_cpu(student) if cfg.select == "best" else None
                 history.append(row)
                 if cfg.verbose and main:
                     tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} "

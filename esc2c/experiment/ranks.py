@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
+from esc2c.compress import distributed
 from esc2c.compress.config import CompressConfig
 from esc2c.errors import Esc2cError
 from esc2c.experiment import grid
@@ -35,25 +36,10 @@ class Launch:
     local_rank: int
 
 
-def _int_env(name: str, default: int) -> int:
-    v = os.environ.get(name, "")
-    if v == "":
-        return default
-    try:
-        return int(v)
-    except ValueError:
-        raise Esc2cError(f"environment variable {name}={v!r} is not an integer (set by torchrun)") from None
-
-
 def launched() -> Launch | None:
     """The rank of this process when a launcher (torchrun) started several; None for a plain invocation."""
-    world = _int_env("WORLD_SIZE", 1)
-    if world <= 1:
-        return None
-    rank = _int_env("RANK", 0)
-    if not 0 <= rank < world:
-        raise Esc2cError(f"RANK={rank} is outside WORLD_SIZE={world}")
-    return Launch(rank, world, _int_env("LOCAL_RANK", 0))
+    rank, world, local = distributed.launcher_env()
+    return Launch(rank, world, local) if world > 1 else None
 
 
 def child_environment(launch: Launch, device: str, cell_procs: int) -> dict:

@@ -1,7 +1,6 @@
 """`esc2c audio`: raw audio end to end on an emitted project with a front end."""
 from __future__ import annotations
 
-
 import click
 import numpy as np
 
