@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from esc2c import contract
 from esc2c.compiler.passes import conv_fast
 from esc2c.quant import intparams as ip
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 def libs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("convfast")
     out = {}
-    for mode in ip.ROUNDING_MODES:
+    for mode in contract.ROUNDING_MODES:
         so = tmp / f"conv_fast_{mode}.so"
         defs = ["-DCMSIS_NN_USE_SINGLE_ROUNDING"] if mode == "single" else []
         subprocess.run(["gcc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", *defs,
@@ -98,7 +99,7 @@ SHAPES = [
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{s[0]}x{s[1]}x{s[2]}-{s[3]}k{s[4]}x{s[5]}s{s[6][0]}{s[6][1]}"
                                                 for s in SHAPES])
-@pytest.mark.parametrize("mode", ip.ROUNDING_MODES)
+@pytest.mark.parametrize("mode", contract.ROUNDING_MODES)
 def test_fast_conv_equals_contract(libs, shape, mode):
     h, wd, cin, cout, kh, kw, stride, pads, out_hw = shape
     rng = np.random.default_rng(hash(shape) % 2**32)
@@ -120,7 +121,7 @@ def test_fast_conv_equals_contract(libs, shape, mode):
         np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
 
 
-@pytest.mark.parametrize("mode", ip.ROUNDING_MODES)
+@pytest.mark.parametrize("mode", contract.ROUNDING_MODES)
 def test_requantization_ties_match_contract(libs, mode):
     """1x1 conv with one tap and weight 1: the accumulator is the input, so every rounding tie of the
     requantization is exercised (x * 2^-n for small n) in both modes."""

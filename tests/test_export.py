@@ -8,6 +8,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from esc2c import contract
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head
 from esc2c.quant import export, intparams as ip, qat, reference
@@ -80,7 +81,7 @@ def test_graph_form_and_metadata(trained, tmp_path):
     assert onnx.helper.get_attribute_value(next(a for a in avg.attribute if a.name == "count_include_pad")) == 0
 
 
-@pytest.mark.parametrize("rounding", ip.ROUNDING_MODES)
+@pytest.mark.parametrize("rounding", contract.ROUNDING_MODES)
 def test_onnx_carries_the_exact_integer_program(trained, rounding):
     m = export.build_onnx(trained.integer_program(IN_SHAPE), rounding=rounding)
     m = onnx.load_from_string(m.SerializeToString())  # what a reader of the file sees
@@ -131,7 +132,7 @@ def test_uncalibrated_model_is_refused_and_nothing_written(tmp_path):
     assert not path.exists()
 
 
-@pytest.mark.parametrize("rounding", ip.ROUNDING_MODES)
+@pytest.mark.parametrize("rounding", contract.ROUNDING_MODES)
 def test_compiler_integer_graph_equals_the_qat_integer_program(trained, tmp_path, rounding):
     """The compiler re-derives every integer parameter from the exported file; its integer-only ONNX must
     compute the very tensors the QAT integer program does (every tensor, NHWC there, NCHW here)."""

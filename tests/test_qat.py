@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from esc2c import contract
 from esc2c.compress.losses import make_loss
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head
@@ -54,7 +55,7 @@ def _calibrated(make):
 
 
 @pytest.mark.parametrize("arch", list(MODELS))
-@pytest.mark.parametrize("rounding", ip.ROUNDING_MODES)
+@pytest.mark.parametrize("rounding", contract.ROUNDING_MODES)
 def test_integer_forward_equals_numpy_reference_every_layer(arch, rounding):
     _, q, x = _calibrated(MODELS[arch])
     xi = qat.quantize_input(q, torch.randn(6, *IN_SHAPE, generator=torch.Generator().manual_seed(3)) * 1.5)
@@ -82,7 +83,7 @@ def test_fake_quant_matches_integers_within_one_lsb(arch):
     s, zp = q.input_q.qparams()
     x_grid = torch.from_numpy((xi.astype(np.float32) - zp) * s)
     fq = q.fake_quant_codes(x_grid)
-    for rounding in ip.ROUNDING_MODES:
+    for rounding in contract.ROUNDING_MODES:
         ints = q.integer_forward(xi, rounding)
         diffs = np.concatenate([np.abs(fq[k].astype(int) - ints[k].astype(int)).ravel() for k in ints])
         within = float(np.mean(diffs <= 1))

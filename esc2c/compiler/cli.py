@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from esc2c.compiler import costmodel
+from esc2c.contract import ROUNDING_MODES
 from esc2c.errors import Esc2cError
 
 
@@ -11,7 +12,7 @@ from esc2c.errors import Esc2cError
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(), help="project directory to write")
 @click.option("--board", default=None, help="board to build firmware for (e.g. stm32f746zg); checks it fits")
-@click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True,
+@click.option("--rounding", type=click.Choice(ROUNDING_MODES), default="double", show_default=True,
               help="default requantization rounding of the emitted project (ESC2C_ROUNDING)")
 @click.option("--vectors", "n_vectors", type=click.IntRange(1, 256), default=8, show_default=True,
               help="test vectors compiled into the project (its ctest and firmware self-test)")
@@ -59,7 +60,7 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
 @click.command("verify")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--n", "n", type=click.IntRange(1, 100000), default=20, show_default=True, help="random int8 inputs")
-@click.option("--rounding", type=click.Choice(["double", "single"]), default="double", show_default=True)
+@click.option("--rounding", type=click.Choice(ROUNDING_MODES), default="double", show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--features", "n_features", type=click.IntRange(0, 10000), default=4, show_default=True,
               help="extra inputs: log-mel features of synthetic sound clips (models with an esc2c.feature_spec)")

@@ -27,6 +27,7 @@ from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.passes import run_passes
 from esc2c.compiler.passes.fuse_conv_pool import MODES as FUSE_MODES, layer_context as conv_pool_context
 from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
+from esc2c.contract import ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import claim_output_dir, output_dir
 
@@ -184,7 +185,7 @@ def make_vectors(g: Graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (n,) + tuple(g.input.shape[1:]), dtype=np.int64).astype(np.int8)
     out = {"inputs": x}
-    for mode in ("double", "single"):
+    for mode in ROUNDING_MODES:
         out[f"outputs_{mode}"] = run_int_onnx(lower_to_onnx(g, mode), x)[g.outputs[0]].reshape(n, -1)
     return out
 
@@ -212,7 +213,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
     onnx_path = Path(onnx_path)
     inputs = (onnx_path, *audio, *((cmsis_nn_path,) if cmsis_nn_path else ()))
     claim_output_dir(out, "emit", force, inputs, looks_like_project)
-    if rounding not in ("double", "single"):
+    if rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
     if kernels not in KERNEL_CHOICES:
         raise Esc2cError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, got {kernels!r}")

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.passes.fuse_conv_pool import unfuse
-from esc2c.quant.intparams import ROUNDING_MODES
+from esc2c.contract import META_OUTPUT, META_ROUNDING, ROUNDING_MODES
 
 OPSET = 17
 
@@ -206,7 +206,7 @@ def lower_to_onnx(g: Graph, rounding: str = "double") -> onnx.ModelProto:
         inp.name, TensorProto.INT8, list(inp.shape))], outputs, B.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="esc2c")
     model.ir_version = 8
-    helper.set_model_props(model, {"esc2c.rounding": rounding, "esc2c.output": g.outputs[0]})
+    helper.set_model_props(model, {META_ROUNDING: rounding, META_OUTPUT: g.outputs[0]})
     return model
 
 

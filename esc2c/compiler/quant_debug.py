@@ -17,6 +17,7 @@ import onnx
 from esc2c.compiler.emit import compile_model
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.verify import build_host, feature_inputs, run_host
+from esc2c.contract import DEFAULT_ROUNDING, META_ROUNDING
 from esc2c.errors import Esc2cError
 from esc2c.quant import export, qat
 from esc2c.quant.debug import QuantDebug, QuantDebugger
@@ -86,7 +87,7 @@ def load_project(path: str | Path) -> Project:
         program = export.program_from_onnx(onnx.load(str(out / "model.onnx")))
     except (KeyError, IndexError) as e:
         raise Esc2cError(f"{out / 'model.onnx'}: not an esc2c QDQ export (no tensor {e})") from None
-    rounding = meta.get("rounding") or g.metadata.get(export.META_ROUNDING, "double")
+    rounding = meta.get("rounding") or g.metadata.get(META_ROUNDING, DEFAULT_ROUNDING)
     return Project(out, g, program, rounding)
 
 

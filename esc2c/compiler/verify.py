@@ -21,6 +21,7 @@ from esc2c.compiler.emit import compile_model
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c import cmake, proc
+from esc2c.contract import META_FEATURE_SPEC, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 
 
@@ -184,7 +185,7 @@ def feature_inputs(g: Graph, n: int, seed: int = 0) -> np.ndarray:
     from esc2c.features import FeatureSpec, logmel
     from esc2c.quant import intparams
 
-    text = g.metadata.get("esc2c.feature_spec")
+    text = g.metadata.get(META_FEATURE_SPEC)
     if not text or n <= 0 or len(g.input.shape) != 4:
         return np.zeros((0,) + tuple(g.input.shape[1:]), np.int8)
     spec = FeatureSpec.from_json(text)
@@ -204,7 +205,7 @@ def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1
     out = Path(out)
     if not (out / "CMakeLists.txt").is_file() or not (out / "model.onnx").is_file():
         raise Esc2cError(f"{out}: not an emitted project (run `esc2c emit MODEL.onnx -o {out}` first)")
-    if rounding not in ("double", "single"):
+    if rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
     if n < 1:
         raise Esc2cError("--n must be at least 1")

@@ -26,7 +26,7 @@ from esc2c.compress.augment import AugmentConfig
 from esc2c.compress.schedule import SCHEDULES, SELECT
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
-from esc2c.quant.intparams import ROUNDING_MODES
+from esc2c.contract import ROUNDING_MODES
 
 DATASET_CHOICES = ("synthetic", "esc50", "urbansound8k")
 

@@ -22,13 +22,13 @@ import numpy as np
 
 from esc2c import features as fe
 from esc2c.data import esc50, synthetic, urbansound8k
+from esc2c.contract import DATASETS
 from esc2c.data.audio import read_audio
 from esc2c.data.catalog import Catalog, Entry
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
 from esc2c.fsutil import atomic_path
 
-DATASETS = ("synthetic", "esc50", "urbansound8k")
 SUBSETS = ("esc10",)  # also accepted wherever a dataset name is: ESC-50's ESC-10 rows, 10 classes
 CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
 _CHUNK = 64  # clips decoded and transformed at a time

@@ -21,11 +21,11 @@ import jinja2
 import numpy as np
 import onnx
 
+from esc2c.contract import META_FEATURE_SPEC, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
 from esc2c.frontend import cmsis_dsp, reference, tables
 
-META_FEATURE_SPEC = "esc2c.feature_spec"
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime" / "frontend"
 TEMPLATES = tables.TEMPLATES
 # PCM test clips compiled into firmware_audio are held to this much flash (the rest is model and code)
@@ -74,7 +74,7 @@ def synthetic_clip(spec: FeatureSpec, seed: int = 0) -> np.ndarray:
 
 
 def plan(onnx_path: str | Path, graph, enabled: bool | None = None, audio: list[str | Path] = (),
-         rounding_modes=("double", "single")) -> FrontendPlan | None:
+         rounding_modes=ROUNDING_MODES) -> FrontendPlan | None:
     """What the front end adds to the project of ``graph`` (the compiled IR of ``onnx_path``), or None when
     ``enabled`` is False, or None (auto) and the model has no FeatureSpec. ``audio`` = PCM test clips
     (any format esc2c reads); one synthetic clip is always included."""

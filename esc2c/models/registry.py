@@ -22,10 +22,10 @@ import copy
 
 from torch import nn
 
+from esc2c.contract import ARCHS
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head
 
-ARCHS = ("vgg11", "resnet18", "small")
 
 
 def _pair(v) -> list[int]:

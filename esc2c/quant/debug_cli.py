@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from esc2c.contract import ROUNDING_MODES
 from esc2c.errors import Esc2cError
 
 STAGES = ("qakd", "qat_ce", "directkd", "qat_ta")
@@ -22,7 +23,7 @@ STAGES = ("qakd", "qat_ce", "directkd", "qat_ta")
 @click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False),
               help="for an emitted project: the compress run its model.onnx comes from (float model, "
                    "validation data)")
-@click.option("--rounding", type=click.Choice(("double", "single")), default=None,
+@click.option("--rounding", type=click.Choice(ROUNDING_MODES), default=None,
               help="requantization rounding (default: the run's, or the project's)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False),

@@ -25,14 +25,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from esc2c.contract import META_CLASS_NAMES, META_FEATURE_SPEC, META_ROUNDING, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import atomic_write_bytes
 from esc2c.quant import intparams as ip
 
 OPSET = 13
-META_FEATURE_SPEC = "esc2c.feature_spec"
-META_CLASS_NAMES = "esc2c.class_names"
-META_ROUNDING = "esc2c.rounding"
 
 
 def _q(name):
@@ -47,8 +45,8 @@ def build_onnx(program: dict, batch: int = 1, feature_spec_json: str | None = No
                class_names: list[str] | None = None, rounding: str = "double",
                graph_name: str = "esc2c") -> onnx.ModelProto:
     """The QDQ ONNX model of an integer program (see the module docstring for the graph form)."""
-    if rounding not in ip.ROUNDING_MODES:
-        raise Esc2cError(f"rounding must be one of {ip.ROUNDING_MODES}, got {rounding!r}")
+    if rounding not in ROUNDING_MODES:
+        raise Esc2cError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
     T = program["tensors"]
     out_name = program["output"]
     nodes, inits = [], []

@@ -19,9 +19,10 @@ import math
 
 import numpy as np
 
+from esc2c.contract import ROUNDING_MODES, check_rounding
+
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-ROUNDING_MODES = ("double", "single")
 ADD_LEFT_SHIFT = 20  # TFLite ADD int8: inputs are shifted left by 20 before their own rescale
 
 
@@ -59,8 +60,7 @@ def round_half_away(x):
 
 def requantize(acc, multiplier, shift, rounding: str = "double") -> np.ndarray:
     """Exact arm_nn_requantize on int64 numpy arrays (broadcasting over channels)."""
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
+    check_rounding(rounding)
     acc = np.asarray(acc, dtype=np.int64)
     m = np.asarray(multiplier, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)

@@ -37,6 +37,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from esc2c.contract import ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head, LinearAct, ModelOutput
 from esc2c.quant import intparams as ip
@@ -481,8 +482,8 @@ class QATNet(nn.Module):
 def run_integer(program: dict, x_int8, rounding: str = "double") -> dict[str, np.ndarray]:
     """Execute an integer program with exact integer arithmetic (torch float64 sums of int8 products are
     exact integers below 2^53; requantization by :func:`intparams.requantize`)."""
-    if rounding not in ip.ROUNDING_MODES:
-        raise Esc2cError(f"rounding must be one of {ip.ROUNDING_MODES}, got {rounding!r}")
+    if rounding not in ROUNDING_MODES:
+        raise Esc2cError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
     x = np.asarray(x_int8)
     if x.dtype != np.int8:
         raise Esc2cError(f"integer input must be int8, got {x.dtype}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from esc2c.contract import ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.quant import intparams as ip
 
@@ -92,8 +93,8 @@ def fully_connected(x, w, bias, zp_in, s_in, s_w, s_out, zp_out, act, rounding) 
 
 def run(program: dict, x_int8, rounding: str = "double") -> dict[str, np.ndarray]:
     """Execute ``program`` on int8 input [N, C, H, W]; returns {tensor name: int8 array} for every tensor."""
-    if rounding not in ip.ROUNDING_MODES:
-        raise Esc2cError(f"rounding must be one of {ip.ROUNDING_MODES}, got {rounding!r}")
+    if rounding not in ROUNDING_MODES:
+        raise Esc2cError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
     x = np.asarray(x_int8)
     if x.dtype != np.int8:
         raise Esc2cError(f"reference input must be int8, got {x.dtype}")

@@ -1,0 +1,32 @@
+"""The names every part of esc2c agrees on, in one place (DESIGN.md: the integer contract).
+
+Rounding modes of the int8 requantization, the ONNX metadata keys ``compress`` writes and ``emit`` reads,
+and the architectures and datasets the tool knows. Modules import these names; none repeats the literals.
+"""
+from __future__ import annotations
+
+# requantization rounding: "double" is CMSIS-NN's arm_nn_requantize (doubling high multiply, then a rounding
+# shift), "single" TFLite's single-rounding variant (esc2c.quant.intparams.requantize implements both)
+ROUNDING_MODES = ("double", "single")
+DEFAULT_ROUNDING = "double"
+
+# ONNX metadata_props written by esc2c.quant.export and read by the compiler and the log-mel front end
+META_FEATURE_SPEC = "esc2c.feature_spec"  # FeatureSpec JSON
+META_CLASS_NAMES = "esc2c.class_names"  # JSON list of class names
+META_ROUNDING = "esc2c.rounding"  # one of ROUNDING_MODES
+META_OUTPUT = "esc2c.output"  # integer ONNX (compiler lowering): the name of the logits tensor
+
+# what `esc2c compress` can build and train on
+ARCHS = ("vgg11", "resnet18", "small")
+DATASETS = ("synthetic", "esc50", "urbansound8k")
+
+# the files `esc2c emit` writes beside the C sources, which verify / run / audio read back
+PROJECT_META = "esc2c.json"
+PROJECT_IR = "model.ir.json"
+
+
+def check_rounding(rounding: str) -> str:
+    """``rounding`` if it is one of :data:`ROUNDING_MODES`; otherwise ValueError naming the choices."""
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
+    return rounding
