@@ -12,7 +12,7 @@ Models: the paper-size reference model of bench_profile.py (``reference``: fast 
 CMSIS-NN convolutions) and ESCNets quantized with random calibration (esc2c.compress.deploy_graph): a
 VGG-11 (width 0.25, 40 x 173 input) pruned by CUP to 97 % and to 90 % (channel multiple 4), a pruned
 ResNet-18 (residual adds, 1x1 shortcuts), the small CNN and a VGG-11 pruned to 80 %. Each is emitted and run
-once on QEMU mps2-an500 with the per-layer profile (esc2c/target/runner.py). The goal: the whole-inference
+once on QEMU mps2-an500 with the per-layer profile (esc2c/device/runner.py). The goal: the whole-inference
 estimate within 10 % of the measurement for the reference model and the pruned VGG-11.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def firmware_overhead(name: str, res) -> dict:
     vector, RAM beside the arena (what esc2c.compress.budget adds as FLASH_CODE_BYTES / RAM_BASE_BYTES)."""
     from esc2c.compiler.passes.conv_fast import flash_bytes_delta
     from esc2c.compress import budget
-    from esc2c.target.build import build_firmware
+    from esc2c.device.build import build_firmware
 
     fw = build_firmware(res.out, "stm32f746zg")
     g = res.graph
@@ -80,7 +80,7 @@ def firmware_overhead(name: str, res) -> dict:
 
 def measure(name: str, tmp: Path, firmware: bool = False) -> dict:
     from esc2c.compiler.emit import emit
-    from esc2c.target.runner import run_qemu
+    from esc2c.device.runner import run_qemu
 
     path, kernels = onnx_for(name, tmp)
     res = emit(path, tmp / f"out_{name}", n_vectors=1, kernels=kernels, board="stm32f746zg" if firmware else None)

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _frontend_models import clip_files, label_of, make_model, read  # noqa: E402
 
 from esc2c.compiler.emit import emit  # noqa: E402
-from esc2c.frontend import firmware, verify  # noqa: E402
-from esc2c.frontend.project import AUDIO_FLASH_BUDGET  # noqa: E402
+from esc2c.logmel import audio_check, firmware  # noqa: E402
+from esc2c.logmel.project import AUDIO_FLASH_BUDGET  # noqa: E402
 
 SECONDS = {"urbansound8k": 4.0, "esc50": 5.0}
 N_CLASSES = {"urbansound8k": 10, "esc50": 50}
@@ -51,7 +51,7 @@ def bench(dataset: str, args, tmp: Path) -> None:
           f"clips in {time.perf_counter() - t0:.0f} s")
     pcms = read(test)
     r = emit(tmp / "model.onnx", tmp / "host", n_vectors=1)
-    rep = verify.compare(r.out, pcms)
+    rep = audio_check.compare(r.out, pcms)
     print(f"host (x86-64, gcc, CMake Release): {rep.text()}; {len(set(rep.py_classes.tolist()))} distinct classes predicted")
 
     same = elements = worst = agree = clips = 0

@@ -80,7 +80,7 @@ def conv_only(p, graph=None) -> tuple[int, int]:
 
 
 def profile_project(out: Path, label: str, vectors: int, graph=None) -> dict:
-    from esc2c.target.runner import run_qemu
+    from esc2c.device.runner import run_qemu
 
     print(f"\n=== {label}: {out}")
     t0 = time.perf_counter()

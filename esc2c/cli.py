@@ -20,9 +20,9 @@ def _register() -> None:
     from esc2c.compress.cli import compress
     from esc2c.data.cli import datasets
     from esc2c.experiment.cli import experiment
-    from esc2c.frontend.cli import audio_cmd
+    from esc2c.logmel.cli import audio_cmd
     from esc2c.quant.debug_cli import qdebug_cmd
-    from esc2c.target.cli import flash_cmd, run_cmd
+    from esc2c.device.cli import flash_cmd, run_cmd
 
     cli.add_command(datasets)
     cli.add_command(compress)

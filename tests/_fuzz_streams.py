@@ -6,7 +6,7 @@ import struct
 
 from hypothesis import strategies as st
 
-from esc2c.target import protocol as P
+from esc2c.device import protocol as P
 
 CRC_BYTES = P.CRC.size
 TYPES = [P.MSG_PING, P.MSG_RUN, P.MSG_RUN_LAYERS, P.MSG_BYE, P.MSG_INFO, P.MSG_RESULT, P.MSG_LAYER, P.MSG_ERROR]

@@ -161,7 +161,7 @@ def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding):
     and asymmetric padding; the host build itself equals the integer ONNX vectors (checked by run_qemu)."""
     from _compiler_models import build
     from esc2c.compiler.emit import emit
-    from esc2c.target.runner import run_qemu
+    from esc2c.device.runner import run_qemu
 
     res = emit(build("vgg_asym", tmp_path), tmp_path / "out", board="stm32f746zg", n_vectors=4, kernels="fast",
                rounding=rounding)

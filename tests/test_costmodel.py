@@ -8,7 +8,7 @@ from esc2c.compiler import costmodel
 from esc2c.compress import cup
 from esc2c.compress.deploy_graph import compile_float, quantized_onnx
 from esc2c.models.registry import build_model
-from esc2c.target.runner import run_qemu
+from esc2c.device.runner import run_qemu
 
 IN = (1, 32, 40)
 

@@ -15,8 +15,8 @@ from esc2c import cmake
 from esc2c.compiler.emit import emit
 from esc2c.compiler.verify import build_host, verify
 from esc2c.errors import Esc2cError
-from esc2c.target.build import build_firmware, build_host_runner
-from esc2c.target.runner import HostReference, run_qemu
+from esc2c.device.build import build_firmware, build_host_runner
+from esc2c.device.runner import HostReference, run_qemu
 
 from _compiler_models import build
 

@@ -158,7 +158,7 @@ def test_fused_output_may_overlap_consumed_input(models):
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
                     reason="needs gcc-arm-none-eabi and qemu-system-arm")
 def test_fused_model_on_qemu_is_bit_exact_with_host(models, tmp_path):
-    from esc2c.target.runner import run_qemu
+    from esc2c.device.runner import run_qemu
 
     out = emit(models["resnet"], tmp_path / "out", board="stm32f746zg", n_vectors=2, fuse="all").out
     report = run_qemu(out, vectors=6, debug_layers=True, echo=lambda s: None)
@@ -202,7 +202,7 @@ def test_paper_size_models_fused_bit_exact_and_within_tflm_goal(arch, tmp_path):
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
                     reason="needs gcc-arm-none-eabi and qemu-system-arm")
 def test_paper_size_fused_resnet18_on_qemu_every_layer(tmp_path):
-    from esc2c.target.runner import run_qemu
+    from esc2c.device.runner import run_qemu
 
     out = emit(_paper_export("resnet18", tmp_path), tmp_path / "out", board="stm32f746zg", n_vectors=2).out
     report = run_qemu(out, vectors=3, debug_layers=True, echo=lambda s: None)

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the serial protocol: the host reader (esc2c.target.protocol) and the device
+"""Property-based fuzzing of the serial protocol: the host reader (esc2c.device.protocol) and the device
 parser (boards/common/protocol.c built for the host with AddressSanitizer and UBSan) on random streams of
 valid frames, noise, corrupted frames and fake headers; and the whole-request deadlines of SerialRunner.
 The default run checks a few hundred streams; the slow profile (-m slow) checks over 100,000."""
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from esc2c.target import protocol as P
-from esc2c.target.boards import BOARDS_DIR
-from esc2c.target.serial_runner import DeviceInfo, SerialRunner
+from esc2c.device import protocol as P
+from esc2c.device.boards import BOARDS_DIR
+from esc2c.device.serial_runner import DeviceInfo, SerialRunner
 
 from _fuzz import scaled
 from _fuzz_streams import frames, requests, streams

@@ -1,5 +1,5 @@
 """The serial protocol: framing and CRC, resync after garbage and timeouts, on both the host side
-(esc2c.target.protocol, SerialRunner) and the device side (boards/common/protocol.c built for the host)."""
+(esc2c.device.protocol, SerialRunner) and the device side (boards/common/protocol.c built for the host)."""
 from __future__ import annotations
 
 import shutil
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import serial
 
-from esc2c.target import protocol as P
-from esc2c.target.boards import BOARDS_DIR
-from esc2c.target.serial_runner import SerialRunner
+from esc2c.device import protocol as P
+from esc2c.device.boards import BOARDS_DIR
+from esc2c.device.serial_runner import SerialRunner
 
 
 def test_frame_layout_and_crc():

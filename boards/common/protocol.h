@@ -1,5 +1,5 @@
 /*
- * esc2c serial protocol, device side (esc2c/target/protocol.py is the host side).
+ * esc2c serial protocol, device side (esc2c/device/protocol.py is the host side).
  *
  * Frame: 0xA5 0x5A | type u8 | seq u8 | length u32 LE | payload[length] | crc32 u32 LE
  * The CRC (zlib's CRC-32) covers type, seq, length and payload. A receiver skips bytes until the sync

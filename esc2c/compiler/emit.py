@@ -21,7 +21,7 @@ import jinja2
 import numpy as np
 
 from esc2c import __version__
-from esc2c.compiler.frontend import load_ir
+from esc2c.compiler.importer import load_ir
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.passes import run_passes
@@ -204,7 +204,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
          frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS,
          fuse: str = "auto", force: bool = False) -> EmitResult:
     """``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
-    ``audio``: PCM test clips for it (esc2c/frontend/project.py); ``kernels``: "fast" runs plain
+    ``audio``: PCM test clips for it (esc2c/logmel/project.py); ``kernels``: "fast" runs plain
     convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's;
     ``fuse``: which conv -> pool pairs run band-wise without storing the conv output: "auto" (when that
     makes the arena smaller), "all" or "none" (passes/fuse_conv_pool.py). ``out`` is replaced only when it is
@@ -227,7 +227,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         if not (nn_path / "Include" / "arm_nnfunctions.h").is_file():
             raise Esc2cError(f"{nn_path}: not a CMSIS-NN checkout (no Include/arm_nnfunctions.h)")
     vectors = make_vectors(g, n_vectors, seed)
-    from esc2c.frontend import project as fe_project
+    from esc2c.logmel import project as fe_project
 
     fe_plan = fe_project.plan(onnx_path, g, frontend, list(audio))
     layers, arrays = _layers(g)
@@ -265,7 +265,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         if fe_plan is not None:
             fe_project.write(fe_plan, tmp, __version__, onnx_path.name)
         if board:
-            from esc2c.target.boards import copy_board
+            from esc2c.device.boards import copy_board
 
             copy_board(board, tmp / "board")
         shutil.copyfile(onnx_path, tmp / "model.onnx")

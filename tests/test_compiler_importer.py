@@ -5,7 +5,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from _compiler_models import build, export_float, VGGish
-from esc2c.compiler.frontend import SUPPORTED_OPS, load_ir, load_model
+from esc2c.compiler.importer import SUPPORTED_OPS, load_ir, load_model
 from esc2c.errors import Esc2cError
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from esc2c.cli import main as cli_main
 from esc2c.errors import Esc2cError
-from esc2c.target import flash as flash_mod
-from esc2c.target.boards import available_boards, copy_board
-from esc2c.target.build import build_firmware, elf_symbol
+from esc2c.device import flash as flash_mod
+from esc2c.device.boards import available_boards, copy_board
+from esc2c.device.build import build_firmware, elf_symbol
 from tests.fixtures.fake_model import FakeModel
 
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs gcc-arm-none-eabi")

@@ -2,7 +2,7 @@
 metadata ``esc2c.feature_spec``, or with ``--frontend``):
 
 OUT/
-  esc2c_frontend_config.h esc2c_frontend_tables.c   generated from the FeatureSpec (esc2c.frontend.tables)
+  esc2c_frontend_config.h esc2c_frontend_tables.c   generated from the FeatureSpec (esc2c.logmel.tables)
   audio_vectors.h                                   int16 PCM test clips, the Python pipeline's int8 input
                                                     for each and the integer reference's logits
   runtime/frontend/                                 copy of the repo's runtime/frontend/ (C front end, runners)
@@ -24,7 +24,7 @@ import onnx
 from esc2c.contract import META_FEATURE_SPEC, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
-from esc2c.frontend import cmsis_dsp, reference, tables
+from esc2c.logmel import cmsis_dsp, pipeline, tables
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime" / "frontend"
 TEMPLATES = tables.TEMPLATES
@@ -70,7 +70,7 @@ def synthetic_clip(spec: FeatureSpec, seed: int = 0) -> np.ndarray:
     x += 0.5 * env * rng.standard_normal(n)
     x += 1e-3 * np.sin(2 * np.pi * 440.0 * t)
     x[int(0.9 * n):] = 0.0
-    return reference.to_pcm(np.clip(x, -1.0, 1.0))
+    return pipeline.to_pcm(np.clip(x, -1.0, 1.0))
 
 
 def plan(onnx_path: str | Path, graph, enabled: bool | None = None, audio: list[str | Path] = (),
@@ -101,7 +101,7 @@ def plan(onnx_path: str | Path, graph, enabled: bool | None = None, audio: list[
         raise Esc2cError(f"{onnx_path}: front end: {e}{hint}") from None
     clips, names = [synthetic_clip(spec)], ["synthetic"]
     for a in audio:
-        clips.append(reference.read_pcm(str(a), spec.sample_rate))
+        clips.append(pipeline.read_pcm(str(a), spec.sample_rate))
         names.append(Path(a).name)
     n = spec.n_samples
     pcm_bytes = 2 * n * len(clips)
@@ -112,7 +112,7 @@ def plan(onnx_path: str | Path, graph, enabled: bool | None = None, audio: list[
     p.clip_names = names
     p.lengths = np.array([min(len(c), n) for c in clips])
     p.pcm = np.stack([np.pad(c[:n], (0, n - min(len(c), n))) for c in clips]).astype(np.int16)
-    p.expect_input = np.stack([reference.model_input(spec, c, scale, zp) for c in clips])
+    p.expect_input = np.stack([pipeline.model_input(spec, c, scale, zp) for c in clips])
     from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 
     x = p.expect_input.reshape((len(clips),) + tuple(inp.shape[1:]))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from esc2c import cmake, proc
 from esc2c.errors import Esc2cError
-from esc2c.target.boards import BOARDS_DIR, COMMON, copy_board
+from esc2c.device.boards import BOARDS_DIR, COMMON, copy_board
 
 REQUIRED_FILES = ("model.h", "model.c", "test_vectors.h", "CMakeLists.txt")
 WORK = ".esc2c"

@@ -1,5 +1,5 @@
 """Drive esc2c firmware over a serial line (a Nucleo's /dev/ttyACM0, or QEMU's UART through
-``socket://host:port``) with the framed protocol of esc2c.target.protocol."""
+``socket://host:port``) with the framed protocol of esc2c.device.protocol."""
 from __future__ import annotations
 
 import struct
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from esc2c.errors import Esc2cError
-from esc2c.target import protocol as P
+from esc2c.device import protocol as P
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import numpy as np
 
 from esc2c import proc
 from esc2c.errors import Esc2cError
-from esc2c.target import profile as prof
-from esc2c.target import protocol as P
-from esc2c.target.build import build_firmware, build_host_runner, check_project, elf_functions, elf_symbol
-from esc2c.target.qemu import QemuSession
-from esc2c.target.serial_runner import RunResult, SerialRunner, open_port
+from esc2c.device import profile as prof
+from esc2c.device import protocol as P
+from esc2c.device.build import build_firmware, build_host_runner, check_project, elf_functions, elf_symbol
+from esc2c.device.qemu import QemuSession
+from esc2c.device.serial_runner import RunResult, SerialRunner, open_port
 
 
 @dataclass

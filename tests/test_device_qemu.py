@@ -16,11 +16,11 @@ import pytest
 
 from esc2c.cli import main as cli_main
 from esc2c.errors import Esc2cError
-from esc2c.target import protocol as P
-from esc2c.target.build import build_firmware
-from esc2c.target.qemu import QemuSession
-from esc2c.target.runner import run_qemu
-from esc2c.target.serial_runner import SerialRunner
+from esc2c.device import protocol as P
+from esc2c.device.build import build_firmware
+from esc2c.device.qemu import QemuSession
+from esc2c.device.runner import run_qemu
+from esc2c.device.serial_runner import SerialRunner
 from tests.fixtures.fake_model import FakeModel
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,

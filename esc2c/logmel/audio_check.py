@@ -11,8 +11,8 @@ import onnx
 
 from esc2c import cmake, proc
 from esc2c.errors import Esc2cError
-from esc2c.frontend import reference
-from esc2c.frontend.project import spec_from_onnx
+from esc2c.logmel import pipeline
+from esc2c.logmel.project import spec_from_onnx
 
 WORK = ".esc2c"
 
@@ -73,7 +73,7 @@ def python_pipeline(out: Path, pcms: list[np.ndarray]) -> tuple[np.ndarray, np.n
     out = Path(out)
     spec = spec_from_onnx(out / "model.onnx")
     g = compile_model(out / "model.onnx")
-    x = np.stack([reference.model_input(spec, p, float(np.float32(g.input.scale)), g.input.zero_point) for p in pcms])
+    x = np.stack([pipeline.model_input(spec, p, float(np.float32(g.input.scale)), g.input.zero_point) for p in pcms])
     logits = run_int_onnx(onnx.load(str(out / "model_int.onnx")), x.reshape((len(pcms),) + tuple(g.input.shape[1:])))
     return x, logits[g.outputs[0]].reshape(len(pcms), -1)
 

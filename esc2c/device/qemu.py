@@ -1,6 +1,6 @@
 """The firmware on QEMU mps2-an500 (Cortex-M7): console and exit code through semihosting, the serial
 protocol on UART0 exposed as a TCP server that pyserial opens as ``socket://127.0.0.1:PORT``, and
-optionally the instruction-count plugin (esc2c/target/plugin/insn_count.c, built here on first use)."""
+optionally the instruction-count plugin (esc2c/device/plugin/insn_count.c, built here on first use)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from esc2c import proc
 from esc2c.errors import Esc2cError
-from esc2c.target.build import require_tool
+from esc2c.device.build import require_tool
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "plugin" / "insn_count.c"
 MACHINE = "mps2-an500"

@@ -1,4 +1,4 @@
-"""Front end: load an INT8 QDQ ONNX model, check it, and fold it into the integer IR.
+"""Load an INT8 QDQ ONNX model and check it (the first half of the importer; fold_qdq is the second).
 
 Checks, each failing with one clear line (Esc2cError) that names the file/node/input:
   * the file loads (not corrupt) and passes onnx.checker;
@@ -6,7 +6,7 @@ Checks, each failing with one clear line (Esc2cError) that names the file/node/i
   * every graph input has static dimensions;
   * the model is quantized (has QuantizeLinear/DequantizeLinear), else it says how to quantize it;
   * every node's op is supported, else it names the node, the op and the supported list.
-The folding itself lives in passes/fold_qdq.py.
+The folding itself lives in importer/fold_qdq.py.
 """
 from __future__ import annotations
 
@@ -153,10 +153,3 @@ def _tensor(t: onnx.TensorProto, where: str) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - data that does not match dims or data_type
         raise Esc2cError(f"{where} is malformed (dims {dims}, data type {t.data_type}): "
                          f"{type(e).__name__}: {str(e)[:120]}") from None
-
-
-def load_ir(path: str | Path):
-    """ONNX file -> integer IR in the ONNX layout (before the layout/qparams/kernel/memory passes)."""
-    from esc2c.compiler.passes.fold_qdq import fold_qdq
-
-    return fold_qdq(load_model(path))

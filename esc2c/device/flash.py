@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from esc2c.errors import Esc2cError
-from esc2c.target.build import build_firmware
+from esc2c.device.build import build_firmware
 
 PROBES = ("pyocd", "st-flash", "openocd")
 BOARD = "stm32f746zg"

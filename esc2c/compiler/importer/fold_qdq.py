@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from esc2c.compiler.frontend import OnnxModel
+from esc2c.compiler.importer.onnx_model import OnnxModel
 from esc2c.compiler.ir import Graph, Op, Tensor
 from esc2c.errors import Esc2cError
 from esc2c.quant import intparams

@@ -10,8 +10,8 @@ import pytest
 
 from _compiler_models import build
 from esc2c.compiler.emit import emit
-from esc2c.target.build import build_firmware
-from esc2c.target.runner import run_qemu
+from esc2c.device.build import build_firmware
+from esc2c.device.runner import run_qemu
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("cmake", "arm-none-eabi-gcc", "qemu-system-arm")),

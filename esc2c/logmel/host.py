@@ -1,7 +1,7 @@
 """The C front end built for this machine, on its own (no model): runtime/frontend/ + the generated
 files + CMSIS-DSP's portable C, compiled with the host gcc into a cache directory keyed by the sources'
 hash. ``run`` feeds it int16 PCM clips and returns the int8 model inputs it computes, so tests and
-benchmarks compare it with :mod:`esc2c.frontend.reference`."""
+benchmarks compare it with :mod:`esc2c.logmel.pipeline`."""
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +15,7 @@ import numpy as np
 from esc2c import proc
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
-from esc2c.frontend import cmsis_dsp, tables
+from esc2c.logmel import cmsis_dsp, tables
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime" / "frontend"
 CFLAGS = ["-O2", "-std=c99", "-D__GNUC_PYTHON__"]

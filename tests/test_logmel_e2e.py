@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from _frontend_models import clip_files, label_of, make_model, read
+from _logmel_models import clip_files, label_of, make_model, read
 from esc2c.compiler.emit import emit
 from esc2c.errors import Esc2cError
-from esc2c.frontend import verify
+from esc2c.logmel import audio_check
 
 needs_cmake = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 SECONDS = {"urbansound8k": 4.0, "esc50": 5.0}
@@ -53,7 +53,7 @@ def test_emit_generates_the_front_end(us8k):
 @pytest.mark.parametrize("which", ["us8k", "esc50"])
 def test_raw_audio_c_equals_python(which, request):
     r, pcms = request.getfixturevalue(which)
-    rep = verify.compare(r.out, pcms)
+    rep = audio_check.compare(r.out, pcms)
     assert rep.identical_share >= 0.99, rep.text()
     assert rep.max_diff <= 1, rep.text()
     assert rep.class_agreement >= 0.99, rep.text()
@@ -64,7 +64,7 @@ def test_raw_audio_c_equals_python(which, request):
 def test_emitted_audio_self_test_passes(us8k):
     """The project's ctest: compiled-in PCM clips through front end + model, streaming == whole clip."""
     r, _ = us8k
-    exe = verify.build_host(r.out)
+    exe = audio_check.build_host(r.out)
     p = subprocess.run([str(exe)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout
     assert "@audio_done 2 2" in p.stdout
@@ -82,7 +82,7 @@ def test_no_frontend_flag_and_model_without_spec(us8k, tmp_path):
     auto = emit(tmp_path / "nospec.onnx", tmp_path / "auto", n_vectors=1)
     assert not (auto.out / "audio_vectors.h").exists()
     with pytest.raises(Esc2cError, match="no front end"):
-        verify.build_host(plain.out)
+        audio_check.build_host(plain.out)
     with pytest.raises(Esc2cError, match="FeatureSpec"):
         emit(tmp_path / "nospec.onnx", tmp_path / "forced", n_vectors=1, frontend=True)
     assert not (tmp_path / "forced").exists()
@@ -93,7 +93,7 @@ def test_no_frontend_flag_and_model_without_spec(us8k, tmp_path):
 def test_raw_audio_on_qemu_cortex_m7(which, request):
     """firmware_audio on QEMU mps2-an500: the compiled-in clips through front end + model on the M7 match
     the Python pipeline (>= 99 % identical input, max 1 LSB, same class, streaming == whole clip)."""
-    from esc2c.frontend import firmware
+    from esc2c.logmel import firmware
 
     r, _ = request.getfixturevalue(which)
     fw, run = firmware.run(r.out)
@@ -105,7 +105,7 @@ def test_raw_audio_on_qemu_cortex_m7(which, request):
 
 @pytest.mark.slow
 def test_stm32f746zg_raw_audio_firmware_fits(us8k):
-    from esc2c.frontend import firmware
+    from esc2c.logmel import firmware
 
     r, _ = us8k
     fw = firmware.build(r.out, "stm32f746zg")

@@ -5,7 +5,7 @@ import click
 import numpy as np
 
 from esc2c.errors import Esc2cError
-from esc2c.target.build import check_project
+from esc2c.device.build import check_project
 
 
 @click.command("audio")
@@ -17,8 +17,8 @@ from esc2c.target.build import check_project
 def audio_cmd(out, files, target):
     """Run OUT's C front end + model on raw audio and compare with the Python pipeline
     (>= 99 % identical int8 input elements, max 1 LSB, the same predicted class)."""
-    from esc2c.frontend import firmware, reference, verify
-    from esc2c.frontend.project import spec_from_onnx
+    from esc2c.logmel import audio_check, firmware, pipeline
+    from esc2c.logmel.project import spec_from_onnx
 
     out = check_project(out)
     if target == "qemu":
@@ -40,11 +40,11 @@ def audio_cmd(out, files, target):
     if spec is None:
         raise Esc2cError(f"{out}/model.onnx carries no FeatureSpec: the project has no front end")
     if files:
-        pcms = [reference.read_pcm(f, spec.sample_rate) for f in files]
+        pcms = [pipeline.read_pcm(f, spec.sample_rate) for f in files]
     else:
         pcm, lengths = np.load(out / "audio_vectors" / "pcm.npy"), np.load(out / "audio_vectors" / "lengths.npy")
         pcms = [p[:n] for p, n in zip(pcm, lengths)]
-    rep = verify.compare(out, pcms)
+    rep = audio_check.compare(out, pcms)
     click.echo(rep.text())
     if rep.identical_share < 0.99 or rep.max_diff > 1 or rep.class_agreement < 0.99:
         raise Esc2cError("raw-audio check failed: the C pipeline differs from the Python pipeline beyond the bounds")
