@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from esc2c.compiler.emit import cmsis_paths, compile_model, emit
+from esc2c.compiler.driver import compile_model
+from esc2c.compiler.emit import cmsis_paths, emit
 
 
 def _m7_objects_size(out: Path, work: Path) -> int:

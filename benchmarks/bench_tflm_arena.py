@@ -54,7 +54,7 @@ def _esc2c_export(arch: str, width: float, tmp: Path) -> Path:
 
 
 def measure(model: Path) -> dict:
-    from esc2c.compiler.emit import compile_model
+    from esc2c.compiler.driver import compile_model
     from esc2c.compiler.tflite_writer import write_tflite
     from esc2c.compiler.tflm import smallest_arena
 

@@ -176,7 +176,8 @@ def test_kernel_choice_selection_scratch_and_flash(tmp_path, capsys):
     weights counted in flash; `--kernels cmsis` keeps CMSIS-NN everywhere; bad choices are refused."""
     from _compiler_models import build
     from esc2c.cli import main as cli_main
-    from esc2c.compiler.emit import check_fit, compile_model, emit
+    from esc2c.compiler.driver import compile_model
+    from esc2c.compiler.emit import check_fit, emit
     from esc2c.errors import Esc2cError
 
     model = build("vgg", tmp_path)

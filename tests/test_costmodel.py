@@ -55,7 +55,7 @@ def test_estimate_within_10_percent_of_qemu(tmp_path, capsys):
     assert cli_main(["emit", str(onnx_path), "-o", str(out), "--vectors", "1"]) == 0
     text = capsys.readouterr().out
     assert "ESTIMATE" in text and "estimated latency:" in text and "ms at 216 MHz (estimate: cost model" in text
-    from esc2c.compiler.emit import compile_model
+    from esc2c.compiler.driver import compile_model
 
     est = costmodel.estimate(compile_model(onnx_path))
     prof = run_qemu(out, vectors=1, profile=True, echo=lambda s: None).profile

@@ -136,7 +136,7 @@ def test_uncalibrated_model_is_refused_and_nothing_written(tmp_path):
 def test_compiler_integer_graph_equals_the_qat_integer_program(trained, tmp_path, rounding):
     """The compiler re-derives every integer parameter from the exported file; its integer-only ONNX must
     compute the very tensors the QAT integer program does (every tensor, NHWC there, NCHW here)."""
-    from esc2c.compiler.emit import compile_model
+    from esc2c.compiler.driver import compile_model
     from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 
     path = tmp_path / "m.onnx"

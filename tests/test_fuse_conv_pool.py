@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from _compiler_models import export_float, quantize
-from esc2c.compiler.emit import compile_model, emit
+from esc2c.compiler.driver import compile_model
+from esc2c.compiler.emit import emit
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.passes.fuse_conv_pool import KIND, schedule, unfuse, windows
 from esc2c.compiler.tflite_writer import write_tflite

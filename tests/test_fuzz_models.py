@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from esc2c.compiler.emit import compile_model, emit
+from esc2c.compiler.driver import compile_model
+from esc2c.compiler.emit import emit
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.verify import compare_layers, run_host
 from esc2c.errors import Esc2cError

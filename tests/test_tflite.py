@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from _compiler_models import build, export_float, quantize
-from esc2c.compiler.emit import compile_model
+from esc2c.compiler.driver import compile_model
 from esc2c.compiler.ir import Graph, Op, Tensor
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.tflite_writer import activation_ranges, tflite_padding, write_tflite

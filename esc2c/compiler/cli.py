@@ -12,8 +12,9 @@ from esc2c.errors import Esc2cError
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(), help="project directory to write")
 @click.option("--board", default=None, help="board to build firmware for (e.g. stm32f746zg); checks it fits")
-@click.option("--rounding", type=click.Choice(ROUNDING_MODES), default="double", show_default=True,
-              help="default requantization rounding of the emitted project (ESC2C_ROUNDING)")
+@click.option("--rounding", type=click.Choice(ROUNDING_MODES), default=None,
+              help="default requantization rounding of the emitted project (ESC2C_ROUNDING) [default: the model's "
+                   "esc2c.rounding metadata, written by `esc2c compress`, else double]")
 @click.option("--vectors", "n_vectors", type=click.IntRange(1, 256), default=8, show_default=True,
               help="test vectors compiled into the project (its ctest and firmware self-test)")
 @click.option("--cmsis-nn", "cmsis_nn", default=None, type=click.Path(file_okay=False),
@@ -38,6 +39,8 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
     r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn,
              frontend=frontend, audio=audio, kernels=kernels, fuse=fuse, force=force)
     click.echo(r.summary())
+    for note in r.notes:
+        click.echo(f"note: {note}")
     if (r.out / "esc2c_frontend_config.h").is_file():
         click.echo(f"log-mel front end: esc2c_frontend_config.h, esc2c_frontend_tables.c, runtime/frontend/ "
                    f"(+ {1 + len(audio)} PCM test clip(s) in audio_vectors.h)")
@@ -60,7 +63,8 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
 @click.command("verify")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--n", "n", type=click.IntRange(1, 100000), default=20, show_default=True, help="random int8 inputs")
-@click.option("--rounding", type=click.Choice(ROUNDING_MODES), default="double", show_default=True)
+@click.option("--rounding", type=click.Choice(ROUNDING_MODES), default=None,
+              help="rounding of the host build [default: the one OUT was emitted with]")
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--features", "n_features", type=click.IntRange(0, 10000), default=4, show_default=True,
               help="extra inputs: log-mel features of synthetic sound clips (models with an esc2c.feature_spec)")

@@ -5,7 +5,7 @@ OUT/
   host/main.c                                                         host runner + ctest
   runtime/                                                            copy of the repo's runtime/
   board/                                                              copy of boards/<board>/ (--board)
-  model.onnx model.ir.json model_int.onnx vectors/*.npy               inputs, IR, integer reference
+  model.onnx model.ir.json model.ir.npz model_int.onnx vectors/*.npy  inputs, the exact IR, integer reference
   model.tflite tflm/                                                  TFLite Micro reference (tflm.py)
 """
 from __future__ import annotations
@@ -14,20 +14,21 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
 from esc2c import __version__
-from esc2c.compiler.importer import load_ir
+from esc2c.compiler.driver import compile_model
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
-from esc2c.compiler.passes import run_passes
-from esc2c.compiler.passes.fuse_conv_pool import MODES as FUSE_MODES, layer_context as conv_pool_context
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, KERNEL_CHOICES, flash_bytes_delta, pack_weights
-from esc2c.contract import ROUNDING_MODES
+from esc2c.compiler.options import CompileOptions
+from esc2c.compiler.project import save_graph
+from esc2c.compiler.passes.fuse_conv_pool import layer_context as conv_pool_context
+from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, flash_bytes_delta, pack_weights
+from esc2c.contract import DEFAULT_ROUNDING, META_ROUNDING, PROJECT_META, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import claim_output_dir, output_dir
 
@@ -49,6 +50,7 @@ class EmitResult:
     weight_bytes: int
     arena_bytes: int
     sum_of_tensors_bytes: int
+    notes: list[str] = field(default_factory=list)  # e.g. where the rounding came from when overridden
 
     def summary(self) -> str:
         s = self.graph.plan_stats
@@ -68,12 +70,6 @@ def cmsis_paths() -> tuple[Path, Path]:
     if not (nn / "Include" / "arm_nnfunctions.h").is_file():
         raise Esc2cError(f"bakenn is installed but has no CMSIS-NN sources under {nn}")
     return nn, core
-
-
-def compile_model(onnx_path: str | Path, kernels: str = DEFAULT_KERNELS, fuse: str = "auto") -> Graph:
-    """ONNX file -> IR with every pass applied (front end, fusion, layout, qparams, kernels, memory).
-    ``kernels``: "fast" (the project's convolution kernel) or "cmsis" (CMSIS-NN's for every convolution)."""
-    return run_passes(load_ir(onnx_path), kernels, fuse=fuse)
 
 
 def board_limits(board: str) -> tuple[int, int]:
@@ -193,33 +189,49 @@ def make_vectors(g: Graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
 def looks_like_project(path: Path) -> bool:
     """A project emitted before output markers existed (its esc2c.json, sources and build caches only)."""
     known = {"model.h", "model.c", "weights.c", "weights.h", "test_vectors.h", "CMakeLists.txt", "host", "runtime",
-             "board", "model.onnx", "model.ir.json", "model_int.onnx", "vectors", "model.tflite", "tflm",
+             "board", "model.onnx", "model.ir.json", "model.ir.npz", "model_int.onnx", "vectors", "model.tflite", "tflm",
              "esc2c.json", "profile", "audio_vectors", "audio_vectors.h", "build", "out"}
     return (path / "esc2c.json").is_file() and (path / "model.c").is_file() and all(
         p.name in known or p.name.startswith((".", "esc2c_frontend")) for p in path.iterdir())
 
 
-def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str = "double",
+def model_rounding(onnx_path: Path, g: Graph, rounding: str | None) -> tuple[str, str, str | None]:
+    """(rounding, where it came from, a note when an explicit choice overrides the model's metadata).
+    The model's ``esc2c.rounding`` (written by `esc2c compress`) is the default; else double."""
+    meta = g.metadata.get(META_ROUNDING)
+    if meta is not None and meta not in ROUNDING_MODES:
+        raise Esc2cError(f"{onnx_path}: metadata {META_ROUNDING}={meta!r} is not one of {', '.join(ROUNDING_MODES)}")
+    if rounding is None:
+        return (meta, "model metadata", None) if meta else (DEFAULT_ROUNDING, "default", None)
+    if rounding not in ROUNDING_MODES:
+        raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
+    if meta and meta != rounding:
+        return rounding, "command line", (f"rounding {rounding} as asked, overriding the model's "
+                                          f"{META_ROUNDING}={meta}")
+    return rounding, "command line", None
+
+
+def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str | None = None,
          n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None,
          frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS,
          fuse: str = "auto", force: bool = False) -> EmitResult:
     """``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
     ``audio``: PCM test clips for it (esc2c/logmel/project.py); ``kernels``: "fast" runs plain
     convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's;
-    ``fuse``: which conv -> pool pairs run band-wise without storing the conv output: "auto" (when that
+    ``rounding``: None = the model's ``esc2c.rounding`` metadata, else double (an explicit value overriding
+    the metadata is noted in the result); ``fuse``: which conv -> pool pairs run band-wise without storing
+    the conv output: "auto" (when that
     makes the arena smaller), "all" or "none" (passes/fuse_conv_pool.py). ``out`` is replaced only when it is
     empty or an earlier emit's project (``force``: also another esc2c command's output; never foreign files)."""
     t0 = time.perf_counter()
     onnx_path = Path(onnx_path)
     inputs = (onnx_path, *audio, *((cmsis_nn_path,) if cmsis_nn_path else ()))
     claim_output_dir(out, "emit", force, inputs, looks_like_project)
-    if rounding not in ROUNDING_MODES:
-        raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
-    if kernels not in KERNEL_CHOICES:
-        raise Esc2cError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, got {kernels!r}")
-    if fuse not in FUSE_MODES:
-        raise Esc2cError(f"fuse must be one of {', '.join(FUSE_MODES)}, got {fuse!r}")
-    g = compile_model(onnx_path, kernels, fuse=fuse)
+    if rounding is not None and rounding not in ROUNDING_MODES:
+        raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
+    options = CompileOptions(kernels=kernels, fuse=fuse)
+    g = compile_model(onnx_path, options=options)
+    rounding, rounding_source, note = model_rounding(onnx_path, g, rounding)
     fit = check_fit(g, board) if board else None
     nn_path, core_path = cmsis_paths()
     if cmsis_nn_path is not None:
@@ -269,7 +281,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
 
             copy_board(board, tmp / "board")
         shutil.copyfile(onnx_path, tmp / "model.onnx")
-        (tmp / "model.ir.json").write_text(g.to_json())
+        save_graph(g, tmp)  # model.ir.json + model.ir.npz: the exact IR, which verify and qdebug read back
         (tmp / "model_int.onnx").write_bytes(lower_to_onnx(g, rounding).SerializeToString())
         (tmp / "vectors").mkdir()
         for k, v in vectors.items():
@@ -278,11 +290,12 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         from esc2c.compiler.tflm import emit_tflm
 
         emit_tflm(g, tmp, vectors["inputs"], vectors["outputs_double"], onnx_path.name)
-        meta = {"source": onnx_path.name, "rounding": rounding, "kernels": kernels, "fuse": fuse, "board": board,
-                "fit": fit,
+        meta = {"source": onnx_path.name, "rounding": rounding, "rounding_source": rounding_source,
+                "options": options.to_dict(), "kernels": kernels, "fuse": fuse, "board": board, "fit": fit,
                 "frontend": fe_project.summary(fe_plan) if fe_plan is not None else None,
                 "plan": g.plan_stats, "weight_bytes": const_bytes, "layers": [L["cname"] for L in layers],
                 "layer_tensors": [op.output for op in g.layer_ops()], "layer_sizes": [L["out_size"] for L in layers]}
-        (tmp / "esc2c.json").write_text(json.dumps(meta, indent=1))
+        (tmp / PROJECT_META).write_text(json.dumps(meta, indent=1))
     dt = time.perf_counter() - t0
-    return EmitResult(out, g, dt, const_bytes, g.arena_size, g.plan_stats["sum_of_tensors_bytes"])
+    return EmitResult(out, g, dt, const_bytes, g.arena_size, g.plan_stats["sum_of_tensors_bytes"],
+                      [note] if note else [])

@@ -7,17 +7,15 @@ flatten that is only a view) have no C column.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from esc2c.compiler.emit import compile_model
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.verify import build_host, feature_inputs, run_host
-from esc2c.contract import DEFAULT_ROUNDING, META_ROUNDING
+from esc2c.compiler.project import Project as EmittedProject
 from esc2c.errors import Esc2cError
 from esc2c.quant import export, qat
 from esc2c.quant.debug import QuantDebug, QuantDebugger
@@ -28,7 +26,7 @@ class Project:
     out: Path
     graph: Graph
     program: dict
-    rounding: str          # the project's default rounding (esc2c.json), else the model's metadata
+    rounding: str          # the project's default rounding (esc2c.json)
     exe: Path | None = None
 
     def tensor_map(self) -> dict[str, str]:
@@ -76,19 +74,12 @@ def load_project(path: str | Path) -> Project:
     out = Path(path)
     if not is_project(out):
         raise Esc2cError(f"{out}: not an emitted project (no CMakeLists.txt, model.onnx and esc2c.json)")
-    try:
-        meta = json.loads((out / "esc2c.json").read_text())
-    except json.JSONDecodeError as e:
-        raise Esc2cError(f"{out / 'esc2c.json'}: not valid JSON ({e})") from None
-    g = compile_model(out / "model.onnx", fuse=meta.get("fuse", "auto"))
-    if meta.get("layer_tensors") and meta["layer_tensors"] != [op.output for op in g.layer_ops()]:
-        raise Esc2cError(f"{out}: the project was emitted by a different compiler version; emit it again")
+    emitted = EmittedProject.open(out)  # the IR the project was emitted from, not a recompilation
     try:
         program = export.program_from_onnx(onnx.load(str(out / "model.onnx")))
     except (KeyError, IndexError) as e:
         raise Esc2cError(f"{out / 'model.onnx'}: not an esc2c QDQ export (no tensor {e})") from None
-    rounding = meta.get("rounding") or g.metadata.get(META_ROUNDING, DEFAULT_ROUNDING)
-    return Project(out, g, program, rounding)
+    return Project(out, emitted.graph, program, emitted.rounding)
 
 
 def same_program(a: dict, b: dict) -> str | None:

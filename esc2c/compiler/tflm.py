@@ -6,13 +6,15 @@ its smallest working tensor arena, and compare it with the compiled C (DESIGN.md
   smallest_arena(data)                 TFLM's smallest arena_size that allocates and runs the model
   emit_tflm(g, dest, inputs, expected) model.tflite and the TFLM firmware variant (templates/tflm/)
   run_tf_reference(data, inputs)       TensorFlow's own interpreter with its reference kernels (optional)
-  check_tflm / check_tf_reference      the `esc2c verify` checks (registered by verify.py)
+  check_tflm / check_tf_reference      the `esc2c verify` checks (verify.EXTRA_CHECKS)
 
 Arena probes run in a child process: the interpreter can crash the process (not raise) when the arena is
 far too small, so each probe size is tried in a worker that is restarted if it dies.
 """
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,7 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from esc2c import __version__
+from esc2c.compiler.checks import CheckResult
 from esc2c.compiler.ir import Graph
+from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
+from esc2c.compiler.tflite_writer import SCHEMA_VERSION, write_tflite
 from esc2c.errors import Esc2cError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "tflm"
@@ -181,8 +187,6 @@ def arena_works(data: bytes, size: int) -> bool:
 def recorded_arena(it) -> tuple[int, int]:
     """(total, head) bytes the recording allocator reports for an invoked interpreter; it prints them on
     the C stderr, captured here through a temporary file on fd 2."""
-    import os
-    import re
 
     with tempfile.TemporaryFile() as f:
         sys.stderr.flush()
@@ -235,8 +239,6 @@ def emit_tflm(g: Graph, dest: Path, inputs: np.ndarray, expected: np.ndarray, so
     Returns None, or why the model has no exact TFLite form (then dest/tflm/UNSUPPORTED.txt says so)."""
     import jinja2
 
-    from esc2c import __version__
-    from esc2c.compiler.tflite_writer import SCHEMA_VERSION, write_tflite
 
     dest = Path(dest)
     (dest / "tflm").mkdir(parents=True, exist_ok=True)
@@ -296,7 +298,6 @@ def run_tf_reference(data: bytes, inputs: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- verify checks
 def model_for(out: Path, g: Graph):
     """The .tflite of the IR; the project's model.tflite (written at emit time) must be the same bytes."""
-    from esc2c.compiler.tflite_writer import write_tflite
 
     m = write_tflite(g)  # raises Esc2cError when the model has no exact TFLite form
     f = Path(out) / "model.tflite"
@@ -326,8 +327,6 @@ def first_difference(g: Graph, tensors: dict[str, np.ndarray], ref: dict[str, np
 def check_tflm(ctx):
     """verify: TFLM on the .tflite == the C build on every layer tensor (double rounding); in single
     rounding, TFLM (which rounds twice) is held to the integer ONNX reference in double instead."""
-    from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
-    from esc2c.compiler.verify import CheckResult
 
     g = ctx.graph
     if ctx.rounding == "double":
@@ -357,7 +356,6 @@ def check_tflm(ctx):
 
 def check_tf_reference(ctx):
     """verify (optional): TensorFlow's TFLite interpreter, reference kernels, == TFLM on the same .tflite."""
-    from esc2c.compiler.verify import CheckResult
 
     name = "TensorFlow Lite reference kernels == TFLite Micro"
     reason = tensorflow_unavailable()

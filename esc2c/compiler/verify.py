@@ -10,49 +10,23 @@
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from esc2c.compiler.emit import compile_model
+from esc2c.compiler.checks import CheckResult, VerifyContext
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
+from esc2c.compiler.project import Project
+from esc2c.compiler.tflm import check_tf_reference, check_tflm
 from esc2c import cmake, proc
 from esc2c.contract import META_FEATURE_SPEC, ROUNDING_MODES
+from esc2c.data import synthetic
 from esc2c.errors import Esc2cError
-
-
-@dataclass
-class CheckResult:
-    """One check of a verify run. A check that could not run (``ran`` False: a missing optional dependency,
-    a model with no form the reference accepts) is neither passed nor failed: the report names it and
-    ``--strict`` fails on it."""
-    name: str
-    ok: bool
-    detail: str
-    ran: bool = True
-
-    @classmethod
-    def not_run(cls, name: str, reason: str) -> "CheckResult":
-        return cls(name, False, reason, ran=False)
-
-    @property
-    def status(self) -> str:
-        return "--" if not self.ran else "ok" if self.ok else "FAIL"
-
-
-@dataclass
-class VerifyContext:
-    """What an extra check gets: the project, its IR, the inputs and the C build's logits."""
-    out: Path
-    graph: Graph
-    rounding: str
-    inputs: np.ndarray  # [N, H, W, C] int8 (NHWC, the C input layout)
-    c_logits: np.ndarray  # [N, ESC2C_OUTPUT_SIZE] int8
-    c_layers: dict[str, np.ndarray]  # IR tensor name -> [N, ...] int8, every layer output of the C build
+from esc2c.features import FeatureSpec, logmel
+from esc2c.quant import intparams
 
 
 @dataclass
@@ -96,7 +70,8 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-EXTRA_CHECKS: list[Callable[[VerifyContext], CheckResult]] = []
+# the TFLite Micro reference path (DESIGN.md section 3, path 2) and TensorFlow's own kernels (optional)
+EXTRA_CHECKS: list[Callable[[VerifyContext], CheckResult]] = [check_tflm, check_tf_reference]
 
 
 def register_check(fn: Callable[[VerifyContext], CheckResult]) -> Callable[[VerifyContext], CheckResult]:
@@ -181,10 +156,6 @@ def feature_inputs(g: Graph, n: int, seed: int = 0) -> np.ndarray:
     """int8 inputs from real log-mel features: clips of the built-in synthetic sound set through the
     model's FeatureSpec (ONNX metadata ``esc2c.feature_spec``), quantized with the input scale/zero point.
     Empty when the model carries no FeatureSpec or its shape does not match the input."""
-    from esc2c.data import synthetic
-    from esc2c.features import FeatureSpec, logmel
-    from esc2c.quant import intparams
-
     text = g.metadata.get(META_FEATURE_SPEC)
     if not text or n <= 0 or len(g.input.shape) != 4:
         return np.zeros((0,) + tuple(g.input.shape[1:]), np.int8)
@@ -197,22 +168,20 @@ def feature_inputs(g: Graph, n: int, seed: int = 0) -> np.ndarray:
     return q[..., None]  # NHWC with C = 1
 
 
-def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1234,
+def verify(out: str | Path, n: int = 20, rounding: str | None = None, seed: int = 1234,
            qdq_tolerance: int = 1, n_features: int = 4, timeout: float = 600.0,
            extra_args: tuple[str, ...] = (), strict: bool = False) -> VerifyReport:
-    """``timeout``: seconds for the host run of the C build; ``extra_args``: CMake options of the host build
-    (e.g. ``-DESC2C_SANITIZE=ON``); ``strict``: a check that did not run fails the report."""
+    """``rounding``: None = the one the project was emitted with; ``timeout``: seconds for the host run of
+    the C build; ``extra_args``: CMake options of the host build (e.g. ``-DESC2C_SANITIZE=ON``); ``strict``:
+    a check that did not run fails the report. The checks read the IR emit wrote (model.ir.json/.npz)."""
     out = Path(out)
-    if not (out / "CMakeLists.txt").is_file() or not (out / "model.onnx").is_file():
-        raise Esc2cError(f"{out}: not an emitted project (run `esc2c emit MODEL.onnx -o {out}` first)")
+    project = Project.open(out)
+    rounding = project.rounding if rounding is None else rounding
     if rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
     if n < 1:
         raise Esc2cError("--n must be at least 1")
-    meta = json.loads((out / "esc2c.json").read_text()) if (out / "esc2c.json").is_file() else {}
-    g = compile_model(out / "model.onnx", fuse=meta.get("fuse", "auto"))  # the layers the project was emitted with
-    if meta.get("layer_tensors") and meta["layer_tensors"] != [op.output for op in g.layer_ops()]:
-        raise Esc2cError(f"{out}: the project was emitted by a different compiler version; emit it again")
+    g = project.graph
     rng = np.random.default_rng(seed)
     inputs = rng.integers(-128, 128, (n,) + tuple(g.input.shape[1:]), dtype=np.int64).astype(np.int8)
     feats = feature_inputs(g, n_features, seed)
@@ -236,10 +205,3 @@ def verify(out: str | Path, n: int = 20, rounding: str = "double", seed: int = 1
     for check in EXTRA_CHECKS:
         report.checks.append(check(ctx))
     return report
-
-
-# TFLite Micro reference path (DESIGN.md section 3, path 2), in esc2c/compiler/tflm.py
-from esc2c.compiler.tflm import check_tf_reference, check_tflm  # noqa: E402
-
-register_check(check_tflm)
-register_check(check_tf_reference)

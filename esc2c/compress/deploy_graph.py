@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from esc2c.compiler.emit import compile_model
+from esc2c.compiler.driver import compile_model
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS
 from esc2c.models.blocks import ESCNet

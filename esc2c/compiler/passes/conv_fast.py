@@ -11,11 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
+from esc2c.compiler.options import DEFAULT_KERNELS, KERNEL_CHOICES  # noqa: F401 - kernel_select's names
 
 FAST_CONV = "esc2c_conv_fast_s8"
 PIXELS = 3  # ESC2C_CONV_FAST_PIXELS: output pixels per step
-KERNEL_CHOICES = ("fast", "cmsis")
-DEFAULT_KERNELS = "fast"
 
 
 def padded_taps(c_in: int, kh: int, kw: int) -> int:

@@ -32,8 +32,7 @@ FAST_CONV = "esc2c_conv_fast_s8"  # the project's fast convolution (passes/conv_
 CONV_KERNELS = (CONV, FAST_CONV)
 POOL_KERNELS = (MAX_POOL, AVG_POOL)
 KIND = "conv_pool"
-MODES = ("auto", "all", "none")
-DEFAULT_MODE = "auto"
+MODES = ("all", "none")  # "auto" (CompileOptions.fuse) is decided by run_passes from two memory plans
 
 
 def _align4(n: int) -> int:
@@ -148,22 +147,12 @@ def fuse_all(g: Graph) -> Graph:
     return fused
 
 
-def fuse_conv_pool(g: Graph, mode: str = DEFAULT_MODE) -> Graph:
-    """The pass (after kernel_select, before memplan). ``mode``: "auto" fuses when the memory plan of the
-    fused graph is smaller than the unfused one's (small models whose conv outputs are no larger than a
-    band plus the buffers around it gain nothing), "all" fuses every fusable pair, "none" nothing."""
+def fuse_conv_pool(g: Graph, mode: str = "all") -> Graph:
+    """The pass (after kernel_select, before memplan). ``mode``: "all" fuses every fusable pair, "none"
+    nothing. (``esc2c emit --fuse auto`` is run_passes choosing between the two by arena size.)"""
     if mode not in MODES:
         raise ValueError(f"fuse mode must be one of {MODES}, got {mode!r}")
-    if mode == "none":
-        return g
-    fused = fuse_all(g)
-    if mode == "all" or len(fused.ops) == len(g.ops):
-        return fused
-    from esc2c.compiler.passes.memplan import memplan
-
-    if memplan(fused).arena_size < memplan(g).arena_size:
-        return fused
-    return g
+    return g if mode == "none" else fuse_all(g)
 
 
 def unfuse(g: Graph) -> Graph:

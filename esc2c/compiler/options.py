@@ -1,0 +1,28 @@
+"""The choices a compilation takes (``esc2c emit --kernels/--fuse``), checked once, recorded in esc2c.json."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from esc2c.errors import Esc2cError
+
+KERNEL_CHOICES = ("fast", "cmsis")
+DEFAULT_KERNELS = "fast"
+FUSE_MODES = ("auto", "all", "none")
+DEFAULT_FUSE = "auto"
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """``kernels``: "fast" runs plain convolutions on the project's kernel, "cmsis" on CMSIS-NN's;
+    ``fuse``: which conv -> pool pairs run band-wise: "auto" (when the arena gets smaller), "all", "none"."""
+    kernels: str = DEFAULT_KERNELS
+    fuse: str = DEFAULT_FUSE
+
+    def __post_init__(self):
+        if self.kernels not in KERNEL_CHOICES:
+            raise Esc2cError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, got {self.kernels!r}")
+        if self.fuse not in FUSE_MODES:
+            raise Esc2cError(f"fuse must be one of {', '.join(FUSE_MODES)}, got {self.fuse!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
