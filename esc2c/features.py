@@ -276,7 +276,7 @@ def logmel(spec: FeatureSpec, audio: np.ndarray, batch: int = 64) -> np.ndarray:
 def logmel_torch(spec: FeatureSpec, audio):
     """:func:`logmel` in torch (any device, float32 maths): ``[n]`` -> ``[n_mels, frames]``,
     ``[B, n]`` -> ``[B, n_mels, frames]``."""
-    import torch
+    import torch  # lazy: the numpy front end (C checks, verify) runs without loading torch
 
     _check_audio(spec, tuple(audio.shape))
     single = audio.dim() == 1

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from esc2c import __version__
 from esc2c.errors import Esc2cError
 
 MARKER = ".esc2c-output"
@@ -93,7 +94,6 @@ def read_marker(path: str | os.PathLike) -> str | None:
 
 
 def marker_text(command: str) -> str:
-    from esc2c import __version__
 
     return json.dumps({"command": command, "version": __version__}) + "\n"
 

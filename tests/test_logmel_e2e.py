@@ -11,7 +11,7 @@ import pytest
 from _logmel_models import clip_files, label_of, make_model, read
 from esc2c.compiler.emit import emit
 from esc2c.errors import Esc2cError
-from esc2c.logmel import audio_check
+from esc2c.compiler import audio_check
 
 needs_cmake = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 SECONDS = {"urbansound8k": 4.0, "esc50": 5.0}

@@ -26,11 +26,14 @@ from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.options import CompileOptions
 from esc2c.compiler.project import save_graph
+from esc2c.compiler.tflm import emit_tflm
 from esc2c.compiler.passes.fuse_conv_pool import layer_context as conv_pool_context
 from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, flash_bytes_delta, pack_weights
 from esc2c.contract import DEFAULT_ROUNDING, META_ROUNDING, PROJECT_META, ROUNDING_MODES
+from esc2c.device.boards import copy_board
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import claim_output_dir, output_dir
+from esc2c.logmel import project as fe_project
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"
@@ -239,9 +242,8 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         if not (nn_path / "Include" / "arm_nnfunctions.h").is_file():
             raise Esc2cError(f"{nn_path}: not a CMSIS-NN checkout (no Include/arm_nnfunctions.h)")
     vectors = make_vectors(g, n_vectors, seed)
-    from esc2c.logmel import project as fe_project
-
-    fe_plan = fe_project.plan(onnx_path, g, frontend, list(audio))
+    fe_plan = fe_project.plan(onnx_path, g, lambda x, mode: run_int_onnx(lower_to_onnx(g, mode), x)[g.outputs[0]],
+                              frontend, list(audio))
     layers, arrays = _layers(g)
     const_bytes = sum(a["size"] * {"int8_t": 1, "int16_t": 2}.get(a["ctype"], 4) for a in arrays)
     inp, outp = g.input, g.output
@@ -277,8 +279,6 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         if fe_plan is not None:
             fe_project.write(fe_plan, tmp, __version__, onnx_path.name)
         if board:
-            from esc2c.device.boards import copy_board
-
             copy_board(board, tmp / "board")
         shutil.copyfile(onnx_path, tmp / "model.onnx")
         save_graph(g, tmp)  # model.ir.json + model.ir.npz: the exact IR, which verify and qdebug read back
@@ -287,8 +287,6 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         for k, v in vectors.items():
             np.save(tmp / "vectors" / f"{k}.npy", v)
         # TFLite Micro reference path: model.tflite and the tflm/ firmware variant (esc2c/compiler/tflm.py)
-        from esc2c.compiler.tflm import emit_tflm
-
         emit_tflm(g, tmp, vectors["inputs"], vectors["outputs_double"], onnx_path.name)
         meta = {"source": onnx_path.name, "rounding": rounding, "rounding_source": rounding_source,
                 "options": options.to_dict(), "kernels": kernels, "fuse": fuse, "board": board, "fit": fit,

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from esc2c import features as fe
-from esc2c.data import esc50, synthetic, urbansound8k
 from esc2c.contract import DATASETS
+from esc2c.data import esc50, synthetic, urbansound8k
 from esc2c.data.audio import read_audio
 from esc2c.data.catalog import Catalog, Entry
 from esc2c.errors import Esc2cError
@@ -268,7 +269,6 @@ def load_features(dataset: str, data_dir: str | None, folds: list[int] | None, s
     if todo:
         bar = None
         if progress:
-            from tqdm import tqdm
 
             bar = tqdm(total=sum(len(groups[f]) for f in todo), desc=f"log-mel {cat.dataset}", unit="clip")
         try:

@@ -150,10 +150,10 @@ def write_profile(p: Profile, dest: str | Path) -> tuple[Path, Path]:
     json_path, png_path = dest / "profile.json", dest / "profile.png"
     atomic_write_text(json_path, json.dumps(asdict(p), indent=2) + "\n")
 
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only when a plot is written (Agg set before pyplot loads)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use("Agg")
 
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(p.layers) + 1.6))
     labels = [f"{L.index} {L.name}" for L in p.layers]

@@ -11,9 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import serial
+
 from esc2c import proc
-from esc2c.errors import Esc2cError
 from esc2c.device.build import require_tool
+from esc2c.errors import Esc2cError
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "plugin" / "insn_count.c"
 MACHINE = "mps2-an500"
@@ -108,7 +110,6 @@ class QemuSession:
 
     def connect(self, connect_timeout: float = 10.0):
         """Open the protocol UART (retrying while QEMU starts its TCP server)."""
-        import serial
 
         deadline = time.monotonic() + connect_timeout
         while True:

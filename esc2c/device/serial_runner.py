@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import serial
 
-from esc2c.errors import Esc2cError
 from esc2c.device import protocol as P
+from esc2c.errors import Esc2cError
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,6 @@ class RunResult:
 
 def open_port(port: str, baudrate: int = 115200, timeout: float = 0.2):
     """A pyserial port for a device path or any pyserial URL (socket://, loop://, rfc2217://...)."""
-    import serial
 
     try:
         return serial.serial_for_url(port, baudrate=baudrate, timeout=timeout)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
+import torch.distributed as dist
+
 from esc2c.compress import distributed
 from esc2c.compress.config import CompressConfig
 from esc2c.errors import Esc2cError
@@ -56,7 +58,6 @@ def child_environment(launch: Launch, device: str, cell_procs: int) -> dict:
 
 def _gather(launch: Launch, outcome: str | None, n_cells: int) -> list[str | None]:
     """Every rank's outcome (None: its cells finished; else its error), via a gloo group over the launch."""
-    import torch.distributed as dist
 
     wait = grid.cell_timeout() * max(1, n_cells)
     dist.init_process_group("gloo", rank=launch.rank, world_size=launch.world, timeout=timedelta(seconds=wait))

@@ -163,9 +163,9 @@ def format_markdown(exp: dict) -> str:
 
 def plot(exp: dict, path) -> None:
     """Top: per-model mean with its 95 % interval and every cell's value; bottom: the paired differences."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only when a plot is written (Agg set before pyplot loads)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use("Agg")
 
     rows, diffs = exp["rows"], exp["differences"]
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(max(7.0, 0.6 * max(len(rows), len(diffs)) + 2), 8.0))

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from esc2c import cmake, proc
+from esc2c.device.build import build_firmware, elf_symbol, require_tool
+from esc2c.device.profile import parse_marks
+from esc2c.device.qemu import QemuSession
 from esc2c.errors import Esc2cError
 
 
@@ -49,7 +52,6 @@ class AudioRun:
 
 def build(out: str | Path, board: str = "mps2-an500") -> AudioFirmware:
     """Build the project's firmware (esc2c.device.build) and its firmware_audio for ``board``."""
-    from esc2c.device.build import build_firmware
 
     out = Path(out).resolve()
     if not (out / "audio_vectors.h").is_file():
@@ -98,9 +100,6 @@ def hops_per_clip(out: Path) -> int:
 def run(out: str | Path, profile: bool = True, timeout: float = 600.0) -> tuple[AudioFirmware, AudioRun]:
     """Build firmware_audio for mps2-an500 and run it on QEMU; the clip results and, with ``profile``,
     the instruction counts."""
-    from esc2c.device.build import elf_symbol
-    from esc2c.device.profile import parse_marks
-    from esc2c.device.qemu import QemuSession
 
     out = Path(out).resolve()
     fw = build(out, "mps2-an500")
@@ -128,7 +127,6 @@ _FRONTEND_SYMBOLS = re.compile(
 def frontend_footprint(elf: str | Path) -> dict[str, int]:
     """Flash bytes of the front end in a linked image (its code, CMSIS-DSP's FFT with the tables of the
     one size it uses, log10f from the C library, the generated window/mel tables), from the symbol sizes."""
-    from esc2c.device.build import require_tool
 
     nm = require_tool("arm-none-eabi-nm", "gcc-arm-none-eabi")
     r = proc.run([nm, "-S", "--defined-only", str(elf)], f"reading the symbols of {elf}", 120)

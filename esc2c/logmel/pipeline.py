@@ -4,8 +4,10 @@ ONNX QuantizeLinear, round half to even, saturate to int8)."""
 from __future__ import annotations
 
 import numpy as np
+import soundfile as sf
 
 from esc2c import features as fe
+from esc2c.data.audio import read_audio
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
 from esc2c.quant import intparams
@@ -30,9 +32,7 @@ def model_input(spec: FeatureSpec, pcm: np.ndarray, scale: float, zero_point: in
 def read_pcm(path: str, sample_rate: int) -> np.ndarray:
     """A file's audio as mono int16 PCM at ``sample_rate``: the samples themselves for a mono file at that
     rate, else :func:`esc2c.data.audio.read_audio` (mixdown, resampling) rounded to int16."""
-    import soundfile as sf
 
-    from esc2c.data.audio import read_audio
 
     try:
         info = sf.info(path)

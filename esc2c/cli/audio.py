@@ -4,8 +4,11 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from esc2c.errors import Esc2cError
+from esc2c.compiler import audio_check
 from esc2c.device.build import check_project
+from esc2c.errors import Esc2cError
+from esc2c.logmel import firmware, pipeline
+from esc2c.logmel.project import spec_from_onnx
 
 
 @click.command("audio")
@@ -17,8 +20,6 @@ from esc2c.device.build import check_project
 def audio_cmd(out, files, target):
     """Run OUT's C front end + model on raw audio and compare with the Python pipeline
     (>= 99 % identical int8 input elements, max 1 LSB, the same predicted class)."""
-    from esc2c.logmel import audio_check, firmware, pipeline
-    from esc2c.logmel.project import spec_from_onnx
 
     out = check_project(out)
     if target == "qemu":

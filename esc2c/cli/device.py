@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from esc2c.device.flash import flash
+from esc2c.device.runner import run_qemu, run_serial
 from esc2c.errors import Esc2cError
 
 
@@ -22,7 +24,6 @@ from esc2c.errors import Esc2cError
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds for each host run, the whole QEMU run, and each serial request.")
 def run_cmd(out, target, port, baud, vectors, seed, profile, profile_dir, debug_layers, timeout):
     """Run an emitted project's firmware on QEMU or a board and check it gives the host build's bits."""
-    from esc2c.device.runner import run_qemu, run_serial
 
     if (target is None) == (port is None):
         raise Esc2cError("give exactly one of --target qemu or --port PORT")
@@ -43,6 +44,5 @@ def run_cmd(out, target, port, baud, vectors, seed, profile, profile_dir, debug_
 @click.option("--pyocd-target", default=None, help="pyOCD target type, if it does not detect the Nucleo itself.")
 def flash_cmd(out, probe, pyocd_target):
     """Build the STM32F746ZG firmware of an emitted project and flash it to a Nucleo-F746ZG."""
-    from esc2c.device.flash import flash
 
     flash(out, probe=probe, pyocd_target=pyocd_target, echo=click.echo)

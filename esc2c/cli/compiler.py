@@ -4,6 +4,8 @@ from __future__ import annotations
 import click
 
 from esc2c.compiler import costmodel
+from esc2c.compiler.emit import check_fit, emit
+from esc2c.compiler.verify import verify
 from esc2c.contract import ROUNDING_MODES
 from esc2c.errors import Esc2cError
 
@@ -34,7 +36,6 @@ from esc2c.errors import Esc2cError
               help="replace OUT even when another esc2c command wrote it (never a directory of other files)")
 def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse, force):
     """Compile an INT8 QDQ ONNX MODEL to C calling CMSIS-NN, with a CMake project in OUT."""
-    from esc2c.compiler.emit import emit
 
     r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn,
              frontend=frontend, audio=audio, kernels=kernels, fuse=fuse, force=force)
@@ -53,8 +54,6 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
                "`esc2c run --target qemu --profile` measures):")
     click.echo(est.table())
     if board:
-        from esc2c.compiler.emit import check_fit
-
         f = check_fit(r.graph, board)
         click.echo(f"{board}: flash {f['flash']} / {f['flash_limit']} B (estimate incl. code), "
                    f"RAM {f['ram']} / {f['ram_limit']} B (arena + stack)")
@@ -75,7 +74,6 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
 @click.option("--strict", is_flag=True, help="fail when a check could not run (e.g. tensorflow not installed)")
 def verify_cmd(out, n, rounding, seed, n_features, qdq_tolerance, timeout, strict):
     """Build OUT's host variant and check it against onnxruntime, every tensor."""
-    from esc2c.compiler.verify import verify
 
     report = verify(out, n=n, rounding=rounding, seed=seed, qdq_tolerance=qdq_tolerance, n_features=n_features,
                     timeout=timeout, strict=strict)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from esc2c.data.loader import DATASETS, SUBSETS, dataset_info
 
@@ -10,15 +12,12 @@ from esc2c.data.loader import DATASETS, SUBSETS, dataset_info
 def datasets():
     """Inspect the datasets esc2c reads."""
 
-
 @datasets.command()
 @click.option("--dataset", "-d", type=click.Choice(DATASETS + SUBSETS), required=True, help="Which dataset.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="The dataset's root directory (the one holding its metadata csv). Not used by synthetic.")
 def info(dataset, data_dir):
     """Per-fold and per-class counts of clips found on disk vs listed in the official csv."""
-    from rich.console import Console
-    from rich.table import Table
 
     di = dataset_info(dataset, data_dir)
     console = Console(highlight=False)

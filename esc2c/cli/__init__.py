@@ -1,4 +1,5 @@
-"""The ``esc2c`` command line. Each sub-command lives beside the stage it drives; this file only wires them."""
+"""The ``esc2c`` command line: one module per command group in this package (the top layer: nothing else in
+esc2c imports it); this file wires them into one click group."""
 from __future__ import annotations
 
 import sys
@@ -6,6 +7,13 @@ import sys
 import click
 
 from esc2c import __version__
+from esc2c.cli.audio import audio_cmd
+from esc2c.cli.compiler import emit_cmd, verify_cmd
+from esc2c.cli.compress import compress
+from esc2c.cli.data import datasets
+from esc2c.cli.device import flash_cmd, run_cmd
+from esc2c.cli.experiment import experiment
+from esc2c.cli.qdebug import qdebug_cmd
 from esc2c.errors import Esc2cError
 
 
@@ -15,27 +23,8 @@ def cli():
     """esc2c: audio dataset -> compressed INT8 classifier -> verified C for the STM32F746ZG."""
 
 
-def _register() -> None:
-    from esc2c.compiler.cli import emit_cmd, verify_cmd
-    from esc2c.compress.cli import compress
-    from esc2c.data.cli import datasets
-    from esc2c.experiment.cli import experiment
-    from esc2c.logmel.cli import audio_cmd
-    from esc2c.quant.debug_cli import qdebug_cmd
-    from esc2c.device.cli import flash_cmd, run_cmd
-
-    cli.add_command(datasets)
-    cli.add_command(compress)
-    cli.add_command(experiment)
-    cli.add_command(run_cmd)
-    cli.add_command(flash_cmd)
-    cli.add_command(emit_cmd)
-    cli.add_command(verify_cmd)
-    cli.add_command(audio_cmd)
-    cli.add_command(qdebug_cmd)
-
-
-_register()
+for _command in (datasets, compress, experiment, run_cmd, flash_cmd, emit_cmd, verify_cmd, audio_cmd, qdebug_cmd):
+    cli.add_command(_command)
 
 
 def main(argv=None) -> int:

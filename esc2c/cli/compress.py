@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
+from esc2c.compress import distributed, pipeline
 from esc2c.compress.config import DATASET_CHOICES, PRESETS, load_config, parse_folds
+from esc2c.compress.report import format_table
 from esc2c.compress.schedule import SCHEDULES, SELECT
 
 
@@ -66,8 +68,6 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
              target_params, board,
              max_flash, max_ram, max_latency_ms, channel_multiple, min_channels, force):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
-    from esc2c.compress import distributed, pipeline
-    from esc2c.compress.report import format_table
 
     overrides = {"dataset": dataset, "data_dir": data_dir, "train_folds": parse_folds(train_folds),
                  "val_folds": parse_folds(val_folds), "arch": arch, "width": width, "prune_ratio": prune_ratio,

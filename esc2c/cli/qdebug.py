@@ -7,8 +7,13 @@ from pathlib import Path
 
 import click
 
+from esc2c.compiler import quant_debug as cq
+from esc2c.compress import quant_debug as rq
+from esc2c.compress.config import CompressConfig
+from esc2c.compress.pipeline import load_data
 from esc2c.contract import ROUNDING_MODES
 from esc2c.errors import Esc2cError
+from esc2c.quant import debug_report
 
 STAGES = ("qakd", "qat_ce", "directkd", "qat_ta")
 
@@ -31,9 +36,6 @@ STAGES = ("qakd", "qat_ce", "directkd", "qat_ta")
 def qdebug_cmd(directory, n_inputs, stage, run_dir, rounding, seed, output):
     """Per layer, float vs fake-quant vs integer program (vs the C of an emitted project): SQNR, max error,
     int8 agreement. DIRECTORY is a compress run (esc2c compress -o) or an emitted project (esc2c emit -o)."""
-    from esc2c.compiler import quant_debug as cq
-    from esc2c.compress import quant_debug as rq
-    from esc2c.quant import debug_report
 
     d = Path(directory)
     if not d.is_dir():
@@ -73,8 +75,6 @@ def qdebug_cmd(directory, n_inputs, stage, run_dir, rounding, seed, output):
 
 def _validation_data(run_dir, cfg_dict: dict, spec_dict: dict):
     """The run's validation folds, normalised with its training folds' statistics (as the run saw them)."""
-    from esc2c.compress.config import CompressConfig
-    from esc2c.compress.pipeline import load_data
 
     known = {f.name for f in dataclasses.fields(CompressConfig)}
     try:

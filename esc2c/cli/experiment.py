@@ -5,6 +5,7 @@ import click
 
 from esc2c.compress.config import KD_BASELINES, load_config
 from esc2c.errors import Esc2cError
+from esc2c.experiment import grid, ranks, report
 
 
 def parse_methods(text: str | None) -> list[str] | None:
@@ -51,7 +52,6 @@ def experiment(config_path, seeds, folds, jobs, cell_procs, threads, methods, da
     experiment.md and experiment.png: per model mean +- std over the cells and paired differences with 95 %
     t intervals. Launched by torchrun, every rank runs cells (OUTPUT on a filesystem all nodes share) and
     rank 0 writes the summary."""
-    from esc2c.experiment import grid, ranks, report
 
     launch = ranks.launched()        # under torchrun every rank is a grid worker; rank 0 writes the report
     if summarize_dir is not None:
