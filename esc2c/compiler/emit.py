@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from esc2c import __version__
@@ -34,11 +33,11 @@ from esc2c.device.boards import copy_board
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import claim_output_dir, output_dir
 from esc2c.logmel import project as fe_project
+from esc2c.resources import boards_dir, runtime_dir
+from esc2c.templating import render
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = REPO / "templates"
-RUNTIME = REPO / "runtime"
-BOARDS = REPO / "boards"
+RUNTIME = runtime_dir()
+BOARDS = boards_dir()
 # Budget reserved beside the model when checking a board before building: CMSIS-NN kernels, runtime,
 # startup and board code (measured ~30 KB at -O2 for Cortex-M7), and the main stack.
 CODE_RESERVE = 64 * 1024
@@ -264,8 +263,6 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         "outputs_double": [_c_row(v) for v in vectors["outputs_double"]],
         "outputs_single": [_c_row(v) for v in vectors["outputs_single"]],
     }
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
     files = {"model.h": "model.h.j2", "model.c": "model.c.j2", "weights.c": "weights.c.j2",
              "weights.h": "weights.h.j2", "test_vectors.h": "test_vectors.h.j2",
              "CMakeLists.txt": "CMakeLists.txt.j2", "host/main.c": "host/main.c.j2"}
@@ -273,7 +270,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
     with output_dir(out, "emit", force, inputs, looks_like_project) as tmp:
         (tmp / "host").mkdir()
         for dest, tpl in files.items():
-            (tmp / dest).write_text(env.get_template(tpl).render(**ctx))
+            (tmp / dest).write_text(render(tpl, **ctx))
         shutil.copytree(RUNTIME / "include", tmp / "runtime" / "include")
         shutil.copytree(RUNTIME / "src", tmp / "runtime" / "src")
         if fe_plan is not None:

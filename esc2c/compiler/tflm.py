@@ -29,8 +29,8 @@ from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.tflite_writer import SCHEMA_VERSION, write_tflite
 from esc2c.errors import Esc2cError
+from esc2c.templating import render
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "tflm"
 DEFAULT_ARENA_FACTOR = 10  # the interpreter's own default: 10 x the model size
 MAX_ARENA = 1 << 28
 
@@ -237,8 +237,6 @@ def emit_tflm(g: Graph, dest: Path, inputs: np.ndarray, expected: np.ndarray, so
     """Write dest/model.tflite and the TFLM firmware variant dest/tflm/ (main.cc with an op resolver of
     exactly the ops used, the model as a C array, test vectors, CMakeLists.txt that needs TFLM_PATH).
     Returns None, or why the model has no exact TFLite form (then dest/tflm/UNSUPPORTED.txt says so)."""
-    import jinja2
-
 
     dest = Path(dest)
     (dest / "tflm").mkdir(parents=True, exist_ok=True)
@@ -260,10 +258,8 @@ def emit_tflm(g: Graph, dest: Path, inputs: np.ndarray, expected: np.ndarray, so
            "inputs": [row(v) for v in inputs], "outputs": [row(v) for v in expected], "arena_size": arena,
            "resolver_adds": [RESOLVER_ADD[c] for c in m.ops_used],
            "schema_version": SCHEMA_VERSION}
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
     for name in ("main.cc", "model_data.cc", "model_data.h", "CMakeLists.txt"):
-        (dest / "tflm" / name).write_text(env.get_template(f"{name}.j2").render(**ctx))
+        (dest / "tflm" / name).write_text(render(f"tflm/{name}.j2", **ctx))
     return None
 
 

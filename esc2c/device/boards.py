@@ -5,8 +5,9 @@ import shutil
 from pathlib import Path
 
 from esc2c.errors import Esc2cError
+from esc2c.resources import boards_dir
 
-BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
+BOARDS_DIR = boards_dir()
 COMMON = "common"
 
 

@@ -16,8 +16,9 @@ import serial
 from esc2c import proc
 from esc2c.device.build import require_tool
 from esc2c.errors import Esc2cError
+from esc2c.resources import qemu_plugin_source
 
-PLUGIN_SOURCE = Path(__file__).resolve().parent / "plugin" / "insn_count.c"
+PLUGIN_SOURCE = qemu_plugin_source()
 MACHINE = "mps2-an500"
 
 

@@ -42,6 +42,7 @@ from esc2c.compress import pipeline
 from esc2c.compress.config import CompressConfig
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import atomic_write_text
+from esc2c.resources import source_checkout
 
 GRID_FILE = "grid.json"
 CELLS_DIR = "cells"
@@ -320,6 +321,16 @@ def cell_timeout() -> float:
                          f"(got {os.environ['ESC2C_CELL_TIMEOUT']!r})") from None
 
 
+def _import_this_esc2c(env: dict) -> None:
+    """A child process's environment: when esc2c runs from a checkout, that checkout first on PYTHONPATH so the
+    child imports the same esc2c (the environment's editable install may be another checkout's); an installed
+    copy needs nothing, the child's interpreter finds it in site-packages (esc2c.resources.source_checkout)."""
+    root = source_checkout()
+    if root is not None:
+        rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([str(root), *rest])
+
+
 def _run_cell_torchrun(cfg: CompressConfig, cell: Cell, out_dir, procs: int, log_file) -> dict:
     """The cell as ``torchrun --standalone --nproc-per-node procs -m esc2c compress`` (data-parallel stages, see
     esc2c.compress.distributed), with the cell's config written beside its directory."""
@@ -329,8 +340,7 @@ def _run_cell_torchrun(cfg: CompressConfig, cell: Cell, out_dir, procs: int, log
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
            "-m", "esc2c", "compress", "--config", str(cfg_path), "-o", str(cdir)]
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cfg.threads)))
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    _import_this_esc2c(env)
     r = proc.run(cmd, f"experiment cell {cell.name} ({procs} processes)", cell_timeout(), merge_stderr=True,
                  env=env)
     log_file.write(r.out)
@@ -424,8 +434,7 @@ def run_grid(out_dir, base: CompressConfig, cells: list[Cell], jobs: int = 1, th
     per = max(1, total // (n * cell_procs))
     log(f"{len(pending)} cells, {n} worker process{'es' if n > 1 else ''}, {per} torch thread(s) each")
     env = dict(os.environ if child_env is None else child_env, OMP_NUM_THREADS=str(per), MKL_NUM_THREADS=str(per))
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    _import_this_esc2c(env)
     procs = []
     for k in range(n):
         order = ",".join(c.name for c in rotated(pending, k, n))

@@ -16,8 +16,9 @@ from esc2c import proc
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
 from esc2c.logmel import cmsis_dsp, tables
+from esc2c.resources import runtime_dir
 
-RUNTIME = Path(__file__).resolve().parents[2] / "runtime" / "frontend"
+RUNTIME = runtime_dir() / "frontend"
 CFLAGS = ["-O2", "-std=c99", "-D__GNUC_PYTHON__"]
 WARN = ["-Wall", "-Wextra", "-Werror"]
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import jinja2
 import numpy as np
 import onnx
 
@@ -26,9 +25,10 @@ from esc2c.contract import META_FEATURE_SPEC, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
 from esc2c.logmel import cmsis_dsp, pipeline, tables
+from esc2c.resources import runtime_dir
+from esc2c.templating import render
 
-RUNTIME = Path(__file__).resolve().parents[2] / "runtime" / "frontend"
-TEMPLATES = tables.TEMPLATES
+RUNTIME = runtime_dir() / "frontend"
 # PCM test clips compiled into firmware_audio are held to this much flash (the rest is model and code)
 AUDIO_FLASH_BUDGET = 640 * 1024
 
@@ -142,15 +142,13 @@ def write(p: FrontendPlan, out: Path, version: str, source: str) -> None:
     """The front end's files into the (temporary) project directory ``out``."""
     for name, text in p.files.items():
         (out / name).write_text(text)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
     n = len(p.clip_names)
     ctx = {"version": version, "source": source, "n": n, "names": p.clip_names,
            "lengths": [int(v) for v in p.lengths], "pcm": _rows(p.pcm), "inputs": _rows(p.expect_input),
            "logits_double": _rows(p.expect_logits["double"]), "logits_single": _rows(p.expect_logits["single"]),
            "classes_double": [int(v) for v in p.expect_logits["double"].argmax(1)],
            "classes_single": [int(v) for v in p.expect_logits["single"].argmax(1)]}
-    (out / "audio_vectors.h").write_text(env.get_template("frontend_vectors.h.j2").render(**ctx))
+    (out / "audio_vectors.h").write_text(render("frontend_vectors.h.j2", **ctx))
     shutil.copytree(RUNTIME, out / "runtime" / "frontend")
     vec = out / "audio_vectors"
     vec.mkdir()

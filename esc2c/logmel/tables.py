@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from esc2c import __version__
 from esc2c import features as fe
+from esc2c import templating
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 RFFT_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 CONFIG_H = "esc2c_frontend_config.h"
 TABLES_C = "esc2c_frontend_tables.c"
@@ -110,7 +108,5 @@ def render(spec: FeatureSpec, input_scale: float, input_zero_point: int, source:
         "window_body": _floats(t.window), "start_body": _ints(t.mel_start), "len_body": _ints(t.mel_len),
         "offset_body": _ints(t.mel_offset), "weights_body": _floats(t.mel_weights),
     }
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
-    return {CONFIG_H: env.get_template("frontend_config.h.j2").render(**ctx),
-            TABLES_C: env.get_template("frontend_tables.c.j2").render(**ctx)}
+    return {CONFIG_H: templating.render("frontend_config.h.j2", **ctx),
+            TABLES_C: templating.render("frontend_tables.c.j2", **ctx)}
