@@ -1,4 +1,4 @@
-"""A short data-parallel training job for tests/test_ddp.py: run it under ``torchrun`` (or import it and call
+"""A short data-parallel training job for tests/compress/test_ddp.py: run it under ``torchrun`` (or import it and call
 :func:`job` for the one-process reference).
 
 It trains a small float student by PoKD from a frozen teacher, then its INT8 QAT copy, both with the full

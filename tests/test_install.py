@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
                                  reason=f"needs {', '.join(TOOLS)} (scripts/setup.sh installs them)")]
 
-# the tiny settings of tests/test_compress.py: the full chain on the synthetic set in a few seconds
+# the tiny settings of tests/compress/test_compress.py: the full chain on the synthetic set in a few seconds
 TINY = {"synthetic_per_class": 6, "width": 0.5, "prune_ratio": 0.6, "ratio_sweep": [0.3],
         "features": {"n_mels": 16, "clip_seconds": 1.0, "n_fft": 256, "win_length": 256, "hop_length": 128},
         "epochs_teacher": 2, "epochs_prune": 1, "epochs_qat_ta": 1, "epochs_qakd": 1, "batch_size": 16,

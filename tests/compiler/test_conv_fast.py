@@ -15,7 +15,7 @@ from esc2c import contract
 from esc2c.compiler.passes import conv_fast
 from esc2c.quant import intparams as ip
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "runtime" / "src" / "esc2c_conv_s8_fast.c"
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

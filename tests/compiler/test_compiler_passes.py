@@ -138,7 +138,7 @@ def test_integer_params_come_from_intparams(paths):
 
 
 def test_kernel_selection_and_scratch_sizes(paths):
-    g = run_passes(load_ir(paths["vgg"]), kernels="cmsis")  # CMSIS-NN for every conv (tests/test_conv_fast.py: fast)
+    g = run_passes(load_ir(paths["vgg"]), kernels="cmsis")  # CMSIS-NN for every conv (tests/compiler/test_conv_fast.py: fast)
     by = {op.name: op for op in g.ops}
     first = g.ops[0]  # 3x3 conv, 1 input channel: im2col of 2 int16 columns of 9 taps, padded to 12 (upstream)
     assert first.kernel == "arm_convolve_wrapper_s8" and first.scratch == 2 * 12 * 2

@@ -18,7 +18,7 @@ from esc2c.errors import Esc2cError
 from esc2c.experiment import grid, stats
 from esc2c.experiment.report import summarize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # synthetic clip i of every class lies in fold i % 5 + 1: 4 clips per class give one clip of each class in
 # folds 1-4, so every cross-validation cell over folds 1-3 trains on 20 clips and tests on 10

@@ -14,7 +14,7 @@ from esc2c.compress.train import TrainConfig
 from esc2c.errors import Esc2cError
 from esc2c.quant import export
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {"synthetic_per_class": 6, "width": 0.5, "prune_ratio": 0.6, "ratio_sweep": [0.3],
         "features": {"n_mels": 16, "clip_seconds": 1.0, "n_fft": 256, "win_length": 256, "hop_length": 128},
