@@ -1,0 +1,62 @@
+"""The project's fast convolution kernel (runtime/src/esc2c_conv_s8_fast.c): where it applies, its scratch
+size and its weight layout, written at emit time. A helper of the conv and conv_pool op kinds (ops/conv.py,
+ops/conv_pool.py), not an op kind itself.
+
+The kernel reads weights pre-widened to int16 in the order its inner loop consumes them (the layout is
+documented in runtime/include/esc2c_conv_fast.h): taps in [KH][KW][C_in] order, each kernel row's KW*C_in
+taps padded with zeros to a multiple of 4 (Kp = KH * that), output channels in pairs, and within a pair, word j of both channels side by side, each word holding taps
+(4q + s, 4q + s + 2) for q = j // 2, s = j % 2. The flash cost is 2 bytes per weight instead of 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from esc2c.compiler.ir import Graph, Op
+
+FAST_CONV = "esc2c_conv_fast_s8"
+PIXELS = 3  # ESC2C_CONV_FAST_PIXELS: output pixels per step
+KERNEL_CHOICES = ("fast", "cmsis")
+DEFAULT_KERNELS = "fast"
+
+
+def padded_taps(c_in: int, kh: int, kw: int) -> int:
+    return kh * ((c_in * kw + 3) // 4 * 4)
+
+
+def buffer_size(c_in: int, kh: int, kw: int) -> int:
+    """ESC2C_CONV_FAST_BUFFER_SIZE: 3 int16 columns of Kp taps (+1 linear column when C_in % 4 != 0), +3
+    bytes for aligning them (the memory plan may place the scratch at any byte)."""
+    return 2 * padded_taps(c_in, kh, kw) * (PIXELS + (1 if c_in % 4 else 0)) + 3
+
+
+def applies(op: Op) -> bool:
+    """A convolution op (ops/conv.py) runs on the kernel when plain: one group, no dilation (grouped
+    convolutions keep their kernel; depthwise and fully connected layers are other kinds)."""
+    return op.attrs.get("group", 1) == 1 and tuple(op.attrs.get("dilation", (1, 1))) == (1, 1)
+
+
+def pack_weights(w: np.ndarray) -> np.ndarray:
+    """int8 weights [C_out, KH, KW, C_in] -> the kernel's int16 layout (flat)."""
+    w = np.asarray(w)
+    if w.ndim != 4:
+        raise ValueError(f"conv weights must be [C_out, KH, KW, C_in], got shape {w.shape}")
+    c_out, kh, kw, c_in = w.shape
+    row = kw * c_in
+    kp = padded_taps(c_in, kh, kw)
+    pairs = (c_out + 1) // 2
+    full = np.zeros((2 * pairs, kh, kp // kh), np.int16)
+    full[:c_out, :, :row] = w.reshape(c_out, kh, row)
+    full = full.reshape(2 * pairs, kp)
+    # [pair, channel, quad, hi/lo tap (+2), slot s] -> [pair, quad, slot, channel, lo/hi]
+    return np.ascontiguousarray(full.reshape(pairs, 2, kp // 4, 2, 2).transpose(0, 2, 4, 1, 3)).ravel()
+
+
+def packed_bytes(op: Op) -> int:
+    kh, kw = op.attrs["kernel"]
+    c_out, c_in = op.weights.shape[0], op.weights.shape[3]
+    return 2 * ((c_out + 1) // 2) * 2 * padded_taps(c_in, kh, kw)
+
+
+def flash_bytes_delta(g: Graph) -> int:
+    """Extra flash of the int16 weights over int8 ones, for the ops that run the fast kernel."""
+    return sum(packed_bytes(op) - op.weights.size for op in g.ops if op.kernel == FAST_CONV)
