@@ -17,11 +17,12 @@ Each kernel's work is described by a few counts that follow its loop structure (
 
 A ``conv_pool`` op (band-wise conv + pool) adds the counts of its conv over the rows it computes, one call
 per band, and of its pool, one call per pooled row. Each op kind gives its counts (``OpKind.cost_counts``,
-esc2c/compiler/ops/; the convolution's and the pool's are in ops/convlike.py and ops/pooling.py). The estimate is the dot product of those counts with
-:data:`COEFFS`, instructions per count, fitted by non-negative least squares (``fit``) on QEMU profiles of
-emitted models (``benchmarks/bench_costmodel.py --fit`` measures and refits them; it also prints estimate
-vs measurement per layer). Latency is instructions at one per cycle at 216 MHz: an estimate, as is the
-emulator's own figure (QEMU models no timing).
+esc2c/compiler/ops/; the convolution's and the pool's are in ops/convlike.py and ops/pooling.py).
+The estimate is the dot product of those counts with :data:`COEFFS`, instructions per count, fitted by
+non-negative least squares (``fit``) on QEMU profiles of emitted models (``benchmarks/bench_costmodel.py
+--fit`` measures and refits them; it also prints estimate vs measurement per layer). Latency is
+instructions at one per cycle at 216 MHz: an estimate, as is the emulator's own figure (QEMU models no
+timing).
 """
 from __future__ import annotations
 

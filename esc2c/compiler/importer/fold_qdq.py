@@ -21,7 +21,7 @@ import numpy as np
 
 from esc2c.compiler import ops
 from esc2c.compiler.importer.onnx_model import OnnxModel
-from esc2c.compiler.ir import Graph, Tensor
+from esc2c.compiler.ir import Graph, Op, Tensor
 from esc2c.errors import Esc2cError
 from esc2c.quant import intparams
 
