@@ -63,7 +63,7 @@ def onnx_for(name: str, tmp: Path) -> tuple[Path, str]:
 def firmware_overhead(name: str, res) -> dict:
     """STM32F746ZG firmware of an emitted project: flash beside the model's constants and its one self-test
     vector, RAM beside the arena (what esc2c.compress.budget adds as FLASH_CODE_BYTES / RAM_BASE_BYTES)."""
-    from esc2c.compiler.passes.conv_fast import flash_bytes_delta
+    from esc2c.compiler.ops.conv_fast import flash_bytes_delta
     from esc2c.compress import budget
     from esc2c.device.build import build_firmware
 

@@ -16,26 +16,25 @@ Each kernel's work is described by a few counts that follow its loop structure (
   every layer             one constant (the call, its parameter set-up and the per-layer hook)
 
 A ``conv_pool`` op (band-wise conv + pool) adds the counts of its conv over the rows it computes, one call
-per band, and of its pool, one call per pooled row. The estimate is the dot product of those counts with
-:data:`COEFFS`, instructions per count, fitted by non-negative least squares (``fit``) on QEMU profiles of
-emitted models (``benchmarks/bench_costmodel.py --fit`` measures and refits them; it also prints estimate
-vs measurement per layer). Latency is instructions at one per cycle at 216 MHz: an estimate, as is the
-emulator's own figure (QEMU models no timing).
+per band, and of its pool, one call per pooled row. Each op kind gives its counts (``OpKind.cost_counts``,
+esc2c/compiler/ops/; the convolution's and the pool's are in ops/convlike.py and ops/pooling.py).
+The estimate is the dot product of those counts with :data:`COEFFS`, instructions per count, fitted by
+non-negative least squares (``fit``) on QEMU profiles of emitted models (``benchmarks/bench_costmodel.py
+--fit`` measures and refits them; it also prints estimate vs measurement per layer). Latency is
+instructions at one per cycle at 216 MHz: an estimate, as is the emulator's own figure (QEMU models no
+timing).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from esc2c.compiler import ops
 from esc2c.compiler.ir import Graph, Op
-from esc2c.compiler.passes.conv_fast import FAST_CONV, padded_taps
-from esc2c.compiler.passes.fuse_conv_pool import schedule, windows
-from esc2c.compiler.passes.kernel_select import FC, MAX_POOL
+from esc2c.compiler.ops.base import hwc
 
 CLOCK_HZ = 216_000_000
-PIXELS = 3  # output pixels per step of the fast kernel
 ESTIMATE_NOTE = "estimate: cost model esc2c/compiler/costmodel.py, 1 instruction/cycle"
 
 # instructions per count, fitted by benchmarks/bench_costmodel.py --fit on its seven models (91 layers;
@@ -53,93 +52,10 @@ COEFFS: dict[str, float] = {
 }
 
 
-def _hwc(shape) -> tuple[int, int, int]:
-    if len(shape) == 4:
-        return int(shape[1]), int(shape[2]), int(shape[3])
-    return 1, 1, int(np.prod(shape[1:]))
-
-
-def _add(f: dict, key: str, v: float) -> None:
-    f[key] = f.get(key, 0.0) + float(v)
-
-
-def _conv_counts(f: dict, kernel: str, cin: int, cout: int, kh: int, kw: int, out_w: int,
-                 rows: list[int], pad_w: int) -> None:
-    """Counts of a convolution computed as one call per entry of ``rows`` (output rows of that call)."""
-    if kernel == FAST_CONV:
-        kp = padded_taps(cin, kh, kw)
-        pairs = (cout + 1) // 2
-        for r in rows:
-            p = r * out_w
-            s = math.ceil(p / PIXELS)
-            _add(f, "fast.dot", s * pairs * kp)
-            _add(f, "fast.pair", s * pairs)
-            _add(f, "fast.col", s * PIXELS * kp)
-            edge = r * min(out_w, 2 * math.ceil(pad_w / 1)) if pad_w else 0
-            _add(f, "fast.edge", edge * kh * kw * cin)
-            _add(f, "fast.out", p * cout)
-            _add(f, "fast.step", s)
-            _add(f, "fast.table", cout)
-            _add(f, "fast.call", 1)
-    else:
-        k = cin * kh * kw
-        for r in rows:
-            p = r * out_w
-            _add(f, "cmsis.mac", p * cout * k)
-            _add(f, "cmsis.col", p * k)
-            _add(f, "cmsis.out", p * cout)
-            _add(f, "cmsis.pix", p)
-            _add(f, "cmsis.call", 1)
-
-
-def _pool_counts(f: dict, fn: str, out_values: int, window: int, calls: int) -> None:
-    key = "pool" if fn == MAX_POOL else "avg"
-    _add(f, f"{key}.win", out_values * window)
-    _add(f, f"{key}.out", out_values)
-    _add(f, f"{key}.call", calls)
-
-
 def op_counts(op: Op, g: Graph) -> dict[str, float]:
-    """The work counts of one layer op (see the module docstring)."""
+    """The work counts of one layer op (see the module docstring; each op kind's ``cost_counts``)."""
     f: dict[str, float] = {"layer": 1.0}
-    x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-    if op.kind in ("conv", "conv_pool"):
-        kh, kw = op.attrs["kernel"]
-        cin = _hwc(x.shape)[2]
-        cout = int(op.weights.shape[0])
-        pad_w = max(op.attrs["pads"][1], op.attrs["pads"][3])
-        if op.kind == "conv":
-            oh, ow, _ = _hwc(y.shape)
-            _conv_counts(f, op.kernel, cin, cout, kh, kw, ow, [oh], pad_w)
-        else:
-            mid_h, mid_w, _ = _hwc(op.attrs["mid"]["shape"])
-            p = op.attrs["pool"]
-            ph, pw, pc = _hwc(y.shape)
-            sched = schedule(windows(p, mid_h, ph))
-            rows = [hi - lo + 1 for lo, hi in sched if hi >= lo]
-            _conv_counts(f, op.kernel, cin, cout, kh, kw, mid_w, rows, pad_w)
-            _pool_counts(f, p["fn"], ph * pw * pc, p["kernel"][0] * p["kernel"][1], ph)
-    elif op.kind == "fully_connected":
-        k = int(op.weights.shape[1])
-        cout = int(op.weights.shape[0])
-        if op.kernel == FC:
-            _add(f, "fc.mac", k * cout)
-            _add(f, "fc.out", cout)
-        else:
-            _conv_counts(f, op.kernel, k, cout, 1, 1, 1, [1], 0)
-    elif op.kind in ("max_pool", "avg_pool"):
-        kh, kw = op.attrs["kernel"]
-        _pool_counts(f, op.kernel, y.size, kh * kw, 1)
-    elif op.kind in ("add", "requantize"):
-        _add(f, "eltwise.elem", y.size)
-    elif op.kind != "depthwise_conv":
-        raise ValueError(f"cost model: no counts for op kind {op.kind} ({op.name})")
-    else:  # depthwise: MAC-bound like CMSIS-NN's convolution
-        kh, kw = op.attrs["kernel"]
-        oh, ow, oc = _hwc(y.shape)
-        _add(f, "cmsis.mac", oh * ow * oc * kh * kw)
-        _add(f, "cmsis.out", oh * ow * oc)
-        _add(f, "cmsis.call", 1)
+    ops.get(op.kind).cost_counts(op, g, f)
     return f
 
 
@@ -199,7 +115,7 @@ def estimate(g: Graph, coeffs: dict[str, float] | None = None) -> CostEstimate:
     for i, op in enumerate(g.layer_ops()):
         f = op_counts(op, g)
         n = sum(c[k] * v for k, v in f.items())
-        oh, ow, oc = _hwc(g.tensors[op.output].shape)
+        oh, ow, oc = hwc(g.tensors[op.output].shape)
         layers.append(LayerEstimate(i, op.name, op.kind, op.kernel or "", f"{oh}x{ow}x{oc}", int(op.macs),
                                     int(round(n))))
     return CostEstimate(layers)

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from esc2c import __version__
+from esc2c.compiler import ops
 from esc2c.compiler.driver import compile_model
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
-from esc2c.compiler.options import CompileOptions
+from esc2c.compiler.ops.conv_fast import flash_bytes_delta
+from esc2c.compiler.options import DEFAULT_KERNELS, CompileOptions
 from esc2c.compiler.project import save_graph
 from esc2c.compiler.tflm import emit_tflm
-from esc2c.compiler.passes.fuse_conv_pool import layer_context as conv_pool_context
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, FAST_CONV, flash_bytes_delta, pack_weights
 from esc2c.contract import DEFAULT_ROUNDING, META_ROUNDING, PROJECT_META, ROUNDING_MODES
 from esc2c.device.boards import copy_board
 from esc2c.errors import Esc2cError
@@ -147,33 +147,9 @@ def _layers(g: Graph) -> tuple[list[dict], list[dict]]:
             L["kernel_hw"] = op.attrs["kernel"]
             L["stride"] = op.attrs["stride"]
             L["pad"] = op.attrs["pads"][:2]
-        if op.kernel == FAST_CONV:  # int16, in the order the kernel reads them (passes/conv_fast.py)
-            L["weights"] = array(f"esc2c_w{i}", "int16_t", pack_weights(op.weights))
-            L["bias"] = array(f"esc2c_b{i}", "int32_t", op.bias)
-        elif op.weights is not None:
-            L["weights"] = array(f"esc2c_w{i}", "int8_t", op.weights)
-            L["bias"] = array(f"esc2c_b{i}", "int32_t", op.bias)
-        if op.kind == "fully_connected" and op.kernel == "arm_convolve_wrapper_s8":
-            L.update(in_dims=(1, 1, op.weights.shape[1]), kernel_hw=(1, 1), stride=(1, 1), pad=(0, 0))
-        if op.kernel in ("arm_convolve_wrapper_s8", "arm_depthwise_conv_wrapper_s8", "esc2c_group_conv_s8", FAST_CONV):
-            L["mult"] = array(f"esc2c_m{i}", "int32_t", op.multiplier)
-            L["shift"] = array(f"esc2c_s{i}", "int32_t", op.shift)
-        if op.kernel in ("arm_fully_connected_s8", "esc2c_requantize_s8"):
-            L["mult_value"], L["shift_value"] = int(op.multiplier[0]), int(op.shift[0])
-        if op.kernel == "arm_fully_connected_s8":
-            L["in_dims"] = (1, 1, op.weights.shape[1])
-        if op.kind == "conv":
-            L["group"] = op.attrs.get("group", 1)
-        if op.kind == "depthwise_conv":
-            L["ch_mult"] = op.attrs.get("ch_mult", 1)
-        if op.kernel == "esc2c_avgpool_rescale_s8":
-            L["mult"] = array(f"esc2c_m{i}", "int32_t", op.avg_mult)
-            L["shift"] = array(f"esc2c_s{i}", "int32_t", op.avg_shift)
-        if op.kind == "add":
-            b = g.tensors[op.inputs[1]]
-            L["in2_off"], L["in2_offset"], L["add"] = b.offset, -b.zero_point, op.add
-        if op.kind == "conv_pool":  # band-wise conv + pool (passes/fuse_conv_pool.py, templates/conv_pool.c.j2)
-            L["cp"] = conv_pool_context(op, g)
+        kind = ops.get(op.kind)
+        L["template"] = kind.template(op)  # templates/ops/, included by model.c.j2
+        kind.c_context(op, g, L, array)
         layers.append(L)
     return layers, arrays
 

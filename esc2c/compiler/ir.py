@@ -1,7 +1,7 @@
 """The integer IR every back end of the compiler consumes (C/CMSIS-NN, integer-only ONNX, .tflite).
 
 A :class:`Graph` is a list of :class:`Op` in execution order over named int8 :class:`Tensor` s.
-The front end (``frontend.py``) builds it from a QDQ ONNX model in the ONNX layout (NCHW, weights OIHW);
+The importer (``compiler/importer``) builds it from a QDQ ONNX model in the ONNX layout (NCHW, weights OIHW);
 the passes then rewrite it in place:
 
   fold_qdq        QDQ pairs -> int8 tensors with (scale, zero_point); int8 per-channel weights; int32 bias
@@ -15,34 +15,11 @@ the passes then rewrite it in place:
 
 After all passes, every op carries everything an executor needs; nothing is recomputed downstream.
 
-Op kinds and their fields (after all passes; shapes NHWC, N = 1):
-
-  ``conv``            inputs [x]; ``weights`` int8 [C_out, KH, KW, C_in / group]; ``bias`` int32 [C_out];
-                      attrs: kernel (kh, kw), stride (sh, sw), pads (top, left, bottom, right), dilation (1, 1),
-                      group; ``multiplier``/``shift`` int32 [C_out]; act_min/act_max
-  ``depthwise_conv``  as conv, weights int8 [1, KH, KW, C_out]; attrs also ch_mult
-  ``fully_connected`` inputs [x] (any shape, read as a flat vector of K); weights int8 [C_out, K];
-                      bias int32 [C_out]; per-tensor ``multiplier``/``shift`` (arrays of length 1) when
-                      the weight scales are all equal, otherwise per-channel (kernel_select then picks a
-                      1x1 convolution, which supports per-channel requantization)
-  ``max_pool``        attrs: kernel, stride, pads; act_min/act_max; input and output share scale/zp
-  ``avg_pool``        attrs: kernel, stride, pads (count excludes padding, like ONNX count_include_pad=0);
-                      when input and output qparams are equal: CMSIS-NN arithmetic (sum of raw int8 values,
-                      divided by the count, ties away from zero); otherwise ``avg_mult``/``avg_shift``
-                      tables indexed by the count: out = requant(sum(q - zp_in), M[count]) + zp_out
-  ``add``             inputs [a, b] (same shape); ``add`` dict from intparams.add_params; act_min/act_max
-  ``requantize``      inputs [x]; ``multiplier``/``shift`` length 1: out = requant(x - zp_in) + zp_out
-  ``conv_pool``       (fuse_conv_pool pass; ``emit(fuse=False)`` keeps the two ops) a ``conv`` (group 1) and the
-                      ``max_pool`` / ``avg_pool`` (equal qparams) reading it, run band-wise: the conv's fields,
-                      kernel (its C function) and attrs; inputs [conv input], outputs [pool output];
-                      attrs ``pool`` (name, kind, fn, kernel, stride, pads, act_min/act_max, macs, scratch),
-                      ``mid`` (name and shape of the conv output, which is not a tensor of the graph; its
-                      qparams are the output's), ``conv`` (name, macs, scratch), ``band_rows``,
-                      ``band_offset`` (band buffer inside the op's scratch); macs = conv + pool.
-                      ``fuse_conv_pool.unfuse`` gives back the two ops (integer ONNX and .tflite use it).
-                      One layer for the per-layer hook and verify ("<conv>+<pool>", the pooled output)
-  ``reshape``         a view: the output aliases the input's bytes (flatten of NHWC data, or no-op)
-  ``relu``            only between fold_qdq and fuse_activation (afterwards fused, or a requantize op)
+Op kinds (``Op.kind``) are the modules of esc2c/compiler/ops/ (the registry, ``ops.REGISTRY``): conv,
+depthwise_conv, fully_connected, max_pool, avg_pool, add, requantize, reshape, relu, conv_pool, ... Each
+module's docstring gives the fields its ops carry (after all passes; shapes NHWC, N = 1), and the module
+is everything the compiler knows about the kind. This module does not import the registry; ``ops.get``
+rejects an unknown kind.
 
 Common fields: ``act`` (fused activation as a real-valued range, e.g. relu = (0, inf)), turned into the
 int8 clamp ``act_min``/``act_max`` by qparams; ``kernel`` (C function) and ``scratch`` (bytes) by
@@ -65,10 +42,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-OP_KINDS = ("conv", "depthwise_conv", "fully_connected", "max_pool", "avg_pool", "add", "requantize",
-            "reshape", "relu", "conv_pool")
-
 
 @dataclass
 class Tensor:
@@ -109,10 +82,6 @@ class Op:
     kernel: str | None = None
     scratch: int = 0
     macs: int = 0
-
-    def __post_init__(self):
-        if self.kind not in OP_KINDS:
-            raise ValueError(f"unknown op kind {self.kind!r}")
 
     @property
     def output(self) -> str:

@@ -6,7 +6,8 @@ output's scale and zero point). The writer stores the IR's float32 scales, int32
 then checks for every layer that what TFLite will derive is exactly what the IR carries (multipliers,
 shifts, clamps, paddings); a layer that cannot be expressed exactly is an :class:`Esc2cError` naming it.
 
-Mapping (NHWC; TFLite's layouts are the IR's):
+Mapping (NHWC; TFLite's layouts are the IR's; each op kind writes itself, ``OpKind.lower_tflite`` in
+esc2c/compiler/ops/, with the _Writer's helpers below):
   conv             CONV_2D, weights OHWI per-channel (quantized_dimension 0), bias int32 (scale s_in*s_w)
   depthwise_conv   DEPTHWISE_CONV_2D, weights 1HWC per-channel (quantized_dimension 3)
   fully_connected  FULLY_CONNECTED, weights [C_out, K] per-tensor or per-channel (quantized_dimension 0)
@@ -30,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from esc2c.compiler import ops
 from esc2c.compiler.ir import Graph, Op
+from esc2c.compiler.ops.base import end_pads, f32
 from esc2c.errors import Esc2cError
 from esc2c.quant import intparams
 
@@ -69,17 +72,9 @@ def _out_size(padding: str, n: int, k: int, s: int) -> int:
     return (n + s - 1) // s if padding == "SAME" else (n - k + s) // s
 
 
-def _full_pads(in_hw, out_hw, kernel, stride, pads) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right): leading pads from the IR, trailing ones as the output size needs."""
-    t, l = int(pads[0]), int(pads[1])
-    b = max(0, (out_hw[0] - 1) * stride[0] + kernel[0] - in_hw[0] - t)
-    r = max(0, (out_hw[1] - 1) * stride[1] + kernel[1] - in_hw[1] - l)
-    return t, l, b, r
-
-
 def tflite_padding(in_hw, out_hw, kernel, stride, pads) -> str | None:
     """'VALID' or 'SAME' when TFLite's rule gives exactly this output size and these leading pads."""
-    t, l, _, _ = _full_pads(in_hw, out_hw, kernel, stride, pads)
+    t, l, _, _ = end_pads(in_hw, out_hw, kernel, stride, pads)
     for padding in ("VALID", "SAME"):
         ok = True
         for d, lead in ((0, t), (1, l)):
@@ -119,13 +114,9 @@ def fused_activation(op: Op, scale: float, zero_point: int) -> str:
                      f"{activation_ranges(scale, zero_point)})")
 
 
-def _f32(x) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32)
-
-
 def tflite_conv_params(s_in: float, s_w, s_out: float) -> tuple[np.ndarray, np.ndarray]:
     """The (multiplier, shift) TFLite computes from the float32 scales in the flatbuffer."""
-    return intparams.conv_requant(float(_f32(s_in)), _f32(s_w).astype(np.float64), float(_f32(s_out)))
+    return intparams.conv_requant(float(f32(s_in)), f32(s_w).astype(np.float64), float(f32(s_out)))
 
 
 # ---------------------------------------------------------------- the writer
@@ -143,9 +134,9 @@ class _Writer:
         self.pools_as_depthwise: list[str] = []
 
     # ----- tensors
-    def _quant(self, scales, zero_points, dim: int = 0):
+    def quant(self, scales, zero_points, dim: int = 0):
         q = self.fb.QuantizationParametersT()
-        q.scale = [float(s) for s in _f32(np.atleast_1d(scales))]
+        q.scale = [float(s) for s in f32(np.atleast_1d(scales))]
         q.zeroPoint = [int(z) for z in np.atleast_1d(zero_points)]
         q.quantizedDimension = dim
         return q
@@ -168,7 +159,7 @@ class _Writer:
         if name not in self.index:
             t = self.g.tensors[name]
             self.index[name] = self.tensor(name, t.shape, self.fb.TensorType.INT8,
-                                           self._quant(t.scale, t.zero_point))
+                                           self.quant(t.scale, t.zero_point))
         return self.index[name]
 
     def const(self, name: str, values: np.ndarray, ttype: int, quant=None) -> int:
@@ -186,12 +177,15 @@ class _Writer:
             o.builtinOptions = options
         self.operators.append(o)
 
-    def _act(self, op: Op) -> int:
+    def act(self, op: Op) -> int:
         y = self.g.tensors[op.output]
         return getattr(self.fb.ActivationFunctionType, fused_activation(op, y.scale, y.zero_point))
 
-    def _padded_input(self, op: Op, what: str) -> tuple[int, str]:
-        """(tensor index of the layer's input, TFLite padding) with a PAD/PADV2 op inserted if needed."""
+    def padded_input(self, op: Op, pad_with: str | None, why_not: str = "") -> tuple[int, str]:
+        """(tensor index of the layer's input, TFLite padding), with a PAD op inserted if needed:
+        ``pad_with`` "zero_point" (PAD: padded taps add nothing to a convolution), "lowest" (PADV2 with -128:
+        never the maximum of a window with a real element) or None (no explicit pad can express the layer;
+        ``why_not`` says why)."""
         g, fb = self.g, self.fb
         x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
         kernel, stride, pads = op.attrs["kernel"], op.attrs["stride"], op.attrs["pads"]
@@ -199,27 +193,26 @@ class _Writer:
         xi = self.activation(op.inputs[0])
         if padding is not None:
             return xi, padding
-        full = _full_pads(x.shape[1:3], y.shape[1:3], kernel, stride, pads)
-        if not self.pad_ops or what == "avg_pool":
+        full = end_pads(x.shape[1:3], y.shape[1:3], kernel, stride, pads)
+        if not self.pad_ops or pad_with is None:
             raise Esc2cError(f"layer '{op.name}': pads (top, left, bottom, right) = {full} for input {x.shape[1:3]}, "
                              f"kernel {tuple(kernel)}, stride {tuple(stride)} are not expressible in TFLite "
-                             f"(SAME/VALID only" + (", and an average pool's counts would change with an "
-                                                    "explicit PAD)" if what == "avg_pool" else ")"))
+                             f"(SAME/VALID only" + (f", and {why_not})" if why_not else ")"))
         t, l, b, r = full
         shape = (1, x.shape[1] + t + b, x.shape[2] + l + r, x.shape[3])
         paddings = np.array([[0, 0], [t, b], [l, r], [0, 0]], np.int32)
         pi = self.const(f"{op.name}/paddings", paddings, fb.TensorType.INT32)
-        out = self.tensor(f"{op.name}/padded", shape, fb.TensorType.INT8, self._quant(x.scale, x.zero_point))
-        if what == "max_pool":  # -inf of the int8 range: never the maximum of a window with a real element
+        out = self.tensor(f"{op.name}/padded", shape, fb.TensorType.INT8, self.quant(x.scale, x.zero_point))
+        if pad_with == "lowest":
             vi = self.const(f"{op.name}/pad_value", np.array([-128], np.int8), fb.TensorType.INT8,
-                            self._quant(x.scale, x.zero_point))
+                            self.quant(x.scale, x.zero_point))
             self.operator("PADV2", [xi, pi, vi], [out], fb.PadV2OptionsT(), "PadV2Options")
-        else:  # the input zero point: padded taps add nothing to a convolution
+        else:
             self.operator("PAD", [xi, pi], [out], fb.PadOptionsT(), "PadOptions")
         self.inserted_pads.append(op.name)
         return out, "VALID"
 
-    def _check_requant(self, op: Op, s_in, s_w, s_out, mult, shift):
+    def check_requant(self, op: Op, s_in, s_w, s_out, mult, shift):
         m, s = tflite_conv_params(s_in, s_w, s_out)
         mult, shift = np.broadcast_to(mult, m.shape), np.broadcast_to(shift, s.shape)
         bad = np.flatnonzero((m != mult) | (s != shift))
@@ -228,171 +221,25 @@ class _Writer:
             raise Esc2cError(f"layer '{op.name}': TFLite would derive multiplier/shift {int(m[c])}/{int(s[c])} "
                              f"for channel {c} from the float32 scales, the IR has {int(mult[c])}/{int(shift[c])}")
 
-    def conv(self, op: Op):
-        fb, g = self.fb, self.g
-        x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-        dw = op.kind == "depthwise_conv"
-        xi, padding = self._padded_input(op, op.kind)
-        s_w = np.asarray(op.weight_scales, np.float64)
-        self._check_requant(op, x.scale, s_w, y.scale, op.multiplier, op.shift)
-        wq = self._quant(s_w, np.zeros(s_w.size, np.int64), 3 if dw else 0)
-        wi = self.const(f"{op.name}/weights", np.asarray(op.weights, np.int8), fb.TensorType.INT8, wq)
-        bq = self._quant(_f32(x.scale).astype(np.float64) * _f32(s_w), np.zeros(s_w.size, np.int64), 0)
-        bi = self.const(f"{op.name}/bias", np.asarray(op.bias, np.int32), fb.TensorType.INT32, bq)
-        sh, sw = op.attrs["stride"]
-        if tuple(op.attrs.get("dilation", (1, 1))) != (1, 1):
-            raise Esc2cError(f"layer '{op.name}': dilated convolutions are not written to TFLite")
-        pad = getattr(fb.Padding, padding)
-        if dw:
-            opt = fb.DepthwiseConv2DOptionsT()
-            opt.depthMultiplier = int(op.attrs.get("ch_mult", 1))
-            code, otype = "DEPTHWISE_CONV_2D", "DepthwiseConv2DOptions"
-        else:
-            opt = fb.Conv2DOptionsT()
-            code, otype = "CONV_2D", "Conv2DOptions"
-        opt.padding, opt.strideH, opt.strideW = pad, int(sh), int(sw)
-        opt.dilationHFactor = opt.dilationWFactor = 1
-        opt.fusedActivationFunction = self._act(op)
-        self.operator(code, [xi, wi, bi], [self.activation(op.output)], opt, otype)
+    # ----- for the op kinds' lower_tflite (esc2c/compiler/ops/)
+    @staticmethod
+    def padding(in_hw, out_hw, kernel, stride, pads) -> str | None:
+        return tflite_padding(in_hw, out_hw, kernel, stride, pads)
 
-    def fully_connected(self, op: Op):
-        fb, g = self.fb, self.g
-        x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-        s_w = np.asarray(op.weight_scales, np.float64)
-        per_tensor = bool(np.all(s_w == s_w[0]))
-        if per_tensor:
-            s_w = s_w[:1]
-        self._check_requant(op, x.scale, s_w, y.scale, op.multiplier[:1] if per_tensor else op.multiplier,
-                            op.shift[:1] if per_tensor else op.shift)
-        wi = self.const(f"{op.name}/weights", np.asarray(op.weights, np.int8), fb.TensorType.INT8,
-                        self._quant(s_w, np.zeros(s_w.size, np.int64), 0))
-        bi = self.const(f"{op.name}/bias", np.asarray(op.bias, np.int32), fb.TensorType.INT32,
-                        self._quant(_f32(x.scale).astype(np.float64) * _f32(s_w), np.zeros(s_w.size, np.int64), 0))
-        opt = fb.FullyConnectedOptionsT()
-        opt.fusedActivationFunction = self._act(op)
-        opt.keepNumDims = len(y.shape) != 2
-        self.operator("FULLY_CONNECTED", [self.activation(op.inputs[0]), wi, bi], [self.activation(op.output)],
-                      opt, "FullyConnectedOptions")
-
-    def pool(self, op: Op):
-        fb, g = self.fb, self.g
-        x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-        if op.kind == "avg_pool" and op.attrs.get("rescale"):
-            return self.avg_pool_rescale(op)
-        if not (np.float32(x.scale) == np.float32(y.scale) and x.zero_point == y.zero_point):
-            raise Esc2cError(f"layer '{op.name}': {op.kind} input and output quantization differ")
-        xi, padding = self._padded_input(op, op.kind)
-        opt = fb.Pool2DOptionsT()
-        opt.padding = getattr(fb.Padding, padding)
-        opt.strideH, opt.strideW = (int(v) for v in op.attrs["stride"])
-        opt.filterHeight, opt.filterWidth = (int(v) for v in op.attrs["kernel"])
-        opt.fusedActivationFunction = self._act(op)
-        code = "MAX_POOL_2D" if op.kind == "max_pool" else "AVERAGE_POOL_2D"
-        self.operator(code, [xi], [self.activation(op.output)], opt, "Pool2DOptions")
-
-    def avg_pool_rescale(self, op: Op):
-        """An average pool with its own output scale: a depthwise convolution of ones over the zero-point
-        offset input; its float32 weight scale is chosen so the requantization of every possible window sum
-        equals the IR's ``requant(sum, avg_mult[n], avg_shift[n])`` (checked over the whole sum range)."""
-        fb, g = self.fb, self.g
-        x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-        kh, kw = op.attrs["kernel"]
-        if tflite_padding(x.shape[1:3], y.shape[1:3], (kh, kw), op.attrs["stride"], op.attrs["pads"]) != "VALID":
-            raise Esc2cError(f"layer '{op.name}': an average pool with its own output scale and padding "
-                             f"(window counts vary) is not expressible exactly in TFLite")
-        n = kh * kw
-        sums = np.arange(n * (intparams.INT8_MIN - x.zero_point), n * (intparams.INT8_MAX - x.zero_point) + 1,
-                         dtype=np.int64)
-        want = np.clip(intparams.requantize(sums, op.avg_mult[n], op.avg_shift[n], "double") + y.zero_point,
-                       op.act_min, op.act_max)
-        s_w = self._pool_weight_scale(op, x.scale, y.scale, n, sums, want, y.zero_point)
-        c = x.shape[3]
-        wi = self.const(f"{op.name}/ones", np.ones((1, kh, kw, c), np.int8), fb.TensorType.INT8,
-                        self._quant(np.full(c, s_w), np.zeros(c, np.int64), 3))
-        bi = self.const(f"{op.name}/bias", np.zeros(c, np.int32), fb.TensorType.INT32,
-                        self._quant(np.full(c, float(_f32(x.scale)) * float(s_w)), np.zeros(c, np.int64), 0))
-        opt = fb.DepthwiseConv2DOptionsT()
-        opt.padding = fb.Padding.VALID
-        opt.strideH, opt.strideW = (int(v) for v in op.attrs["stride"])
-        opt.depthMultiplier = 1
-        opt.dilationHFactor = opt.dilationWFactor = 1
-        opt.fusedActivationFunction = self._act(op)
-        self.operator("DEPTHWISE_CONV_2D", [self.activation(op.inputs[0]), wi, bi], [self.activation(op.output)],
-                      opt, "DepthwiseConv2DOptions")
-        self.pools_as_depthwise.append(op.name)
-
-    def _pool_weight_scale(self, op, s_in, s_out, n, sums, want, zp_out, search: int = 512) -> np.float32:
-        base = np.float32(1.0) / np.float32(n)
-        up = down = base
-        candidates = [base]  # float32 values nearest 1/n first, alternating above and below
-        for _ in range(search):
-            up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(-np.inf))
-            candidates += [up, down]
-        for s_w in candidates:
-            m, s = tflite_conv_params(s_in, [s_w], s_out)
-            got = np.clip(intparams.requantize(sums, m[0], s[0], "double") + zp_out, op.act_min, op.act_max)
-            if np.array_equal(got, want):
-                return np.float32(s_w)
-        raise Esc2cError(f"layer '{op.name}': no float32 weight scale near 1/{n} reproduces this average pool's "
-                         f"requantization exactly in TFLite")
-
-    def add(self, op: Op):
-        g, fb = self.g, self.fb
-        a, b, y = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.output]
-        want = intparams.add_params(float(_f32(a.scale)), float(_f32(b.scale)), float(_f32(y.scale)))
-        if want != op.add:
-            raise Esc2cError(f"layer '{op.name}': TFLite's ADD parameters from the float32 scales {want} differ "
-                             f"from the IR's {op.add}")
-        opt = fb.AddOptionsT()
-        opt.fusedActivationFunction = self._act(op)
-        self.operator("ADD", [self.activation(op.inputs[0]), self.activation(op.inputs[1])],
-                      [self.activation(op.output)], opt, "AddOptions")
-
-    def requantize(self, op: Op):
-        g = self.g
-        x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-        m, s = intparams.rescale_params(float(_f32(x.scale)), float(_f32(y.scale)))
-        if (m, s) != (int(op.multiplier[0]), int(op.shift[0])):
-            raise Esc2cError(f"layer '{op.name}': TFLite's QUANTIZE would use multiplier/shift {m}/{s}, the IR "
-                             f"has {int(op.multiplier[0])}/{int(op.shift[0])}")
-        if (op.act_min, op.act_max) != (intparams.INT8_MIN, intparams.INT8_MAX):
-            raise Esc2cError(f"layer '{op.name}': a clamped requantize has no TFLite form")
-        self.operator("QUANTIZE", [self.activation(op.inputs[0])], [self.activation(op.output)])
-
-    def reshape(self, op: Op):
-        fb = self.fb
-        y = self.g.tensors[op.output]
-        shape = np.array(y.shape, np.int32)
-        si = self.const(f"{op.name}/shape", shape, fb.TensorType.INT32)
-        opt = fb.ReshapeOptionsT()
-        opt.newShape = [int(d) for d in shape]
-        self.operator("RESHAPE", [self.activation(op.inputs[0]), si], [self.activation(op.output)], opt,
-                      "ReshapeOptions")
+    @staticmethod
+    def conv_params(s_in: float, s_w, s_out: float) -> tuple[np.ndarray, np.ndarray]:
+        return tflite_conv_params(s_in, s_w, s_out)
 
     def write(self) -> TfliteModel:
         import flatbuffers
 
         g, fb = self.g, self.fb
-        if g.layout != "NHWC" or any(op.kind in ("conv", "depthwise_conv", "fully_connected")
-                                     and op.multiplier is None for op in g.ops):
+        if g.layout != "NHWC" or not all(ops.get(op.kind).params_ready(op) for op in g.ops):
             raise ValueError("write_tflite needs the IR after all compiler passes")
         for name in g.inputs:
             self.activation(name)
         for op in g.ops:
-            if op.kind in ("conv", "depthwise_conv"):
-                self.conv(op)
-            elif op.kind == "fully_connected":
-                self.fully_connected(op)
-            elif op.kind in ("max_pool", "avg_pool"):
-                self.pool(op)
-            elif op.kind == "add":
-                self.add(op)
-            elif op.kind == "requantize":
-                self.requantize(op)
-            elif op.kind == "reshape":
-                self.reshape(op)
-            else:
-                raise Esc2cError(f"layer '{op.name}': op kind {op.kind} has no TFLite form")
+            ops.get(op.kind).lower_tflite(op, g, self)
         sg = fb.SubGraphT()
         sg.tensors, sg.operators = self.tensors, self.operators
         sg.inputs = [self.index[n] for n in g.inputs]

@@ -230,6 +230,13 @@ RESOLVER_ADD = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D
                 "FULLY_CONNECTED": "AddFullyConnected", "MAX_POOL_2D": "AddMaxPool2D",
                 "AVERAGE_POOL_2D": "AddAveragePool2D", "ADD": "AddAdd", "RESHAPE": "AddReshape", "PAD": "AddPad",
                 "PADV2": "AddPadV2", "QUANTIZE": "AddQuantize"}
+
+
+def resolver_add(code: str) -> str:
+    """The MicroMutableOpResolver method registering a builtin op: the table above, else Add + the code in
+    CamelCase (ABS -> AddAbs), so an op kind writing another builtin needs no entry here."""
+    return RESOLVER_ADD.get(code) or "Add" + code.title().replace("_", "")
+
 ARENA_MARGIN = 1024  # beside the host's use: a target with other kernels (CMSIS-NN) may want scratch
 
 
@@ -256,7 +263,7 @@ def emit_tflm(g: Graph, dest: Path, inputs: np.ndarray, expected: np.ndarray, so
     ctx = {"version": __version__, "source": source, "model_size": len(m.data), "model_body": body,
            "input_size": g.input.size, "output_size": g.output.size, "n": len(inputs),
            "inputs": [row(v) for v in inputs], "outputs": [row(v) for v in expected], "arena_size": arena,
-           "resolver_adds": [RESOLVER_ADD[c] for c in m.ops_used],
+           "resolver_adds": [resolver_add(c) for c in m.ops_used],
            "schema_version": SCHEMA_VERSION}
     for name in ("main.cc", "model_data.cc", "model_data.h", "CMakeLists.txt"):
         (dest / "tflm" / name).write_text(render(f"tflm/{name}.j2", **ctx))

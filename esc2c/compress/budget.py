@@ -22,7 +22,8 @@ import torch
 
 from esc2c.compiler import costmodel
 from esc2c.compiler.emit import board_limits
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS, flash_bytes_delta
+from esc2c.compiler.ops.conv_fast import flash_bytes_delta
+from esc2c.compiler.options import DEFAULT_KERNELS
 from esc2c.compress import cup
 from esc2c.compress.deploy_graph import calibration_inputs, compile_float
 from esc2c.errors import Esc2cError

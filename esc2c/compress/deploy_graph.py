@@ -10,7 +10,7 @@ import torch
 
 from esc2c.compiler.driver import compile_model
 from esc2c.compiler.ir import Graph
-from esc2c.compiler.passes.conv_fast import DEFAULT_KERNELS
+from esc2c.compiler.options import DEFAULT_KERNELS
 from esc2c.models.blocks import ESCNet
 from esc2c.quant import export, qat
 

@@ -4,8 +4,9 @@ import pytest
 
 from _compiler_models import build
 from esc2c.compiler.importer import load_ir
+from esc2c.compiler.ops.conv import conv_wrapper_buffer
+from esc2c.compiler.ops.depthwise_conv import dw_wrapper_buffer
 from esc2c.compiler.passes import run_passes
-from esc2c.compiler.passes.kernel_select import conv_wrapper_buffer, dw_wrapper_buffer
 from esc2c.quant import intparams
 
 

@@ -1,6 +1,6 @@
 """runtime/src/esc2c_conv_s8_fast.c (portable C path, host) against the integer contract: a numpy
 convolution requantized by esc2c.quant.intparams, both rounding modes, odd shapes; weights laid out by
-esc2c.compiler.passes.conv_fast.pack_weights."""
+esc2c.compiler.ops.conv_fast.pack_weights."""
 from __future__ import annotations
 
 import ctypes
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from esc2c import contract
-from esc2c.compiler.passes import conv_fast
+from esc2c.compiler.ops import conv_fast
 from esc2c.quant import intparams as ip
 
 ROOT = Path(__file__).resolve().parents[2]

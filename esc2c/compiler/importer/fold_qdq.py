@@ -3,9 +3,10 @@
 Every QuantizeLinear of a non-constant tensor defines one int8 IR tensor (its output, with its scale and
 zero point). The float sub-graph between the DequantizeLinear nodes feeding it and the QuantizeLinear is
 one "region"; its anchor op (Conv, Gemm, MatMul [+ Add bias], MaxPool, AveragePool, GlobalAveragePool,
-Add, Flatten/Reshape, Relu/Clip, DequantizeLinear) becomes an IR op, and Relu/Clip nodes between the
-anchor and the QuantizeLinear become the op's activation range. A Flatten/Reshape between a
-DequantizeLinear and a Gemm/MatMul becomes a reshape view.
+Add, Flatten/Reshape, Relu/Clip, DequantizeLinear: each op kind's ``onnx_anchors``) becomes an IR op, built
+by that kind's ``from_onnx`` (esc2c/compiler/ops/), and Relu/Clip nodes between the anchor and the
+QuantizeLinear become the op's activation range. A Flatten/Reshape between a DequantizeLinear and a
+Gemm/MatMul becomes a reshape view (``onnx_views``).
 
 Accepted producers: esc2c's own export and onnxruntime.quantization.quantize_static (QDQ format):
 int8 or uint8 activations (uint8 is shifted to int8 exactly: q - 128, zp - 128), int8 symmetric weights
@@ -18,12 +19,13 @@ import math
 
 import numpy as np
 
+from esc2c.compiler import ops
 from esc2c.compiler.importer.onnx_model import OnnxModel
 from esc2c.compiler.ir import Graph, Op, Tensor
 from esc2c.errors import Esc2cError
 from esc2c.quant import intparams
 
-_ACTS = ("Relu", "Clip")
+_ACTS = ops.activation_onnx_ops()  # Relu, Clip: folded into the region they close
 
 
 class _Folder:
@@ -127,12 +129,9 @@ class _Folder:
                 raise self.err(p, f"dequantizes '{x}' with scale/zero point ({s}, {zp}) different from its "
                                   f"quantization ({t.scale}, {t.zero_point})")
             return x
-        if p is not None and p.op_type in ("Flatten", "Reshape"):
-            src = self.act_input(p.input[0], p)
-            if name not in self.tensors:
-                t = self.tensors[src]
-                self.new_tensor(name, self.shape(name, p), t.scale, t.zero_point)
-                self.ops.append(Op(self.op_name(p), "reshape", [src], [name]))
+        view = ops.onnx_view(p.op_type) if p is not None else None
+        if view is not None:
+            view.view_from_onnx(self, p, self.act_input(p.input[0], p), name)
             return name
         what = f"produced by {p.op_type} '{self.m.node_name(p)}'" if p is not None else "a float graph input"
         raise self.err(node, f"input '{name}' is not quantized ({what}, no DequantizeLinear before it)")
@@ -244,50 +243,17 @@ class _Folder:
                     return
         act = self.act_range(reversed(chain))
         out_shape = self.shape(f, n) if f in self.m.shapes else self.shape(y, qnode)
-        kind = n.op_type
-        if kind == "Conv":
-            self.conv(n, y, out_shape, s_out, zp_out, act)
-        elif kind in ("Gemm", "MatMul"):
-            self.fc(n, y, out_shape, s_out, zp_out, act, bias_name)
-        elif kind in ("MaxPool", "AveragePool", "GlobalAveragePool"):
-            self.pool(n, y, out_shape, s_out, zp_out, act)
-        elif kind == "Add":
-            a = self.act_input(n.input[0], n)
-            b = self.act_input(n.input[1], n)
-            if self.tensors[a].shape != self.tensors[b].shape:
-                raise self.err(n, f"residual add needs equal shapes, got {self.tensors[a].shape} and "
-                                  f"{self.tensors[b].shape} (broadcasting is not supported)")
-            self.new_tensor(y, out_shape, s_out, zp_out)
-            op = Op(self.op_name(n), "add", [a, b], [y], act=act)
-            self.ops.append(op)
-        elif kind in ("Flatten", "Reshape", "DequantizeLinear", "Relu", "Clip"):
-            src = self.act_input(n.input[0] if kind != "DequantizeLinear" else n.output[0], n)
-            st = self.tensors[src]
-            if kind in ("Relu", "Clip"):
-                act = self.act_range([n] + list(reversed(chain)))
-                self.new_tensor(y, out_shape, s_out, zp_out)
-                self.ops.append(Op(self.op_name(n), "relu", [src], [y], act=act))
-                return
-            same = abs(st.scale - s_out) <= 1e-9 * s_out and st.zero_point == zp_out
-            if kind in ("Flatten", "Reshape"):
-                if same and act is None:
-                    self.new_tensor(y, out_shape, s_out, zp_out)
-                    self.ops.append(Op(self.op_name(n), "reshape", [src], [y]))
-                    return
-                mid = self.new_tensor(f"{y}__view", out_shape, st.scale, st.zero_point)
-                self.ops.append(Op(self.op_name(n), "reshape", [src], [mid]))
-                src = mid
-            self.new_tensor(y, out_shape, s_out, zp_out)
-            self.ops.append(Op(self.op_name(qnode), "requantize", [src], [y], act=act))
-        else:
+        kind = ops.onnx_anchor(n.op_type)
+        if kind is None:
             raise self.err(n, "cannot be compiled in this position (its output is quantized directly)")
+        kind.from_onnx(self, ops.Region(n, y, out_shape, s_out, zp_out, act, chain, qnode, bias_name))
 
     def fold_const_add(self, n, const_name: str, act_name: str, y: str, s_out: float, zp_out: int, act) -> bool:
         """Add(conv/FC output, per-channel constant) -> Q: the constant joins the producer's int32 bias and the
         producer writes y directly (one rounding instead of two; onnxruntime's QDQ rounds twice, <= 1 LSB)."""
         x = self.skip_identity(self.m.producer[act_name].input[0])
         prod = next((op for op in self.ops if op.outputs == [x]), None)
-        if prod is None or prod.kind not in ("conv", "fully_connected") or prod.act is not None:
+        if prod is None or not ops.get(prod.kind).folds_const_add or prod.act is not None:
             return False
         if len(self.m.consumers.get(x, [])) != 1 or len(self.m.consumers.get(act_name, [])) != 1:
             return False
@@ -316,101 +282,23 @@ class _Folder:
         q = self.m.producer.get(x)
         return q is not None and q.op_type == "QuantizeLinear" and self.skip_identity(q.input[0]) in self.m.consts
 
-    def _ints(self, node, name, n, default):
+    def ints(self, node, name, n, default):
         v = self.m.attr(node, name, None)
         return tuple(int(a) for a in v) if v is not None else tuple([default] * n)
 
-    def _spatial(self, n, kernel):
+    def spatial(self, n, kernel):
         auto_pad = self.m.attr(n, "auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
         if auto_pad not in ("NOTSET", "VALID"):
             raise self.err(n, f"auto_pad={auto_pad} is not supported; export with explicit pads")
-        strides = self._ints(n, "strides", 2, 1)
-        pads = self._ints(n, "pads", 4, 0)  # ONNX: top, left, bottom, right
-        dil = self._ints(n, "dilations", 2, 1)
+        strides = self.ints(n, "strides", 2, 1)
+        pads = self.ints(n, "pads", 4, 0)  # ONNX: top, left, bottom, right
+        dil = self.ints(n, "dilations", 2, 1)
         if dil != (1, 1):
             raise self.err(n, f"dilations {dil} are not supported")
         if any(p < 0 for p in pads) or any(p >= k for p, k in zip(pads, kernel * 2)):
             raise self.err(n, f"pads {pads} must be >= 0 and smaller than the kernel {kernel}")
         return strides, pads
-
-    def conv(self, n, y, out_shape, s_out, zp_out, act):
-        x = self.act_input(n.input[0], n)
-        xt = self.tensors[x]
-        if len(xt.shape) != 4:
-            raise self.err(n, f"only 2-D convolutions on NCHW tensors are supported (input shape {xt.shape})")
-        w, s_w = self.weights(n.input[1], n, 0, 4)
-        kernel = tuple(int(k) for k in w.shape[2:])
-        strides, pads = self._spatial(n, kernel)
-        group = int(self.m.attr(n, "group", 1))
-        c_in = xt.shape[1]
-        c_out = w.shape[0]
-        if group == c_in and group > 1 and w.shape[1] == 1:
-            kind = "depthwise_conv"
-        elif group >= 1 and c_in % group == 0 and c_out % group == 0 and w.shape[1] * group == c_in:
-            kind = "conv"
-        else:
-            raise self.err(n, f"group={group} does not divide {c_in} input / {c_out} output channels")
-        b = self.bias(n.input[2] if len(n.input) > 2 else None, n, xt.scale, s_w)
-        self.new_tensor(y, out_shape, s_out, zp_out)
-        attrs = {"kernel": kernel, "stride": strides, "pads": pads, "dilation": (1, 1), "group": group}
-        if kind == "depthwise_conv":
-            attrs["ch_mult"] = c_out // c_in
-        self.ops.append(Op(self.op_name(n), kind, [x], [y], attrs=attrs, weights=w, weight_scales=s_w,
-                           bias=b, act=act))
-
-    def fc(self, n, y, out_shape, s_out, zp_out, act, bias_name):
-        x = self.act_input(n.input[0], n)
-        xt = self.tensors[x]
-        if len(xt.shape) != 2 or xt.shape[0] != 1:
-            raise self.err(n, f"the activation input must be [1, K] (flatten it first), got {xt.shape}")
-        if n.op_type == "Gemm":
-            if self.m.attr(n, "transA", 0) or float(self.m.attr(n, "alpha", 1.0)) != 1.0 \
-                    or float(self.m.attr(n, "beta", 1.0)) != 1.0:
-                raise self.err(n, "only Gemm with transA=0, alpha=1, beta=1 is supported")
-            trans_b = int(self.m.attr(n, "transB", 0))
-            w, s_w = self.weights(n.input[1], n, 0 if trans_b else 1, 2)
-            if not trans_b:
-                w = np.ascontiguousarray(w.T)
-            bias_name = n.input[2] if len(n.input) > 2 and n.input[2] else None
-        else:
-            w, s_w = self.weights(n.input[1], n, 1, 2)
-            w = np.ascontiguousarray(w.T)
-        if w.shape[1] != xt.shape[1]:
-            raise self.err(n, f"weight has {w.shape[1]} inputs, activation has {xt.shape[1]}")
-        b = self.bias(bias_name, n, xt.scale, s_w)
-        self.new_tensor(y, out_shape, s_out, zp_out)
-        self.ops.append(Op(self.op_name(n), "fully_connected", [x], [y], weights=w, weight_scales=s_w,
-                           bias=b, act=act))
-
-    def pool(self, n, y, out_shape, s_out, zp_out, act):
-        x = self.act_input(n.input[0], n)
-        xt = self.tensors[x]
-        if len(xt.shape) != 4:
-            raise self.err(n, f"pooling needs an NCHW tensor, got shape {xt.shape}")
-        if n.op_type == "GlobalAveragePool":
-            kernel, strides, pads = tuple(xt.shape[2:]), (1, 1), (0, 0, 0, 0)
-        else:
-            kernel = self._ints(n, "kernel_shape", 2, 1)
-            strides, pads = self._spatial(n, kernel)
-            if n.op_type == "MaxPool" and self.m.attr(n, "storage_order", 0):
-                raise self.err(n, "storage_order=1 is not supported")
-            if n.op_type == "AveragePool" and self.m.attr(n, "count_include_pad", 0) and any(pads):
-                raise self.err(n, "count_include_pad=1 with padding is not supported")
-        attrs = {"kernel": kernel, "stride": strides, "pads": pads}
-        same = abs(xt.scale - s_out) <= 1e-9 * s_out and xt.zero_point == zp_out
-        if n.op_type == "MaxPool":
-            if same:
-                self.new_tensor(y, out_shape, s_out, zp_out)
-                self.ops.append(Op(self.op_name(n), "max_pool", [x], [y], attrs=attrs, act=act))
-            else:  # max commutes with the monotone requantization: pool, then rescale
-                mid = self.new_tensor(f"{y}__pool", out_shape, xt.scale, xt.zero_point)
-                self.ops.append(Op(self.op_name(n), "max_pool", [x], [mid], attrs=attrs))
-                self.new_tensor(y, out_shape, s_out, zp_out)
-                self.ops.append(Op(self.op_name(n) + "_rescale", "requantize", [mid], [y], act=act))
-        else:
-            self.new_tensor(y, out_shape, s_out, zp_out)
-            self.ops.append(Op(self.op_name(n), "avg_pool", [x], [y], attrs=attrs, act=act))
 
     # ---------------- driver ----------------
     def run(self) -> Graph:

@@ -17,12 +17,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from esc2c.compiler import ops
 from esc2c.errors import Esc2cError
 
-SUPPORTED_OPS = (
-    "QuantizeLinear", "DequantizeLinear", "Conv", "Relu", "Clip", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "Add", "Gemm", "MatMul", "Flatten", "Reshape", "Identity", "Constant",
-)
+# the quantization and plumbing ops, then every ONNX op some op kind imports (esc2c/compiler/ops/)
+SUPPORTED_OPS = tuple(dict.fromkeys(("QuantizeLinear", "DequantizeLinear", *ops.onnx_ops(), "Identity", "Constant")))
 MIN_OPSET = 13
 
 FLOAT_MODEL_HINT = (

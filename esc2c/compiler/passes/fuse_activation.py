@@ -1,18 +1,17 @@
-"""Fold standalone Relu/Clip ops into the op producing their input (its output clamp).
+"""Fold standalone activation ops (relu: ONNX Relu/Clip) into the op producing their input (its output clamp).
 
-A relu op whose input is used only by it, produced by a conv / depthwise / fully connected / add /
-average pool / requantize op, disappears: the producer writes the relu's output tensor directly (its
-scale and zero point) and clamps to the relu's range. A max pool keeps in == out quantization, so it
-takes a relu only when the relu does not rescale. Any relu left over becomes a requantize op with a
-clamp (rescale + clip), which the runtime executes.
+An activation whose input is used only by it, produced by an op whose kind takes a clamp
+(``OpKind.takes_activation``: conv, depthwise, fully connected, add, average pool, requantize; a max pool
+keeps in == out quantization, so it takes one only when the activation does not rescale), disappears: the
+producer writes the activation's output tensor directly (its scale and zero point) and clamps to its range.
+Any activation left over runs on its own (``OpKind.standalone``: a requantize op with a clamp).
 """
 from __future__ import annotations
 
 import math
 
+from esc2c.compiler import ops
 from esc2c.compiler.ir import Graph
-
-FUSABLE = ("conv", "depthwise_conv", "fully_connected", "add", "avg_pool", "requantize", "max_pool")
 
 
 def _intersect(a, b):
@@ -24,19 +23,19 @@ def _intersect(a, b):
 
 
 def fuse_activation(g: Graph) -> Graph:
-    for relu in [op for op in g.ops if op.kind == "relu"]:
+    for relu in [op for op in g.ops if ops.get(op.kind).activation]:
         src = relu.inputs[0]
         prod = g.producer(src)
         t_in, t_out = g.tensors[src], g.tensors[relu.output]
         same_q = math.isclose(t_in.scale, t_out.scale, rel_tol=1e-9) and t_in.zero_point == t_out.zero_point
-        ok = (prod is not None and prod.kind in FUSABLE and len(g.consumers(src)) == 1
-              and src not in g.outputs and (prod.kind != "max_pool" or same_q))
+        ok = (prod is not None and ops.get(prod.kind).takes_activation(prod, rescales=not same_q)
+              and len(g.consumers(src)) == 1 and src not in g.outputs)
         if ok:
             prod.outputs = [relu.output]
             prod.act = _intersect(prod.act, relu.act)
             g.ops.remove(relu)
             del g.tensors[src]
         else:
-            relu.kind = "requantize"
+            ops.get(relu.kind).standalone(relu)
     g.check()
     return g

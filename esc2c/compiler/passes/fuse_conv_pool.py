@@ -17,55 +17,21 @@ pads, clamp), ``attrs['mid']`` the conv output that is no longer a tensor (name,
 the pool output's), ``attrs['band_rows']`` and ``attrs['band_offset']`` (the band's byte offset inside the
 op's scratch; the first bytes hold the larger of the conv's and the pool's own scratch). :func:`unfuse`
 gives back the two-op graph, for the back ends that describe the computation op by op (integer ONNX,
-.tflite).
+.tflite). The op kind itself (band geometry, memory-plan rule, C template context, cost counts) is
+esc2c/compiler/ops/conv_pool.py.
 """
 from __future__ import annotations
 
 import copy
 
-import numpy as np
-
 from esc2c.compiler.ir import Graph, Op, Tensor
-from esc2c.compiler.passes.kernel_select import AVG_POOL, CONV, MAX_POOL
+from esc2c.compiler.ops.conv_pool import CONV_KERNELS, KIND, POOL_KERNELS, in_rows, schedule, windows
 
-FAST_CONV = "esc2c_conv_fast_s8"  # the project's fast convolution (passes/conv_fast.py)
-CONV_KERNELS = (CONV, FAST_CONV)
-POOL_KERNELS = (MAX_POOL, AVG_POOL)
-KIND = "conv_pool"
 MODES = ("all", "none")  # "auto" (CompileOptions.fuse) is decided by run_passes from two memory plans
 
 
 def _align4(n: int) -> int:
     return (n + 3) // 4 * 4
-
-
-def windows(op_or_attrs, conv_h: int, pooled_h: int) -> list[tuple[int, int, int]]:
-    """(w0, lo, hi) per pooled row: the window's first conv row (may be negative: padding) and the conv
-    rows [lo, hi] it covers inside the conv output."""
-    p = op_or_attrs
-    kh, sh, pt = p["kernel"][0], p["stride"][0], p["pads"][0]
-    res = []
-    for r in range(pooled_h):
-        w0 = r * sh - pt
-        res.append((w0, max(w0, 0), min(w0 + kh, conv_h) - 1))
-    return res
-
-
-def schedule(windows_: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
-    """Per pooled row, the conv rows [first, last] computed anew (first > last: none), the rest being
-    moved from the previous band."""
-    out, held_hi = [], -1
-    for _, lo, hi in windows_:
-        first = max(lo, held_hi + 1)
-        out.append((first, hi))
-        held_hi = max(held_hi, hi)
-    return out
-
-
-def _in_rows(conv_attrs, in_h: int, first: int, last: int) -> tuple[int, int]:
-    """Input rows [start, end) conv output rows first..last read (clipped to the input)."""
-    kh, sh, pt = conv_attrs["kernel"][0], conv_attrs["stride"][0], conv_attrs["pads"][0]
-    return max(first * sh - pt, 0), min(last * sh - pt + kh, in_h)
 
 
 def _fusable(g: Graph, conv: Op) -> Op | None:
@@ -91,7 +57,7 @@ def _fusable(g: Graph, conv: Op) -> Op | None:
         return None
     for first, last in schedule(wins):
         if first <= last:
-            s, e = _in_rows(conv.attrs, x.shape[1], first, last)
+            s, e = in_rows(conv.attrs, x.shape[1], first, last)
             if e <= s:  # conv rows wholly in padding: not a case the band call can express
                 return None
     return pool
@@ -185,37 +151,3 @@ def unfuse(g: Graph) -> Graph:
                       scratch=p["scratch"], macs=p["macs"]))
     return Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), layout=g.layout,
                  metadata=dict(g.metadata))
-
-
-def overlap_gap(op: Op, g: Graph) -> int:
-    """Memory plan: smallest g such that the pooled output may start g bytes before the conv input. Pooled
-    row r is written once the band for row r is complete; afterwards only input rows from the first row the
-    next bands read are needed, so rows 0..r of the output must end at or before that row's first byte."""
-    x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-    _, in_h, in_w, c_in = x.shape
-    _, ph, pw, c = y.shape
-    sched = schedule(windows(op.attrs["pool"], op.attrs["mid"]["shape"][1], ph))
-    starts = [_in_rows(op.attrs, in_h, f, l)[0] if f <= l else in_h for f, l in sched]
-    later = np.minimum.accumulate(np.array(starts[::-1] + [in_h]))[::-1]  # first input row read by rows >= r
-    gaps = [(r + 1) * pw * c - int(later[r + 1]) * in_w * c_in for r in range(ph - 1)]
-    return max(gaps, default=0)
-
-
-def layer_context(op: Op, g: Graph) -> dict:
-    """What templates/conv_pool.c.j2 needs beside the common layer fields."""
-    a, p = op.attrs, op.attrs["pool"]
-    x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-    mid = a["mid"]["shape"]
-    base = a["scratch_offset"]
-    conv_scratch = a["conv"]["scratch"]
-    return {
-        "in_h": x.shape[1], "in_w": x.shape[2], "in_c": x.shape[3],
-        "mid_h": mid[1], "mid_w": mid[2], "mid_c": mid[3],
-        "pool_fn": p["fn"], "pool_kernel": p["kernel"], "pool_stride": p["stride"], "pool_pad": p["pads"][:2],
-        "pool_act_min": p["act_min"], "pool_act_max": p["act_max"],
-        "conv_scratch": conv_scratch, "pool_scratch": p["scratch"],
-        "conv_scratch_ptr": f"&esc2c_arena[{base}]" if conv_scratch else "NULL",
-        "pool_scratch_ptr": f"&esc2c_arena[{base}]" if p["scratch"] else "NULL",
-        "band_off": base + a["band_offset"], "band_rows": a["band_rows"],
-        "out_h": y.shape[1], "out_w": y.shape[2],
-    }

@@ -1,15 +1,12 @@
 """ONNX layout (NCHW, OIHW) to the CMSIS-NN layout (NHWC; conv weights OHWI, depthwise 1HWC).
 
-A flatten of a spatial tensor reads NHWC bytes in H, W, C order, so the columns of the fully connected
-weights after it are permuted from ONNX's C, H, W order to H, W, C order; the reshape itself stays a
-free view of the same bytes.
+Every tensor shape becomes NHWC; each op kind's ``to_nhwc`` moves its weights (and, for a flatten of a
+spatial tensor, the columns of the fully connected layer reading it: ops/reshape.py).
 """
 from __future__ import annotations
 
-import numpy as np
-
+from esc2c.compiler import ops
 from esc2c.compiler.ir import Graph
-from esc2c.errors import Esc2cError
 
 
 def _nhwc(shape):
@@ -21,25 +18,7 @@ def layout_nhwc(g: Graph) -> Graph:
         return g
     nchw = {n: t.shape for n, t in g.tensors.items()}
     for op in g.ops:
-        if op.kind == "conv":
-            op.weights = np.ascontiguousarray(op.weights.transpose(0, 2, 3, 1))
-        elif op.kind == "depthwise_conv":
-            op.weights = np.ascontiguousarray(op.weights.transpose(1, 2, 3, 0))
-        elif op.kind == "reshape":
-            src = nchw[op.inputs[0]]
-            spatial = len(src) == 4 and src[2] * src[3] > 1 and src[1] > 1
-            if not spatial:
-                continue
-            users = g.consumers(op.output)
-            if op.output in g.outputs or any(u.kind != "fully_connected" for u in users):
-                raise Esc2cError(f"reshape '{op.name}' flattens a spatial tensor {src} that is not fed to a "
-                                 f"fully connected layer; its NHWC byte order would differ from ONNX's")
-            for u in users:
-                if not u.attrs.get("hwc_columns"):
-                    c, h, w = src[1], src[2], src[3]
-                    u.weights = np.ascontiguousarray(
-                        u.weights.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(u.weights.shape[0], -1))
-                    u.attrs["hwc_columns"] = True
+        ops.get(op.kind).to_nhwc(op, g, nchw)
     for t in g.tensors.values():
         t.shape = _nhwc(t.shape)
     g.layout = "NHWC"

@@ -3,8 +3,8 @@
 1. Liveness over the op list: a tensor lives from the op that produces it (the graph input from before
    the first op) to its last reader (the graph output to the end). A reshape view shares the bytes of its
    source, so the source lives as long as the view's readers.
-2. In-place: an elementwise kernel (residual add, requantize) writes its output over an input of the
-   same size that dies at that op; the two share one buffer.
+2. In-place: an elementwise kernel (residual add, requantize: ``OpKind.in_place_inputs``) writes its output
+   over an input of the same size that dies at that op; the two share one buffer.
 3. Overlap: a kernel that reads its input and writes its output in raster (pixel) order -- CMSIS-NN's
    generic convolution (arm_convolve_s8 behind the wrapper), max pool, average pool, and the runtime's
    grouped convolution and rescaling average pool -- may write its output over the part of a dying input
@@ -12,7 +12,8 @@
    output pixel q, the output bytes of pixels 0..q end at or before the first input byte pixel q reads:
    (q + 1) * C_out - g <= C_in * first_input_pixel(q). The smallest such g is used (:func:`overlap_gap`).
    This also holds for kernels that batch pixels (their writes lag further behind their reads). A fused
-   conv + pool (``conv_pool``) writes pooled rows after the input rows they need: fuse_conv_pool.overlap_gap.
+   conv + pool (``conv_pool``) writes pooled rows after the input rows they need: ops/conv_pool.py. Which
+   kernels qualify, and their gap, are the op kinds' ``raster_ordered`` and ``overlap_gap``.
 4. Scratch buffers live only during their op.
 5. Packing: buffers are placed in decreasing size order, each into the best-fitting free gap among the
    already placed buffers whose lifetimes overlap it, at the lowest offset that fits (first fit; an
@@ -27,10 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from esc2c.compiler import ops
 from esc2c.compiler.ir import Graph, Op
-from esc2c.compiler.passes.fuse_conv_pool import KIND as CONV_POOL, overlap_gap as conv_pool_gap
-from esc2c.compiler.passes.kernel_select import (AVG_POOL, AVG_POOL_RESCALE, CONV, FAST_CONV, GROUP_CONV, IN_PLACE,
-                                                  MAX_POOL)
 
 ALIGN = 4  # CMSIS-NN scratch buffers hold int16/int32; activation buffers are aligned alike
 RANDOM_ORDERS = 24  # seeded random placement orders tried beside the heuristic ones
@@ -73,39 +72,19 @@ def _pack(bufs: list[Buffer], order, partners: dict[tuple[str, str], int]) -> in
 
 def raster_ordered(op: Op, g: Graph) -> bool:
     """Whether the op's kernel reads its input and writes its output pixel by pixel in raster order."""
-    if op.kind == CONV_POOL:  # band by band: rows of output after the input rows they need
-        return True
-    if op.kernel in (MAX_POOL, AVG_POOL, AVG_POOL_RESCALE, GROUP_CONV, FAST_CONV):
-        return True
-    if op.kernel == CONV and op.kind == "conv":
-        kh, kw = op.attrs["kernel"]
-        x = g.tensors[op.inputs[0]]
-        # the wrapper's 1x1 kernels loop over output channels outside pixels; 1xN ones batch channels
-        return not (kh == 1 and kw == 1) and not (x.shape[1] == 1 and kh == 1)
-    return False
+    return ops.get(op.kind).raster_ordered(op, g)
 
 
 def overlap_gap(op: Op, g: Graph) -> int:
     """Smallest g (bytes) such that the output may start g bytes before the input (see the module doc)."""
-    if op.kind == CONV_POOL:
-        return conv_pool_gap(op, g)
-    x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-    _, h, w, ci = x.shape
-    _, oh, ow, co = y.shape
-    sh, sw = op.attrs["stride"]
-    pt, pl = op.attrs["pads"][:2]
-    q = np.arange(oh * ow, dtype=np.int64)
-    row0 = np.maximum((q // ow) * sh - pt, 0)
-    col0 = np.maximum((q % ow) * sw - pl, 0)
-    first = row0 * w + col0
-    return int(np.max((q + 1) * co - ci * first))
+    return ops.get(op.kind).overlap_gap(op, g)
 
 
 def _liveness(g: Graph):
     n_ops = len(g.ops)
     root = {name: name for name in g.tensors}
     for op in g.ops:
-        if op.kind == "reshape":
+        if ops.get(op.kind).view:
             root[op.output] = root[op.inputs[0]]
     start, end = {}, {}
     for name in g.inputs:
@@ -132,8 +111,9 @@ def _groups(g: Graph, root, start, end, overlap: bool):
     notes, pairs = {}, {}
     for i, op in enumerate(g.ops):
         out = root[op.output]
-        if op.kernel in IN_PLACE:
-            for t in op.inputs:
+        in_place = ops.get(op.kind).in_place_inputs(op)
+        if in_place:
+            for t in in_place:
                 gid = group[root[t]]
                 if max(end[m] for m in members(gid)) == i and g.tensors[t].size == g.tensors[op.output].size \
                         and gid != group[out]:
@@ -212,7 +192,7 @@ def memplan(g: Graph) -> Graph:
         "lower_bound_bytes": plans[0][5],  # without overlap pairs; overlap can go below it
         # the model's tensors, conv outputs a fused conv + pool never stores included
         "sum_of_tensors_bytes": sum(t.size for n, t in g.tensors.items() if root[n] == n)
-        + sum(int(np.prod(op.attrs["mid"]["shape"])) for op in g.ops if op.kind == CONV_POOL),
+        + sum(ops.get(op.kind).hidden_tensor_bytes(op) for op in g.ops),
         "scratch_bytes_max": max((op.scratch for op in g.ops), default=0),
         "in_place_ops": sum(1 for op in g.ops if "in_place" in op.attrs),
         "overlapped_ops": sum(1 for op in g.ops if "overlap" in op.attrs),

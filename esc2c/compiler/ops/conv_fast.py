@@ -1,5 +1,6 @@
 """The project's fast convolution kernel (runtime/src/esc2c_conv_s8_fast.c): where it applies, its scratch
-size and its weight layout, written at emit time.
+size and its weight layout, written at emit time. A helper of the conv and conv_pool op kinds (ops/conv.py,
+ops/conv_pool.py), not an op kind itself.
 
 The kernel reads weights pre-widened to int16 in the order its inner loop consumes them (the layout is
 documented in runtime/include/esc2c_conv_fast.h): taps in [KH][KW][C_in] order, each kernel row's KW*C_in
@@ -11,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
-from esc2c.compiler.options import DEFAULT_KERNELS, KERNEL_CHOICES  # noqa: F401 - kernel_select's names
 
 FAST_CONV = "esc2c_conv_fast_s8"
 PIXELS = 3  # ESC2C_CONV_FAST_PIXELS: output pixels per step
@@ -28,10 +28,9 @@ def buffer_size(c_in: int, kh: int, kw: int) -> int:
 
 
 def applies(op: Op) -> bool:
-    """Plain convolutions (one group, no dilation); fully connected layers and grouped or depthwise
-    convolutions keep their kernels."""
-    return (op.kind == "conv" and op.attrs.get("group", 1) == 1
-            and tuple(op.attrs.get("dilation", (1, 1))) == (1, 1))
+    """A convolution op (ops/conv.py) runs on the kernel when plain: one group, no dilation (grouped
+    convolutions keep their kernel; depthwise and fully connected layers are other kinds)."""
+    return op.attrs.get("group", 1) == 1 and tuple(op.attrs.get("dilation", (1, 1))) == (1, 1)
 
 
 def pack_weights(w: np.ndarray) -> np.ndarray:
