@@ -180,7 +180,7 @@ def test_errors_are_clear():
     with pytest.raises(Esc2cError, match="never calibrated"):
         q.integer_program(IN_SHAPE)
     with pytest.raises(Esc2cError, match="rounding"):
-        qat.run_integer({"tensors": {}, "layers": [], "input": "input"}, np.zeros((1,), np.int8), "nearest")
+        reference.run({"tensors": {}, "layers": [], "input": "input"}, np.zeros((1,), np.int8), "nearest")
 
 
 @pytest.mark.parametrize("arch", ["vgg11", "resnet18", "small"])

@@ -42,7 +42,7 @@ from esc2c.errors import Esc2cError
 from esc2c.fsutil import discard_if_unused, open_run_dir
 from esc2c.models.counting import count_params
 from esc2c.models.registry import build_from_config, build_model, model_config
-from esc2c.quant import export, qat
+from esc2c.quant import export, qat, reference
 
 STAGES = ("teacher", "prune", "finetune", "pokd", "qat_ta", "qakd", "qat_ce", "directkd")
 
@@ -110,7 +110,7 @@ def integer_accuracy(q: qat.QATNet, data, rounding: str, batch: int = 256) -> fl
     correct = 0
     for i in range(0, len(data.y), batch):
         xi = qat.quantize_input(q, torch.from_numpy(data.x[i:i + batch]))
-        logits = qat.run_integer(prog, xi, rounding)[prog["output"]]
+        logits = reference.run(prog, xi, rounding)[prog["output"]]
         correct += int(np.sum(logits.argmax(1) == data.y[i:i + batch]))
     return correct / len(data.y)
 

@@ -23,8 +23,8 @@
 
 :meth:`QATNet.integer_program` exports the integer program (int8 weights, int32 biases, float32 scales, zero
 points, shapes) that :mod:`esc2c.quant.export` writes to ONNX and :mod:`esc2c.quant.reference` executes;
-:meth:`QATNet.integer_forward` runs the same program here with exact integer arithmetic (int64 sums, the
-requantization and rounding of :mod:`esc2c.quant.intparams`), returning every layer's int8 tensor.
+:meth:`QATNet.integer_forward` runs that program with :func:`esc2c.quant.reference.run`, the one integer
+executor in Python, returning every layer's int8 tensor.
 """
 from __future__ import annotations
 
@@ -37,10 +37,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from esc2c.contract import ROUNDING_MODES
 from esc2c.errors import Esc2cError
-from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head, LinearAct, ModelOutput
+from esc2c.models.blocks import (
+    AuxHead,
+    BasicBlock,
+    ConvBNAct,
+    ESCNet,
+    Head,
+    LinearAct,
+    ModelOutput,
+)
 from esc2c.quant import intparams as ip
+from esc2c.quant import reference
 
 EMA_MOMENTUM = 0.01
 
@@ -472,64 +480,11 @@ class QATNet(nn.Module):
         return {"input": "input", "output": cur, "tensors": tensors, "layers": layers}
 
     def integer_forward(self, x_int8, rounding: str = "double", in_shape=None) -> dict[str, np.ndarray]:
-        """Run the integer program exactly; returns {tensor name: int8 array [N, ...]} for every layer."""
+        """Run the integer program exactly (:func:`esc2c.quant.reference.run`); returns {tensor name: int8 array
+        [N, ...]} for every layer."""
         x = np.asarray(x_int8)
         prog = self.integer_program(in_shape or x.shape[1:])
-        return run_integer(prog, x, rounding)
-
-
-# ------------------------------------------------------------------------------------------------ integer run
-def run_integer(program: dict, x_int8, rounding: str = "double") -> dict[str, np.ndarray]:
-    """Execute an integer program with exact integer arithmetic (torch float64 sums of int8 products are
-    exact integers below 2^53; requantization by :func:`intparams.requantize`)."""
-    if rounding not in ROUNDING_MODES:
-        raise Esc2cError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
-    x = np.asarray(x_int8)
-    if x.dtype != np.int8:
-        raise Esc2cError(f"integer input must be int8, got {x.dtype}")
-    T = program["tensors"]
-    vals: dict[str, np.ndarray] = {program["input"]: x}
-    for L in program["layers"]:
-        op, out = L["op"], L["output"]
-        src = vals[L["inputs"][0]]
-        so, zo = T[out]["scale"], T[out]["zero_point"]
-        if op in ("conv", "fc"):
-            si, zi = T[L["inputs"][0]]["scale"], T[L["inputs"][0]]["zero_point"]
-            xc = torch.from_numpy(src.astype(np.float64) - zi)
-            w = torch.from_numpy(L["weight"].astype(np.float64))
-            if op == "conv":
-                acc = F.conv2d(xc, w, None, tuple(L["stride"]), tuple(L["pad"]), 1, L["groups"])
-                bias = L["bias"].astype(np.int64).reshape(1, -1, 1, 1)
-                s_w = L["w_scale"]
-                shape = (1, -1, 1, 1)
-            else:
-                acc = F.linear(xc, w)
-                bias = L["bias"].astype(np.int64).reshape(1, -1)
-                s_w = np.full(L["weight"].shape[0], L["w_scale"], dtype=np.float32)
-                shape = (1, -1)
-            acc = np.rint(acc.numpy()).astype(np.int64) + bias
-            m, sh = ip.conv_requant(np.float64(si), s_w.astype(np.float64), np.float64(so))
-            y = ip.requantize(acc, m.reshape(shape), sh.reshape(shape), rounding) + zo
-            lo, hi = ip.activation_range(so, zo, L["act"])
-            vals[out] = np.clip(y, lo, hi).astype(np.int8)
-        elif op == "maxpool":
-            t = torch.from_numpy(src.astype(np.float64))
-            vals[out] = F.max_pool2d(t, tuple(L["kernel"]), tuple(L["stride"]), tuple(L["pad"])).numpy().astype(np.int8)
-        elif op == "avgpool":
-            y = cmsis_avgpool_int(torch.from_numpy(src.astype(np.int64)), tuple(L["kernel"]), tuple(L["stride"]),
-                                  tuple(L["pad"]))
-            vals[out] = np.clip(y.numpy(), ip.INT8_MIN, ip.INT8_MAX).astype(np.int8)
-        elif op == "flatten":
-            vals[out] = src.reshape(src.shape[0], -1)
-        elif op == "add":
-            n1, n2 = L["inputs"]
-            p = ip.add_params(float(T[n1]["scale"]), float(T[n2]["scale"]), float(so))
-            lo, hi = ip.activation_range(so, zo, L["act"])
-            vals[out] = ip.add_s8(vals[n1], vals[n2], T[n1]["zero_point"], T[n2]["zero_point"], zo, p, lo, hi,
-                                  rounding)
-        else:
-            raise Esc2cError(f"layer {L['name']}: unknown op {op!r}")
-    return vals
+        return reference.run(prog, x, rounding)
 
 
 # ------------------------------------------------------------------------------------------------ API
