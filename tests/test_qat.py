@@ -9,8 +9,8 @@ from esc2c import contract
 from esc2c.compress.losses import make_loss
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head
+from esc2c.quant import fakequant, qat, reference
 from esc2c.quant import intparams as ip
-from esc2c.quant import qat, reference
 
 IN_SHAPE = (1, 20, 24)
 
@@ -141,7 +141,7 @@ def test_avgpool_rounds_like_arm_avgpool_s8():
     ties = np.array([[[[1, 2]], [[-1, -2]], [[0, 0]], [[3, 4]]]], dtype=np.int8).reshape(1, 4, 1, 2)
     # 1.5 -> 2, -1.5 -> -2 (away from zero), 0, 3.5 -> 4
     assert reference.avgpool(ties, (1, 2), (1, 1), (0, 0)).ravel().tolist() == [2, -2, 0, 4]
-    t = qat.cmsis_avgpool_int(torch.from_numpy(x.astype(np.int64)), (2, 2), (2, 2), (1, 1))
+    t = fakequant.cmsis_avgpool_int(torch.from_numpy(x.astype(np.int64)), (2, 2), (2, 2), (1, 1))
     assert t.tolist() == got.tolist()
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from esc2c.cli import main
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import BasicBlock, ConvBNAct, ESCNet, Head
-from esc2c.quant import debug, debug_report, qat, reference
+from esc2c.quant import debug, debug_report, qat, qlayers, reference
 
 IN_SHAPE = (1, 16, 20)
 
@@ -72,7 +72,7 @@ def test_damaged_layer_is_named_worst(setup, layer):
     model, q, x = setup
     clean = debug.debug_qat(q, model, x)
     bad = copy.deepcopy(q)
-    mod = {m.name: m for m in bad.modules() if isinstance(m, qat.QConv)}[layer]
+    mod = {m.name: m for m in bad.modules() if isinstance(m, qlayers.QConv)}[layer]
     with torch.no_grad():  # 8x the weights against a frozen output range: the activations clip
         mod.weight.mul_(8.0)
         mod.bias.mul_(8.0)
