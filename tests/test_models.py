@@ -1,8 +1,13 @@
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from esc2c import contract
 from esc2c.errors import Esc2cError
+from esc2c.models import registry
 from esc2c.models.blocks import BasicBlock, ConvBNAct, ESCNet
 from esc2c.models.counting import count_macs, count_params, layer_table
 from esc2c.models.registry import build_from_config, build_model, layer_widths, model_config
@@ -117,12 +122,6 @@ def test_layer_widths():
 
 
 def test_registry_has_one_builder_per_architecture_and_no_import_cycle():
-    import ast
-    from pathlib import Path
-
-    from esc2c import contract
-    from esc2c.models import registry
-
     assert set(registry.ARCH_CONFIGS) == set(contract.ARCHS)
     pkg = Path(registry.__file__).parent
     deps = {}

@@ -9,6 +9,7 @@ from esc2c import contract
 from esc2c.compress.losses import make_loss
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head
+from esc2c.models.registry import build_model
 from esc2c.quant import fakequant, qat, reference
 from esc2c.quant import intparams as ip
 
@@ -185,8 +186,6 @@ def test_errors_are_clear():
 
 @pytest.mark.parametrize("arch", ["vgg11", "resnet18", "small"])
 def test_registry_models_quantize_and_match_the_reference(arch):
-    from esc2c.models.registry import build_model
-
     shape = (1, 16, 24)
     model = _randomize_bn(build_model(arch, 6, 0.125, shape)).eval()
     x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(5))
