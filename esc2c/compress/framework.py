@@ -29,7 +29,7 @@ class StageSpec:
     student: str                  # build | prune | copy | quantize (see the module docstring)
     source: str | None            # the stage the student is built from
     teacher: str | None           # the stage that teaches it (None: no distillation)
-    loss: str | None              # esc2c.compress.losses name (None: no training)
+    loss: str | None              # esc2c.compress.losses name (None: no training; quantized: its trainer's)
     epochs: str | None            # CompressConfig field of its epochs
     lr: str = "lr"                # lr | student | qat_ta
     saves: str = FLOAT
