@@ -17,7 +17,7 @@ from esc2c.compiler.ir import Graph
 from esc2c.compiler.verify import build_host, feature_inputs, run_host
 from esc2c.compiler.project import Project as EmittedProject
 from esc2c.errors import Esc2cError
-from esc2c.quant import export, qat
+from esc2c.quant import export, reference
 from esc2c.quant.debug import QuantDebug, QuantDebugger
 
 
@@ -107,7 +107,7 @@ def debug_project(project: Project, n: int, rounding: str, seed: int = 0, batch:
     x = project.sample_inputs(n, seed)
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
-        dbg.add_batch(qat.run_integer(project.program, xb, rounding), c_codes=project.run_c(xb))
+        dbg.add_batch(reference.run(project.program, xb, rounding), c_codes=project.run_c(xb))
     res = dbg.result()
     res.notes.append("no float model: pass the compress run (--run RUN_DIR) for SQNR and errors in real units")
     return res

@@ -1,6 +1,8 @@
 """``esc2c compress`` end to end: the paper's steps 1-6 as resumable stages, then export and report.
 
-Stages (each a directory of the run, see :mod:`esc2c.compress.stages`):
+The stages are declared as data in :mod:`esc2c.compress.framework` (student, teacher, loss, epochs, what
+each saves); a small driver here builds, trains and scores each row through the
+:class:`~esc2c.compress.stages.StageRunner` (each a directory of the run, see :mod:`esc2c.compress.stages`):
 
   teacher   M_Ori: the full model with aux heads, trained with eq. 4 (CE on logits and every aux head)
   prune     CUP to ``prune_ratio`` of the deployed parameters, plus an accuracy-vs-ratio sweep scored before
@@ -24,6 +26,7 @@ accuracy reported on ``val_folds`` is a clean test score.
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -33,7 +36,9 @@ import numpy as np
 import torch
 
 from esc2c.compress import budget, cup, distributed, qakd, quant_debug
+from esc2c.compress import report as report_mod
 from esc2c.compress.config import CompressConfig
+from esc2c.compress.framework import FRAMEWORK, PRUNE_OPTIONAL, QAT, StageSpec, stage_specs
 from esc2c.compress.stages import Stage, StageResult, StageRunner
 from esc2c.compress.train import TrainConfig, evaluate, resolve_device, train
 from esc2c.data import load_features
@@ -42,9 +47,10 @@ from esc2c.errors import Esc2cError
 from esc2c.fsutil import discard_if_unused, open_run_dir
 from esc2c.models.counting import count_params
 from esc2c.models.registry import build_from_config, build_model, model_config
-from esc2c.quant import export, qat
+from esc2c.quant import export, qat, reference
 
-STAGES = ("teacher", "prune", "finetune", "pokd", "qat_ta", "qakd", "qat_ce", "directkd")
+# ("teacher", "prune", "finetune", "pokd", "qat_ta", "qakd", "qat_ce", "directkd")
+STAGES = tuple(s.name for s in FRAMEWORK)
 
 
 def load_data(cfg: CompressConfig, log: Callable[[str], None] = print):
@@ -87,8 +93,6 @@ def _with_float_config(q: qat.QATNet, float_model) -> qat.QATNet:
 def recalibrated_bn(model, data, batch_size: int = 64, max_batches: int = 16, seed: int = 0):
     """A copy of ``model`` whose BatchNorm statistics are re-estimated on training batches (no weight
     update): how a pruned model is scored before fine-tuning (pruning invalidates the old statistics)."""
-    import copy
-
     m = copy.deepcopy(model).cpu().train()
     bns = [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]
     for b in bns:
@@ -110,7 +114,7 @@ def integer_accuracy(q: qat.QATNet, data, rounding: str, batch: int = 256) -> fl
     correct = 0
     for i in range(0, len(data.y), batch):
         xi = qat.quantize_input(q, torch.from_numpy(data.x[i:i + batch]))
-        logits = qat.run_integer(prog, xi, rounding)[prog["output"]]
+        logits = reference.run(prog, xi, rounding)[prog["output"]]
         correct += int(np.sum(logits.argmax(1) == data.y[i:i + batch]))
     return correct / len(data.y)
 
@@ -121,16 +125,124 @@ def onnx_accuracy(model_proto, data) -> float:
     return float(np.mean(np.array(preds) == data.y))
 
 
-def _kd_baseline(loss: str, R: dict, tr, sel, tc: TrainConfig, metrics) -> Callable:
-    """A Table 1 KD baseline stage: M_Pru's starting point (the CUP-pruned M_Ori) trained with ``loss`` from
-    M_Ori for PoKD's epochs."""
-    def body(ctx):
-        m = build_from_config(model_config(R["prune"].model))
-        m.load_state_dict(R["prune"].model.state_dict())
-        res = train(m, tr, sel, loss, teacher=R["teacher"].model, cfg=tc, checkpoint=ctx.train_checkpoint,
+class _Driver:
+    """Turns the rows of :data:`esc2c.compress.framework.FRAMEWORK` into runnable stages: builds each student,
+    trains it with its loss and teacher, and scores it. ``results`` are the runner's finished stages."""
+
+    def __init__(self, cfg: CompressConfig, results: dict[str, StageResult], tr, sel, va, in_shape, n_cls, dev,
+                 progress: bool, augment, log: Callable[[str], None], settings: dict[str, dict]):
+        self.cfg, self.R, self.tr, self.sel, self.va = cfg, results, tr, sel, va
+        self.base_settings = settings  # the run's settings every float / quantized stage records
+        self.in_shape, self.n_cls, self.dev, self.progress, self.augment, self.log = \
+            in_shape, n_cls, dev, progress, augment, log
+        # the pruned FP32 students (M_Pru, M_PoKD, the KD baselines) train at student_lr_factor x lr: a 97 %-pruned
+        # model starts from surviving filters, not from scratch, and with a few thousand parameters it needs
+        # larger steps (synthetic default pruned 97 %, augmented recipe, 30 epochs: 41 % at lr 1e-3, 74 % at 3e-3)
+        self.lrs = {"lr": cfg.lr, "student": cfg.lr * cfg.student_lr_factor, "qat_ta": cfg.qat_ta_lr}
+
+    def tcfg(self, epochs: int, lr: float | None = None) -> TrainConfig:
+        c = self.cfg
+        return TrainConfig(epochs=epochs, batch_size=c.batch_size, lr=lr or c.lr, weight_decay=c.weight_decay,
+                           T=c.temperature, seed=c.seed, device=str(self.dev), progress=self.progress,
+                           augment=self.augment, schedule=c.lr_schedule, warmup_epochs=c.warmup_epochs,
+                           select=c.epoch_selection)
+
+    def acc(self, model) -> float:
+        return evaluate(model.to(self.dev), self.va, self.dev)["acc"]
+
+    def metrics(self, model, res) -> dict:
+        return {"val_acc": self.acc(model), "params": count_params(model), "best_epoch": res.best_epoch,
+                "select_acc": res.best_val_acc, "history": res.history}
+
+    def settings(self, st: StageSpec) -> dict:
+        """What the stage records and a resumed run must match: the run's common settings, its epochs and
+        the extra fields its row names."""
+        out = dict(self.base_settings["quantized" if st.student == "quantize" else "float"])
+        if st.epochs:
+            out["epochs"] = getattr(self.cfg, st.epochs)
+        out.update({key: getattr(self.cfg, field) for key, field in st.records})
+        if st.student == "prune":
+            out.update({k: getattr(self.cfg, k) for k in PRUNE_OPTIONAL if getattr(self.cfg, k)})
+        return out
+
+    def stage(self, st: StageSpec) -> Stage:
+        qat_io = {"save": _qat_save, "load": _qat_load} if st.saves == QAT else {}
+        return Stage(st.name, lambda ctx: self.run(st, ctx), self.settings(st),
+                     parallel=st.student != "prune", **qat_io)
+
+    def run(self, st: StageSpec, ctx) -> StageResult:
+        if st.student == "prune":
+            return self.prune(self.R[st.source].model)
+        tc = self.tcfg(getattr(self.cfg, st.epochs), self.lrs[st.lr])
+        teacher = self.R[st.teacher].model if st.teacher else None
+        if st.student == "quantize":
+            return self.train_quantized(st, teacher, tc, ctx)
+        if st.student == "build":
+            m = build_model(self.cfg.arch, self.n_cls, self.cfg.width, self.in_shape, aux=True)
+        elif st.student == "copy":
+            src = self.R[st.source].model
+            m = build_from_config(model_config(src))
+            m.load_state_dict(src.state_dict())
+        else:
+            raise Esc2cError(f"stage {st.name}: unknown student {st.student!r}")
+        res = train(m, self.tr, self.sel, st.loss, teacher=teacher, cfg=tc, checkpoint=ctx.train_checkpoint,
                     checkpoint_extra=ctx.checkpoint_extra())
-        return StageResult(res.model, metrics(res.model, res))
-    return body
+        return StageResult(res.model, self.metrics(res.model, res))
+
+    def train_quantized(self, st: StageSpec, teacher, tc: TrainConfig, ctx) -> StageResult:
+        float_model = self.R[st.source].model
+        # qakd's trainers take the teacher after the student's float model, except the teacher assistant,
+        # whose teacher is that float model itself
+        teachers = [teacher] if teacher is not None and st.teacher != st.source else []
+        res = getattr(qakd, st.trainer)(float_model, *teachers, self.tr, self.sel, tc, self.cfg.calib_batches,
+                                        ctx.train_checkpoint)
+        q = _with_float_config(res.model, float_model)
+        prog = q.integer_program()
+        return StageResult(q, {"val_acc": self.acc(q), "params": count_params(float_model),
+                               "int8_params": int(sum(L["weight"].size + L["bias"].size
+                                                      for L in prog["layers"] if "weight" in L)),
+                               "int8_bytes": int8_bytes(prog),
+                               "best_epoch": res.best_epoch, "select_acc": res.best_val_acc,
+                               "history": res.history,
+                               "int_val_acc": integer_accuracy(q, self.va, self.cfg.rounding)})
+
+    def prune(self, m_ori) -> StageResult:
+        cfg, log, acc, tr = self.cfg, self.log, self.acc, self.tr
+        m_ori = m_ori.to("cpu")
+        widths = budget.widths_for(cfg.board, cfg.channel_multiple, cfg.min_channels)
+        cl = cup.cluster(m_ori)
+        if cfg.target_params:
+            pr = cup.prune_to_params(m_ori, cfg.target_params, widths, clustering=cl)
+        else:
+            pr = cup.prune_to_ratio(m_ori, cfg.prune_ratio, widths=widths, clustering=cl)
+        log(f"[prune] {pr.params_after} parameters kept for a target of {pr.target} (widths: multiple "
+            f"{widths.multiple}, at least {widths.min_channels})")
+        cost = None
+        if cfg.board:
+            b = budget.board_budget(cfg.board, cfg.max_flash or None, cfg.max_ram or None,
+                                    cfg.max_latency_ms or None)
+            pr, cost = budget.prune_to_budget(m_ori, self.in_shape, b, widths, start=pr, clustering=cl)
+            log(f"[prune] budget {b.describe()}: flash {cost.flash} B, RAM {cost.ram} B, latency "
+                f"{cost.latency_ms:.2f} ms (cost-model estimate) with {pr.params_after} parameters")
+        sweep = []
+        for r in cfg.ratio_sweep:
+            try:
+                p = cup.prune_to_ratio(m_ori, r, widths=widths, clustering=cl)
+                sweep.append({"target": float(r), "ratio": p.ratio, "params_after": p.params_after,
+                              "accuracy": acc(recalibrated_bn(p.model, tr, seed=cfg.seed))})
+            except Esc2cError as e:
+                log(f"[prune] sweep ratio {r}: {e}")
+        asked = pr.ratio if cfg.target_params or cfg.board else cfg.prune_ratio
+        sweep.append({"target": asked, "ratio": pr.ratio, "params_after": pr.params_after,
+                      "accuracy": acc(recalibrated_bn(pr.model, tr, seed=cfg.seed))})
+        summary = pr.summary()
+        log(f"[prune] removed {pr.ratio:.4f} of {pr.params_before} parameters (t = {pr.threshold:.4g})")
+        extra = {"target_params": pr.target, "channel_multiple": widths.multiple, "min_channels": widths.min_channels}
+        if cost is not None:
+            extra["deployed_cost"] = cost.summary()
+        return StageResult(pr.model, {"val_acc": sweep[-1]["accuracy"], "params": pr.params_after,
+                                      "ratio": pr.ratio, "threshold": pr.threshold, "widths": summary["widths"],
+                                      "params_before": pr.params_before, "sweep": sweep, **extra})
 
 
 def run(cfg: CompressConfig, out_dir: str | os.PathLike, log: Callable[[str], None] = print,
@@ -165,8 +277,6 @@ def looks_like_run(path: Path) -> bool:
 
 def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: bool,
          env: distributed.DistEnv) -> dict:
-    from esc2c.compress import report as report_mod
-
     t0 = time.time()
     dev = env.device if env.world > 1 else resolve_device(cfg.device)
     torch.set_num_threads(max(1, int(cfg.threads)))
@@ -182,16 +292,6 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
     augment = cfg.augment()
     log(f"recipe: {cfg.preset}; augmentation {augment.to_dict()}; lr schedule {cfg.lr_schedule} "
         f"(warm-up {cfg.warmup_epochs:g} epochs); each stage keeps its {cfg.epoch_selection} epoch")
-
-    # The pruned FP32 students (M_Pru, M_PoKD, the KD baselines) train at student_lr_factor x lr: a 97 %-pruned
-    # model starts from surviving filters, not from scratch, and with a few thousand parameters it needs larger
-    # steps (synthetic default pruned 97 %, augmented recipe, 30 epochs: 41 % at lr 1e-3, 74 % at 3e-3).
-    student_lr = cfg.lr * cfg.student_lr_factor
-
-    def tcfg(epochs: int, lr: float | None = None) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=lr or cfg.lr, weight_decay=cfg.weight_decay,
-                           T=cfg.temperature, seed=cfg.seed, device=str(dev), progress=progress, augment=augment,
-                           schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs, select=cfg.epoch_selection)
 
     common = {"arch": cfg.arch, "width": cfg.width, "seed": cfg.seed, "batch_size": cfg.batch_size,
               "lr": cfg.lr, "weight_decay": cfg.weight_decay, "temperature": cfg.temperature,
@@ -209,119 +309,13 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
         common["student_lr_factor"] = cfg.student_lr_factor
     runner = StageRunner(out / "stages", config=cfg.to_dict(), spec=spec.to_dict(), device=str(dev), log=log)
     R = runner.results
-
-    def acc(model) -> float:
-        return evaluate(model.to(dev), va, dev)["acc"]
-
-    def metrics(model, res) -> dict:
-        return {"val_acc": acc(model), "params": count_params(model), "best_epoch": res.best_epoch,
-                "select_acc": res.best_val_acc, "history": res.history}
-
-    def st_teacher(ctx):
-        m = build_model(cfg.arch, n_cls, cfg.width, in_shape, aux=True)
-        res = train(m, tr, sel, "ce_aux", cfg=tcfg(cfg.epochs_teacher), checkpoint=ctx.train_checkpoint,
-                    checkpoint_extra=ctx.checkpoint_extra())
-        return StageResult(res.model, metrics(res.model, res))
-
-    def st_prune(ctx):
-        m_ori = R["teacher"].model.to("cpu")
-        widths = budget.widths_for(cfg.board, cfg.channel_multiple, cfg.min_channels)
-        cl = cup.cluster(m_ori)
-        if cfg.target_params:
-            pr = cup.prune_to_params(m_ori, cfg.target_params, widths, clustering=cl)
-        else:
-            pr = cup.prune_to_ratio(m_ori, cfg.prune_ratio, widths=widths, clustering=cl)
-        log(f"[prune] {pr.params_after} parameters kept for a target of {pr.target} (widths: multiple "
-            f"{widths.multiple}, at least {widths.min_channels})")
-        cost = None
-        if cfg.board:
-            b = budget.board_budget(cfg.board, cfg.max_flash or None, cfg.max_ram or None,
-                                    cfg.max_latency_ms or None)
-            pr, cost = budget.prune_to_budget(m_ori, in_shape, b, widths, start=pr, clustering=cl)
-            log(f"[prune] budget {b.describe()}: flash {cost.flash} B, RAM {cost.ram} B, latency "
-                f"{cost.latency_ms:.2f} ms (cost-model estimate) with {pr.params_after} parameters")
-        sweep = []
-        for r in cfg.ratio_sweep:
-            try:
-                p = cup.prune_to_ratio(m_ori, r, widths=widths, clustering=cl)
-                sweep.append({"target": float(r), "ratio": p.ratio, "params_after": p.params_after,
-                              "accuracy": acc(recalibrated_bn(p.model, tr, seed=cfg.seed))})
-            except Esc2cError as e:
-                log(f"[prune] sweep ratio {r}: {e}")
-        asked = pr.ratio if cfg.target_params or cfg.board else cfg.prune_ratio
-        sweep.append({"target": asked, "ratio": pr.ratio, "params_after": pr.params_after,
-                      "accuracy": acc(recalibrated_bn(pr.model, tr, seed=cfg.seed))})
-        summary = pr.summary()
-        log(f"[prune] removed {pr.ratio:.4f} of {pr.params_before} parameters (t = {pr.threshold:.4g})")
-        extra = {"target_params": pr.target, "channel_multiple": widths.multiple, "min_channels": widths.min_channels}
-        if cost is not None:
-            extra["deployed_cost"] = cost.summary()
-        return StageResult(pr.model, {"val_acc": sweep[-1]["accuracy"], "params": pr.params_after,
-                                      "ratio": pr.ratio, "threshold": pr.threshold, "widths": summary["widths"],
-                                      "params_before": pr.params_before, "sweep": sweep, **extra})
-
-    def st_finetune(ctx):
-        m = build_from_config(model_config(R["prune"].model))
-        m.load_state_dict(R["prune"].model.state_dict())
-        res = train(m, tr, sel, "ce_aux", cfg=tcfg(cfg.epochs_prune, student_lr), checkpoint=ctx.train_checkpoint,
-                    checkpoint_extra=ctx.checkpoint_extra())
-        return StageResult(res.model, metrics(res.model, res))
-
-    def st_pokd(ctx):
-        m = build_from_config(model_config(R["prune"].model))
-        m.load_state_dict(R["prune"].model.state_dict())
-        res = train(m, tr, sel, "pokd", teacher=R["teacher"].model, cfg=tcfg(cfg.epochs_prune, student_lr),
-                    checkpoint=ctx.train_checkpoint, checkpoint_extra=ctx.checkpoint_extra())
-        return StageResult(res.model, metrics(res.model, res))
-
-    def qat_stage(fn, float_key: str, *teachers, lr: float | None = None):
-        def body(ctx):
-            float_model = R[float_key].model
-            res = fn(float_model, *[R[t].model for t in teachers], tr, sel,
-                     tcfg(ctx.stage_config["epochs"], lr),
-                     cfg.calib_batches, ctx.train_checkpoint)
-            q = _with_float_config(res.model, float_model)
-            prog = q.integer_program()
-            return StageResult(q, {"val_acc": acc(q), "params": count_params(float_model),
-                                   "int8_params": int(sum(L["weight"].size + L["bias"].size
-                                                          for L in prog["layers"] if "weight" in L)),
-                                   "int8_bytes": int8_bytes(prog),
-                                   "best_epoch": res.best_epoch, "select_acc": res.best_val_acc,
-                                   "history": res.history,
-                                   "int_val_acc": integer_accuracy(q, va, cfg.rounding)})
-        return body
-
-    stages = [
-        Stage("teacher", st_teacher, {**common, "epochs": cfg.epochs_teacher}),
-        Stage("prune", st_prune, {**common, "epochs_teacher": cfg.epochs_teacher, "ratio": cfg.prune_ratio,
-                                  "sweep": cfg.ratio_sweep,
-                                  # budget fields only when set, so runs from before them still resume
-                                  **{k: getattr(cfg, k) for k in ("target_params", "board", "max_flash", "max_ram",
-                                                                  "max_latency_ms", "channel_multiple",
-                                                                  "min_channels") if getattr(cfg, k)}},
-              parallel=False),
-        Stage("finetune", st_finetune, {**common, "epochs": cfg.epochs_prune}),
-        Stage("pokd", st_pokd, {**common, "epochs": cfg.epochs_prune}),
-        Stage("qat_ta", qat_stage(qakd.teacher_assistant, "teacher", lr=cfg.qat_ta_lr),
-              {**qcommon, "epochs": cfg.epochs_qat_ta, "lr_ta": cfg.qat_ta_lr},
-              save=_qat_save, load=_qat_load),
-        Stage("qakd", qat_stage(qakd.qakd, "pokd", "qat_ta"),
-              {**qcommon, "epochs": cfg.epochs_qakd, "epochs_ta": cfg.epochs_qat_ta, "lr_ta": cfg.qat_ta_lr},
-              save=_qat_save, load=_qat_load),
-    ]
-    if cfg.baselines:
-        stages += [
-            Stage("qat_ce", qat_stage(qakd.qat_ce, "pokd"), {**qcommon, "epochs": cfg.epochs_qakd},
-                  save=_qat_save, load=_qat_load),
-            Stage("directkd", qat_stage(qakd.direct_kd, "pokd", "teacher"), {**qcommon, "epochs": cfg.epochs_qakd},
-                  save=_qat_save, load=_qat_load),
-        ]
-    stages += [Stage(name, _kd_baseline(name, R, tr, sel, tcfg(cfg.epochs_prune, student_lr), metrics),
-                     {**common, "epochs": cfg.epochs_prune}) for name in cfg.kd_baselines]
-    for s in stages:
+    driver = _Driver(cfg, R, tr, sel, va, in_shape, n_cls, dev, progress, augment, log,
+                     settings={"float": common, "quantized": qcommon})
+    for st in stage_specs(cfg):
         t = time.time()
-        runner.run_stage(s)
-        log(f"[{s.name}] val acc {R[s.name].metrics.get('val_acc', float('nan')):.4f} ({time.time() - t:.1f} s)")
+        runner.run_stage(driver.stage(st))
+        log(f"[{st.name}] val acc {R[st.name].metrics.get('val_acc', float('nan')):.4f} ({time.time() - t:.1f} s)")
+    tcfg, acc = driver.tcfg, driver.acc
 
     if not env.is_main:                          # calibration, export and the report run on rank 0
         return distributed.broadcast_object()

@@ -25,46 +25,16 @@ from torch import nn
 from esc2c.contract import ARCHS
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head
+from esc2c.models.resnet import resnet18_config
+from esc2c.models.small import small_config
+from esc2c.models.vgg import vgg11_config
 
+# architecture name (esc2c.contract.ARCHS) -> config builder (num_classes, width, in_shape) -> config dict
+ARCH_CONFIGS = {"vgg11": vgg11_config, "resnet18": resnet18_config, "small": small_config}
 
 
 def _pair(v) -> list[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
-
-
-def scale(c: int, width: float) -> int:
-    """Channel count ``c`` scaled by a width multiplier (at least 1)."""
-    return max(1, int(round(c * width)))
-
-
-def pool_kernel(hw: tuple[int, int]) -> list[int]:
-    """A 2x2 pool, degraded to 1 along a dimension that is already 1 (short inputs keep working)."""
-    return [2 if hw[0] >= 2 else 1, 2 if hw[1] >= 2 else 1]
-
-
-def conv3x3(cin: int, cout: int) -> dict:
-    """Config of a 3x3 'same' ConvBNAct with ReLU."""
-    return {"type": "conv", "cin": cin, "cout": cout, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
-            "relu": True}
-
-
-def plain_stages(channels: list[int], stages: tuple[tuple[int, ...], ...],
-                 in_shape: tuple[int, int, int]) -> tuple[list[list[dict]], int]:
-    """Stage configs of a plain (VGG-like) CNN: conv indices per stage, every stage after the first opening
-    with a max pool sized for the feature map. Returns the stages and the last stage's channel count."""
-    hw = in_shape[1:]
-    out, cin = [], in_shape[0]
-    for si, convs in enumerate(stages):
-        layers = []
-        if si > 0:
-            k = pool_kernel(hw)
-            layers.append({"type": "maxpool", "kernel": k, "stride": k})
-            hw = (hw[0] // k[0], hw[1] // k[1])
-        for ci in convs:
-            layers.append(conv3x3(cin, channels[ci]))
-            cin = channels[ci]
-        out.append(layers)
-    return out, cin
 
 
 def build_model(arch: str, num_classes: int, width: float = 1.0, in_shape=(1, 64, 128),
@@ -78,13 +48,7 @@ def build_model(arch: str, num_classes: int, width: float = 1.0, in_shape=(1, 64
         raise Esc2cError(f"num_classes must be >= 2 (got {num_classes})")
     if len(in_shape) != 3 or in_shape[0] != 1 or min(in_shape) < 1:
         raise Esc2cError(f"model input shape must be (1, n_mels, frames) (got {tuple(in_shape)})")
-    if arch == "vgg11":
-        from esc2c.models.vgg import vgg11_config as make
-    elif arch == "resnet18":
-        from esc2c.models.resnet import resnet18_config as make
-    else:
-        from esc2c.models.small import small_config as make
-    cfg = make(num_classes, width, tuple(int(v) for v in in_shape))
+    cfg = ARCH_CONFIGS[arch](num_classes, width, tuple(int(v) for v in in_shape))
     if not aux:
         cfg["aux_taps"], cfg["aux"] = [], []
     return build_from_config(cfg)

@@ -2,7 +2,7 @@
 stride 2 at stages 2-4), one FC layer; aux heads after residual stages 1, 2 and 3."""
 from __future__ import annotations
 
-from esc2c.models.registry import pool_kernel, scale
+from esc2c.models.builders import pool_kernel, scale
 
 CHANNELS = (64, 128, 256, 512)
 

@@ -2,7 +2,7 @@
 for the synthetic sound set. Aux heads after stages 1 and 2."""
 from __future__ import annotations
 
-from esc2c.models.registry import plain_stages, scale
+from esc2c.models.builders import plain_stages, scale
 
 CHANNELS = (16, 32, 32, 64, 64)
 STAGES = ((0,), (1,), (2,), (3, 4))   # each stage after the first starts with a max pool

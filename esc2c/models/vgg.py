@@ -5,7 +5,7 @@ head's global average pool replaces VGG's last max pool (log-mel inputs are smal
 """
 from __future__ import annotations
 
-from esc2c.models.registry import plain_stages, scale
+from esc2c.models.builders import plain_stages, scale
 
 CHANNELS = (64, 128, 256, 256, 512, 512, 512, 512)
 STAGES = ((0,), (1,), (2, 3), (4, 5), (6, 7))   # conv indices per stage; stages 1.. start with a max pool

@@ -6,7 +6,7 @@ batch of inputs:
 * the float model the QAT net was built from (an :class:`~esc2c.models.blocks.ESCNet`, activations taken
   with forward hooks under the QAT net's layer names),
 * the fake-quant forward of the QAT net (float values on the int8 grid),
-* the exact integer program (:func:`esc2c.quant.qat.run_integer`),
+* the exact integer program (:func:`esc2c.quant.reference.run`),
 * optionally the int8 tensors of the C build of an emitted project.
 
 Figures per layer: SQNR in dB of each quantized path against the float model (``10 log10(sum f^2 / sum
@@ -30,7 +30,7 @@ import torch
 
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import BasicBlock, ESCNet
-from esc2c.quant import qat
+from esc2c.quant import qat, reference
 
 PATHS = ("fq", "int", "c")
 PATH_NAMES = {"fq": "fake-quant", "int": "integer program", "c": "C (host build)"}
@@ -286,7 +286,7 @@ def debug_qat(qnet: qat.QATNet, float_model: ESCNet | None, x, labels=None, roun
     dbg = QuantDebugger(program)
     for i, xb in _batches(x, batch):
         xi = qat.quantize_input(qnet, xb)
-        ints = qat.run_integer(program, xi, rounding)
+        ints = reference.run(program, xi, rounding)
         flt = float_activations(float_model, xb) if float_model is not None else None
         fq = fake_quant_activations(qnet, xb)
         c = c_runner(xi) if c_runner is not None else None

@@ -1,8 +1,13 @@
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from esc2c import contract
 from esc2c.errors import Esc2cError
+from esc2c.models import registry
 from esc2c.models.blocks import BasicBlock, ConvBNAct, ESCNet
 from esc2c.models.counting import count_macs, count_params, layer_table
 from esc2c.models.registry import build_from_config, build_model, layer_widths, model_config
@@ -114,3 +119,16 @@ def test_layer_widths():
     m = build_model("vgg11", 10, width=0.5, in_shape=IN)
     widths = [w for _, w in layer_widths(m)]
     assert widths == [32, 64, 128, 128, 256, 256, 256, 256, 256, 256, 10]
+
+
+def test_registry_has_one_builder_per_architecture_and_no_import_cycle():
+    assert set(registry.ARCH_CONFIGS) == set(contract.ARCHS)
+    pkg = Path(registry.__file__).parent
+    deps = {}
+    for f in pkg.glob("*.py"):  # every import of an esc2c.models module, at any level of the file
+        deps[f.stem] = {n.module.rsplit(".", 1)[1] for n in ast.walk(ast.parse(f.read_text()))
+                        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("esc2c.models.")}
+
+    def reaches(a, b, seen=()):
+        return any(d == b or (d not in seen and reaches(d, b, seen + (d,))) for d in deps.get(a, ()))
+    assert not [m for m in deps if reaches(m, m)]

@@ -9,8 +9,9 @@ from esc2c import contract
 from esc2c.compress.losses import make_loss
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import AuxHead, BasicBlock, ConvBNAct, ESCNet, Head
+from esc2c.models.registry import build_model
+from esc2c.quant import fakequant, qat, reference
 from esc2c.quant import intparams as ip
-from esc2c.quant import qat, reference
 
 IN_SHAPE = (1, 20, 24)
 
@@ -141,7 +142,7 @@ def test_avgpool_rounds_like_arm_avgpool_s8():
     ties = np.array([[[[1, 2]], [[-1, -2]], [[0, 0]], [[3, 4]]]], dtype=np.int8).reshape(1, 4, 1, 2)
     # 1.5 -> 2, -1.5 -> -2 (away from zero), 0, 3.5 -> 4
     assert reference.avgpool(ties, (1, 2), (1, 1), (0, 0)).ravel().tolist() == [2, -2, 0, 4]
-    t = qat.cmsis_avgpool_int(torch.from_numpy(x.astype(np.int64)), (2, 2), (2, 2), (1, 1))
+    t = fakequant.cmsis_avgpool_int(torch.from_numpy(x.astype(np.int64)), (2, 2), (2, 2), (1, 1))
     assert t.tolist() == got.tolist()
 
 
@@ -180,13 +181,11 @@ def test_errors_are_clear():
     with pytest.raises(Esc2cError, match="never calibrated"):
         q.integer_program(IN_SHAPE)
     with pytest.raises(Esc2cError, match="rounding"):
-        qat.run_integer({"tensors": {}, "layers": [], "input": "input"}, np.zeros((1,), np.int8), "nearest")
+        reference.run({"tensors": {}, "layers": [], "input": "input"}, np.zeros((1,), np.int8), "nearest")
 
 
 @pytest.mark.parametrize("arch", ["vgg11", "resnet18", "small"])
 def test_registry_models_quantize_and_match_the_reference(arch):
-    from esc2c.models.registry import build_model
-
     shape = (1, 16, 24)
     model = _randomize_bn(build_model(arch, 6, 0.125, shape)).eval()
     x = torch.randn(8, *shape, generator=torch.Generator().manual_seed(5))

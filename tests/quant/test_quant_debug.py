@@ -11,7 +11,7 @@ from torch import nn
 from esc2c.cli import main
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import BasicBlock, ConvBNAct, ESCNet, Head
-from esc2c.quant import debug, debug_report, qat
+from esc2c.quant import debug, debug_report, qat, qlayers, reference
 
 IN_SHAPE = (1, 16, 20)
 
@@ -72,7 +72,7 @@ def test_damaged_layer_is_named_worst(setup, layer):
     model, q, x = setup
     clean = debug.debug_qat(q, model, x)
     bad = copy.deepcopy(q)
-    mod = {m.name: m for m in bad.modules() if isinstance(m, qat.QConv)}[layer]
+    mod = {m.name: m for m in bad.modules() if isinstance(m, qlayers.QConv)}[layer]
     with torch.no_grad():  # 8x the weights against a frozen output range: the activations clip
         mod.weight.mul_(8.0)
         mod.bias.mul_(8.0)
@@ -92,7 +92,7 @@ def test_float_against_itself_is_infinite_sqnr(setup):
     f = debug.float_activations(model, x)
     fq_same = debug.float_activations(copy.deepcopy(model), x)
     dbg = debug.QuantDebugger(prog)
-    dbg.add_batch(qat.run_integer(prog, qat.quantize_input(q, x)), f, fq_same)
+    dbg.add_batch(reference.run(prog, qat.quantize_input(q, x)), f, fq_same)
     qd = dbg.result()
     for r in qd.layers:
         assert r["fq_sqnr_db"] == math.inf and r["fq_max_err"] == 0.0, r["name"]
@@ -127,7 +127,7 @@ def test_bad_inputs_are_named(setup):
         debug.debug_qat(q, model, x[0])
     prog = q.integer_program(IN_SHAPE)
     dbg = debug.QuantDebugger(prog)
-    ints = qat.run_integer(prog, qat.quantize_input(q, x[:4]))
+    ints = reference.run(prog, qat.quantize_input(q, x[:4]))
     dbg.add_batch(ints, debug.float_activations(model, x[:4]))
     with pytest.raises(Esc2cError, match="every batch"):
         dbg.add_batch(ints)
