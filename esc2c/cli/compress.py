@@ -7,6 +7,7 @@ from esc2c.compress import distributed, pipeline
 from esc2c.compress.config import DATASET_CHOICES, PRESETS, load_config, parse_folds
 from esc2c.compress.report import format_table
 from esc2c.compress.schedule import SCHEDULES, SELECT
+from esc2c.contract import ROUNDING_MODES
 
 
 @click.command("compress")
@@ -29,7 +30,7 @@ from esc2c.compress.schedule import SCHEDULES, SELECT
 @click.option("--holdout", type=float, default=None,
               help="Fraction of the training folds (whole recordings) that picks each stage's best epoch; "
                    "0 picks it on the validation folds.")
-@click.option("--rounding", type=click.Choice(("double", "single")), default=None,
+@click.option("--rounding", type=click.Choice(ROUNDING_MODES), default=None,
               help="Requantization rounding the deployed model is checked with (CMSIS-NN default: double).")
 @click.option("--no-baselines", is_flag=True, default=False, help="Skip the M_Qua and DirectKD baselines.")
 @click.option("--preset", type=click.Choice(tuple(PRESETS)), default=None,

@@ -11,7 +11,7 @@ from esc2c.compiler import quant_debug as cq
 from esc2c.compress import quant_debug as rq
 from esc2c.compress.config import CompressConfig
 from esc2c.compress.pipeline import load_data
-from esc2c.contract import ROUNDING_MODES
+from esc2c.contract import DEFAULT_ROUNDING, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.quant import debug_report
 
@@ -59,7 +59,7 @@ def qdebug_cmd(directory, n_inputs, stage, run_dir, rounding, seed, output):
             raise Esc2cError("--run is for an emitted project; DIRECTORY is already a compress run")
         qnet, float_model, cfg, spec = rq.load_run_models(d, stage)
         va = _validation_data(d, cfg, spec)
-        qd = rq.debug_models(qnet, float_model, va, rounding or cfg.get("rounding", "double"), n_inputs, seed)
+        qd = rq.debug_models(qnet, float_model, va, rounding or cfg.get("rounding", DEFAULT_ROUNDING), n_inputs, seed)
         title = f"{stage} vs {rq.FLOAT_OF[stage]}: quantization error per layer"
     else:
         raise Esc2cError(f"{d}: neither a compress run (no stages/) nor an emitted project (no CMakeLists.txt, "

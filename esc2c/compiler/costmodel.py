@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import nnls
 
 from esc2c.compiler import ops
 from esc2c.compiler.ir import Graph, Op
@@ -125,7 +126,6 @@ def fit(samples: list[tuple[dict[str, float], int]], relative: bool = True) -> d
     """Non-negative least squares coefficients from (counts, measured instructions) per layer. With
     ``relative``, each layer's equation is divided by its measurement, so small layers count as much as
     large ones (relative error)."""
-    from scipy.optimize import nnls
 
     keys = sorted({k for f, _ in samples for k in f} | set(COEFFS))
     a = np.array([[f.get(k, 0.0) for k in keys] for f, _ in samples], dtype=np.float64)

@@ -64,7 +64,7 @@ class EmitResult:
 def cmsis_paths() -> tuple[Path, Path]:
     """(CMSIS-NN dir with Include/ and Source/, CMSIS Core include dir) inside the bakenn wheel."""
     try:
-        import bakenn
+        import bakenn  # optional until emit: a missing CMSIS-NN source package is one clear error
     except ImportError:
         raise Esc2cError("the bakenn package (CMSIS-NN sources) is not installed: pip install bakenn==1.0.0") from None
     vendor = Path(bakenn.__file__).resolve().parent / "backend" / "cmsis_nn" / "vendor"

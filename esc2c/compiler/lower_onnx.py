@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from esc2c.compiler import ops
@@ -121,7 +122,6 @@ def lower_to_onnx(g: Graph, rounding: str = "double") -> onnx.ModelProto:
 
 def run_int_onnx(model: onnx.ModelProto, inputs: np.ndarray) -> dict[str, np.ndarray]:
     """Run the integer ONNX on a batch of int8 inputs [N, ...input shape]; returns name -> [N, ...]."""
-    import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1

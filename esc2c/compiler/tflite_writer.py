@@ -26,21 +26,26 @@ Fused activations: NONE, RELU, RELU6 or RELU_N1_TO_1, whichever gives the IR's (
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 
 from esc2c.compiler import ops
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops.base import end_pads, f32
+from esc2c.compiler.passes.fuse_conv_pool import unfuse
 from esc2c.errors import Esc2cError
+from esc2c.fsutil import atomic_write_bytes
 from esc2c.quant import intparams
 
 
 def schema():
     """The TFLite flatbuffer schema module (object API) shipped with the tflite-micro package."""
     try:
+        # lazy: the generated schema module is large; only .tflite writing needs it
         from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
     except ImportError:
         raise Esc2cError("the tflite-micro package is not installed: pip install tflite-micro") from None
@@ -61,7 +66,6 @@ class TfliteModel:
     pools_as_depthwise: list[str] = field(default_factory=list)  # rescaling average pools
 
     def save(self, path: str | Path) -> Path:
-        from esc2c.fsutil import atomic_write_bytes
 
         atomic_write_bytes(path, self.data)
         return Path(path)
@@ -231,7 +235,6 @@ class _Writer:
         return tflite_conv_params(s_in, s_w, s_out)
 
     def write(self) -> TfliteModel:
-        import flatbuffers
 
         g, fb = self.g, self.fb
         if g.layout != "NHWC" or not all(ops.get(op.kind).params_ready(op) for op in g.ops):
@@ -266,8 +269,7 @@ class _Writer:
 
 def _aligned(data: bytes) -> bytes:
     """Re-pack with the C++ flatbuffers library, which aligns the constant buffers to 16 bytes."""
-    import tempfile
-
+    # lazy: a native extension, only when a .tflite is written
     from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper as align
 
     with tempfile.TemporaryDirectory(prefix="esc2c-tflite-") as d:
@@ -280,7 +282,6 @@ def _aligned(data: bytes) -> bytes:
 def write_tflite(g: Graph, pad_ops: bool = True) -> TfliteModel:
     """The IR (after all passes) as a .tflite model with the same integer arithmetic (double rounding).
     A fused conv + pool (``conv_pool``) is written as its CONV_2D and pool with the conv output between."""
-    from esc2c.compiler.passes.fuse_conv_pool import unfuse
 
     m = _Writer(unfuse(g), pad_ops).write()
     m.data = _aligned(m.data)

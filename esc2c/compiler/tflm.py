@@ -37,7 +37,7 @@ MAX_ARENA = 1 << 28
 
 def _runtime():
     try:
-        from tflite_micro.python.tflite_micro import runtime
+        from tflite_micro.python.tflite_micro import runtime  # lazy: loads the TFLM native interpreter, only when a .tflite runs
     except ImportError:
         raise Esc2cError("the tflite-micro package is not installed: pip install tflite-micro") from None
     return runtime
@@ -283,7 +283,7 @@ def tensorflow_unavailable() -> str | None:
 
 def run_tf_reference(data: bytes, inputs: np.ndarray) -> np.ndarray:
     """TensorFlow's TFLite interpreter with its reference kernels (BUILTIN_REF, not XNNPACK)."""
-    import tensorflow as tf
+    import tensorflow as tf  # optional extra (esc2c[tensorflow]): the check reports NOT RUN without it
 
     it = tf.lite.Interpreter(model_content=bytes(data),
                              experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)

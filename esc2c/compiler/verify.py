@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnxruntime as ort
 
+from esc2c import cmake, proc
 from esc2c.compiler.checks import CheckResult, VerifyContext
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.project import Project
 from esc2c.compiler.tflm import check_tf_reference, check_tflm
-from esc2c import cmake, proc
 from esc2c.contract import META_FEATURE_SPEC, ROUNDING_MODES
 from esc2c.data import synthetic
 from esc2c.errors import Esc2cError
@@ -132,7 +133,6 @@ def compare_layers(g: Graph, c: dict[str, np.ndarray], ref: dict[str, np.ndarray
 
 def qdq_reference(out: Path, g: Graph, inputs: np.ndarray) -> np.ndarray:
     """Logits of the original QDQ model in onnxruntime, requantized to the int8 output scale."""
-    import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.add_session_config_entry("session.qdqisint8allowed", "1")
@@ -178,7 +178,7 @@ def verify(out: str | Path, n: int = 20, rounding: str | None = None, seed: int 
     project = Project.open(out)
     rounding = project.rounding if rounding is None else rounding
     if rounding not in ROUNDING_MODES:
-        raise Esc2cError(f"rounding must be 'double' or 'single', got {rounding!r}")
+        raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
     if n < 1:
         raise Esc2cError("--n must be at least 1")
     g = project.graph

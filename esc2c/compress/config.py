@@ -220,7 +220,7 @@ def _read(path: Path) -> dict:
     text = path.read_text()
     try:
         if path.suffix.lower() == ".toml":
-            import tomllib
+            import tomllib  # stdlib from Python 3.11; only TOML configs need it
             data = tomllib.loads(text)
         else:
             data = yaml.safe_load(text)

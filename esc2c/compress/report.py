@@ -78,9 +78,9 @@ def format_table(rep: dict) -> str:
 
 
 def _plot_stages(rep: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only when a plot is written (Agg set before pyplot loads)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use("Agg")
 
     names = [r["model"] for r in rep["table"]]
     accs = [100 * r["val_acc"] for r in rep["table"]]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from esc2c.contract import DEFAULT_ROUNDING
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import BasicBlock, ESCNet
 from esc2c.quant import qat, reference
@@ -273,7 +274,7 @@ def _batches(x, batch: int):
 
 
 @torch.no_grad()
-def debug_qat(qnet: qat.QATNet, float_model: ESCNet | None, x, labels=None, rounding: str = "double",
+def debug_qat(qnet: qat.QATNet, float_model: ESCNet | None, x, labels=None, rounding: str = DEFAULT_ROUNDING,
               c_runner=None, batch: int = 64) -> QuantDebug:
     """Compare ``float_model`` (None: no float column), the fake-quant forward of ``qnet``, its exact integer
     program and optionally the C: ``c_runner(x_int8 NCHW) -> {program tensor name: int8 NCHW}`` for the

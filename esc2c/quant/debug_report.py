@@ -82,9 +82,9 @@ def summary_line(d: dict) -> str:
 def plot(d: dict, path: str | Path, title: str = "Quantization error per layer") -> None:
     """Two panels: SQNR of each path against the float model (when there is one) and int8 agreement with the
     integer program, one group of bars per layer; the worst layer's label is red."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only when a plot is written (Agg set before pyplot loads)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use("Agg")
 
     rows = d["layers"]
     names = [r["name"] for r in rows]

@@ -23,12 +23,12 @@ import os
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from esc2c.contract import META_CLASS_NAMES, META_FEATURE_SPEC, META_ROUNDING, ROUNDING_MODES
+from esc2c.contract import DEFAULT_ROUNDING, META_CLASS_NAMES, META_FEATURE_SPEC, META_ROUNDING, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import atomic_write_bytes
-from esc2c.quant import intparams as ip
 
 OPSET = 13
 
@@ -42,7 +42,7 @@ def _dq(name, output):
 
 
 def build_onnx(program: dict, batch: int = 1, feature_spec_json: str | None = None,
-               class_names: list[str] | None = None, rounding: str = "double",
+               class_names: list[str] | None = None, rounding: str = DEFAULT_ROUNDING,
                graph_name: str = "esc2c") -> onnx.ModelProto:
     """The QDQ ONNX model of an integer program (see the module docstring for the graph form)."""
     if rounding not in ROUNDING_MODES:
@@ -148,7 +148,7 @@ def build_onnx(program: dict, batch: int = 1, feature_spec_json: str | None = No
 
 
 def export_onnx(qmodel, path: str | os.PathLike, in_shape, feature_spec=None, class_names=None,
-                rounding: str = "double", batch: int = 1) -> onnx.ModelProto:
+                rounding: str = DEFAULT_ROUNDING, batch: int = 1) -> onnx.ModelProto:
     """Write ``qmodel`` (a calibrated :class:`~esc2c.quant.qat.QATNet`) as QDQ ONNX to ``path`` atomically.
     ``feature_spec`` is a FeatureSpec (its ``to_json()`` is stored) or a JSON string."""
     program = qmodel.integer_program(tuple(in_shape))
@@ -163,7 +163,6 @@ def export_onnx(qmodel, path: str | os.PathLike, in_shape, feature_spec=None, cl
 
 def ort_session(model, threads: int = 1):
     """onnxruntime session for a QDQ model with exact int8 x int8 kernels (``session.qdqisint8allowed``)."""
-    import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.add_session_config_entry("session.qdqisint8allowed", "1")

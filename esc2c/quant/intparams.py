@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from esc2c.contract import ROUNDING_MODES, check_rounding
+from esc2c.contract import DEFAULT_ROUNDING, check_rounding
 
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -58,7 +58,7 @@ def round_half_away(x):
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
-def requantize(acc, multiplier, shift, rounding: str = "double") -> np.ndarray:
+def requantize(acc, multiplier, shift, rounding: str = DEFAULT_ROUNDING) -> np.ndarray:
     """Exact arm_nn_requantize on int64 numpy arrays (broadcasting over channels)."""
     check_rounding(rounding)
     acc = np.asarray(acc, dtype=np.int64)
@@ -193,7 +193,7 @@ def avgpool_rescale_table(s_in: float, s_out: float, max_count: int) -> tuple[np
 
 
 def add_s8(a, b, zp_a: int, zp_b: int, zp_out: int, params: dict, act_min: int = INT8_MIN,
-           act_max: int = INT8_MAX, rounding: str = "double") -> np.ndarray:
+           act_max: int = INT8_MAX, rounding: str = DEFAULT_ROUNDING) -> np.ndarray:
     """TFLite ADD int8 on numpy arrays, with arm_nn_requantize rounding (the runtime's esc2c_add_s8)."""
     a1 = (np.asarray(a, np.int64) - zp_a) << params["left_shift"]
     b1 = (np.asarray(b, np.int64) - zp_b) << params["left_shift"]

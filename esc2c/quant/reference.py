@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from esc2c.contract import ROUNDING_MODES
+from esc2c.contract import DEFAULT_ROUNDING, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.quant import intparams as ip
 
@@ -121,7 +121,7 @@ def fully_connected(x, w, bias, zp_in, s_in, s_w, s_out, zp_out, act, rounding) 
     return _requant_out(acc, s_in, s_w, s_out, zp_out, act, rounding, (1, -1))
 
 
-def run(program: dict, x_int8, rounding: str = "double") -> dict[str, np.ndarray]:
+def run(program: dict, x_int8, rounding: str = DEFAULT_ROUNDING) -> dict[str, np.ndarray]:
     """Execute ``program`` on int8 input [N, C, H, W]; returns {tensor name: int8 array} for every tensor."""
     if rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")

@@ -1,5 +1,5 @@
 """Write runtime/tests/kernel_vectors.h: inputs and expected outputs of the runtime kernels, computed by
-esc2c.quant.intparams (the integer contract) in both rounding modes. tests/test_runtime.py checks that the
+esc2c.quant.intparams (the integer contract) in both rounding modes. tests/runtime/test_runtime.py checks that the
 committed header equals a fresh run, so the C unit tests always test against the contract.
 
     python runtime/tests/gen_kernel_vectors.py [out.h]

@@ -3,7 +3,7 @@ layer, a per-layer instruction profile that adds up and repeats exactly, the ser
 QEMU's UART (garbage, a stalled frame), faults and mismatches reported with non-zero exits.
 
 The model is the small hand-written int8 model of tests/fixtures/fake_model.py (the board code does
-not depend on the compiler); tests/test_target_emitted.py runs the same checks on `esc2c emit` output."""
+not depend on the compiler); tests/device/test_device_emitted.py runs the same checks on `esc2c emit` output."""
 from __future__ import annotations
 
 import json

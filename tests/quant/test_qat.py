@@ -3,6 +3,8 @@ fake-quant == integers within 1 LSB, BN folding, pools, quantizer modes, errors.
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from esc2c import contract
@@ -55,18 +57,50 @@ def _calibrated(make):
     return model, q, x
 
 
+def _conv_int64(x, w, stride, pad, groups):
+    """The oracle: a convolution as explicit int64 sums over every output position (slow, obviously exact)."""
+    n, c, h, wd = x.shape
+    co, cig, kh, kw = w.shape
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    oh, ow = (h + 2 * pad[0] - kh) // stride[0] + 1, (wd + 2 * pad[1] - kw) // stride[1] + 1
+    out = np.zeros((n, co, oh, ow), np.int64)
+    for o in range(co):
+        g = o // (co // groups)
+        for i in range(oh):
+            for j in range(ow):
+                win = xp[:, g * cig:(g + 1) * cig, i * stride[0]:i * stride[0] + kh, j * stride[1]:j * stride[1] + kw]
+                out[:, o, i, j] = (win * w[o].astype(np.int64)).sum(axis=(1, 2, 3))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.sampled_from([1, 2, 3]), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2),
+       st.integers(1, 2), st.integers(0, 1), st.integers(3, 7), st.integers(0, 2**31 - 1))
+def test_reference_conv_equals_int64_sums(n, groups, cig, cog, kh, stride, pad, size, seed):
+    """reference.conv2d computes in float BLAS for speed; on int8-range operands (zero-centred inputs reach
+    255) it must equal exact int64 sums, grouped, strided and padded, and refuse operands it cannot sum
+    exactly."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-255, 256, (n, groups * cig, size, size + 1))
+    w = rng.integers(-127, 128, (groups * cog, cig, kh, kh + 1 if kh == 1 else kh))
+    got = reference.conv2d(x, w, (stride, stride), (pad, pad), groups)
+    assert got.dtype == np.int64 and np.array_equal(got, _conv_int64(x, w, (stride, stride), (pad, pad), groups))
+    with pytest.raises(Esc2cError, match="exceeds 2\\^53"):
+        reference.conv2d(x * 2**40, w, (stride, stride), (pad, pad), groups)
+
+
 @pytest.mark.parametrize("arch", list(MODELS))
 @pytest.mark.parametrize("rounding", contract.ROUNDING_MODES)
-def test_integer_forward_equals_numpy_reference_every_layer(arch, rounding):
+def test_integer_forward_runs_every_layer_of_the_program(arch, rounding):
+    """QAT's integer mode is the reference interpreter on the net's own program: every layer, int8, using the
+    int8 range (the exactness of that interpreter is checked above and against the C in
+    tests/compiler/test_compiler_esc2c_export.py)."""
     _, q, x = _calibrated(MODELS[arch])
     xi = qat.quantize_input(q, torch.randn(6, *IN_SHAPE, generator=torch.Generator().manual_seed(3)) * 1.5)
     got = q.integer_forward(xi, rounding)
-    want = reference.run(q.integer_program(IN_SHAPE), xi, rounding)
-    assert set(got) == set(want) and len(got) >= 10
-    for name in got:
-        assert got[name].dtype == np.int8 and want[name].dtype == np.int8
-        assert np.array_equal(got[name], want[name]), f"{name}: {np.sum(got[name] != want[name])} differences"
-    # the model is not trivial: outputs use the int8 range and both rounding modes are really exercised
+    prog = q.integer_program(IN_SHAPE)
+    assert set(got) >= {L["output"] for L in prog["layers"]} and len(got) >= 10
+    assert all(v.dtype == np.int8 and len(v) == 6 for v in got.values())
     assert len(np.unique(got["logits"])) >= 5 and max(len(np.unique(v)) for v in got.values()) > 100
 
 

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from esc2c.fsutil import atomic_path
+
 
 def plot_widths(widths, path, title: str = "Per-layer width before/after CUP") -> None:
     """Bar chart of filters per conv layer / neurons per FC layer before and after pruning (Fig. 6)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only when a plot is written (Agg set before pyplot loads)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use("Agg")
 
-    from esc2c.fsutil import atomic_path
     names = [w[0] for w in widths]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names)), 4))
@@ -28,11 +29,10 @@ def plot_widths(widths, path, title: str = "Per-layer width before/after CUP") -
 
 def plot_accuracy_vs_ratio(rows, path, title: str = "Accuracy vs compression ratio") -> None:
     """Line plot of ``ratio_sweep`` rows (Fig. 5)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only when a plot is written (Agg set before pyplot loads)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use("Agg")
 
-    from esc2c.fsutil import atomic_path
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot([100 * r["ratio"] for r in rows], [100 * r["accuracy"] for r in rows], "o-")
     ax.set_xlabel("parameters removed (%)")
