@@ -25,8 +25,12 @@ def rescale(imp, r: Region, src: str) -> None:
 
 
 class Requantize(OpKind):
+    """An elementwise rescale; a subclass changes ``elementwise`` (the integer function applied to x - zp_in
+    before the rescale), its kernel and its TFLite operator (ops/abs.py)."""
     kind = KIND
     onnx_anchors = ("DequantizeLinear",)
+    kernel = REQUANT
+    tflite_op = "QUANTIZE"
 
     def from_onnx(self, imp, r: Region) -> None:
         rescale(imp, r, imp.act_input(r.node.output[0], r.node))
@@ -40,7 +44,7 @@ class Requantize(OpKind):
         op.shift = np.array([s], np.int32)
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
-        return REQUANT, dict(NO_SCRATCH)
+        return self.kernel, dict(NO_SCRATCH)
 
     def macs(self, op: Op, g: Graph) -> int:
         return g.tensors[op.output].size
@@ -51,20 +55,24 @@ class Requantize(OpKind):
     def c_context(self, op: Op, g: Graph, L: dict, array) -> None:
         L["mult_value"], L["shift_value"] = int(op.multiplier[0]), int(op.shift[0])
 
+    def elementwise(self, B, centred: str) -> str:
+        """The integer ONNX of the function applied to x - zp_in (int64) before the rescale: none here."""
+        return centred
+
     def lower_onnx(self, op: Op, g: Graph, B) -> None:
         x = op.inputs[0]
-        d = B.node("Sub", [B.i64(x), B.const(g.tensors[x].zero_point, np.int64)])
+        d = self.elementwise(B, B.node("Sub", [B.i64(x), B.const(g.tensors[x].zero_point, np.int64)]))
         B.finish_s8(B.requant(d, op.multiplier, op.shift), op, g.tensors[op.output].zero_point, op.output)
 
     def lower_tflite(self, op: Op, g: Graph, w) -> None:
         x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
         m, s = intparams.rescale_params(float(f32(x.scale)), float(f32(y.scale)))
         if (m, s) != (int(op.multiplier[0]), int(op.shift[0])):
-            raise Esc2cError(f"layer '{op.name}': TFLite's QUANTIZE would use multiplier/shift {m}/{s}, the IR "
+            raise Esc2cError(f"layer '{op.name}': TFLite's {self.tflite_op} would use multiplier/shift {m}/{s}, the IR "
                              f"has {int(op.multiplier[0])}/{int(op.shift[0])}")
         if (op.act_min, op.act_max) != (intparams.INT8_MIN, intparams.INT8_MAX):
-            raise Esc2cError(f"layer '{op.name}': a clamped requantize has no TFLite form")
-        w.operator("QUANTIZE", [w.activation(op.inputs[0])], [w.activation(op.output)])
+            raise Esc2cError(f"layer '{op.name}': a clamped {self.kind} has no TFLite form")
+        w.operator(self.tflite_op, [w.activation(op.inputs[0])], [w.activation(op.output)])
 
     def cost_counts(self, op: Op, g: Graph, f: dict) -> None:
         count(f, "eltwise.elem", g.tensors[op.output].size)
