@@ -30,7 +30,7 @@ from _frontend_models import clip_files, label_of, make_model, read  # noqa: E40
 
 from esc2c.compiler.emit import emit  # noqa: E402
 from esc2c.logmel import audio_check, firmware  # noqa: E402
-from esc2c.logmel.project import AUDIO_FLASH_BUDGET  # noqa: E402
+from esc2c.logmel.project_files import AUDIO_FLASH_BUDGET  # noqa: E402
 
 SECONDS = {"urbansound8k": 4.0, "esc50": 5.0}
 N_CLASSES = {"urbansound8k": 10, "esc50": 50}

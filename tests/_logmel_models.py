@@ -10,7 +10,7 @@ import torch
 
 from esc2c import features as fe
 from esc2c.features import FeatureSpec
-from esc2c.logmel import pipeline
+from esc2c.logmel import python_frontend
 
 
 def clip_files(shared_data: Path, dataset: str, k: int) -> list[Path]:
@@ -58,4 +58,4 @@ def make_model(path: Path, spec_seconds: float, pcms: list[np.ndarray], labels: 
 
 
 def read(paths, sample_rate: int = 16000) -> list[np.ndarray]:
-    return [pipeline.read_pcm(str(p), sample_rate) for p in paths]
+    return [python_frontend.read_pcm(str(p), sample_rate) for p in paths]

@@ -7,8 +7,8 @@ import numpy as np
 from esc2c.compiler import audio_check
 from esc2c.device.build import check_project
 from esc2c.errors import Esc2cError
-from esc2c.logmel import firmware, pipeline
-from esc2c.logmel.project import spec_from_onnx
+from esc2c.logmel import firmware, python_frontend
+from esc2c.logmel.project_files import spec_from_onnx
 
 
 @click.command("audio")
@@ -41,7 +41,7 @@ def audio_cmd(out, files, target):
     if spec is None:
         raise Esc2cError(f"{out}/model.onnx carries no FeatureSpec: the project has no front end")
     if files:
-        pcms = [pipeline.read_pcm(f, spec.sample_rate) for f in files]
+        pcms = [python_frontend.read_pcm(f, spec.sample_rate) for f in files]
     else:
         pcm, lengths = np.load(out / "audio_vectors" / "pcm.npy"), np.load(out / "audio_vectors" / "lengths.npy")
         pcms = [p[:n] for p, n in zip(pcm, lengths)]

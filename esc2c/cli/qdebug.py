@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from esc2c.compiler import quant_debug as cq
-from esc2c.compress import quant_debug as rq
+from esc2c.compiler import c_qdebug as cq
+from esc2c.compress import stage_qdebug as rq
 from esc2c.compress.config import CompressConfig
 from esc2c.compress.pipeline import load_data
 from esc2c.contract import DEFAULT_ROUNDING, ROUNDING_MODES

@@ -13,8 +13,8 @@ from esc2c import cmake, proc
 from esc2c.compiler.lower_onnx import run_int_onnx
 from esc2c.compiler.project import Project
 from esc2c.errors import Esc2cError
-from esc2c.logmel import pipeline
-from esc2c.logmel.project import spec_from_onnx
+from esc2c.logmel import python_frontend
+from esc2c.logmel.project_files import spec_from_onnx
 
 WORK = ".esc2c"
 
@@ -72,7 +72,7 @@ def python_pipeline(out: Path, pcms: list[np.ndarray]) -> tuple[np.ndarray, np.n
     out = Path(out)
     spec = spec_from_onnx(out / "model.onnx")
     g = Project.open(out).graph  # the IR the project was emitted from
-    x = np.stack([pipeline.model_input(spec, p, float(np.float32(g.input.scale)), g.input.zero_point) for p in pcms])
+    x = np.stack([python_frontend.model_input(spec, p, float(np.float32(g.input.scale)), g.input.zero_point) for p in pcms])
     logits = run_int_onnx(onnx.load(str(out / "model_int.onnx")), x.reshape((len(pcms),) + tuple(g.input.shape[1:])))
     return x, logits[g.outputs[0]].reshape(len(pcms), -1)
 

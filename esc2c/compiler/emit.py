@@ -32,7 +32,7 @@ from esc2c.contract import DEFAULT_ROUNDING, META_ROUNDING, PROJECT_META, ROUNDI
 from esc2c.device.boards import copy_board
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import claim_output_dir, output_dir
-from esc2c.logmel import project as fe_project
+from esc2c.logmel import project_files as fe_project
 from esc2c.resources import boards_dir, runtime_dir
 from esc2c.templating import render
 
@@ -194,7 +194,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
          frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS,
          fuse: str = "auto", force: bool = False) -> EmitResult:
     """``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
-    ``audio``: PCM test clips for it (esc2c/logmel/project.py); ``kernels``: "fast" runs plain
+    ``audio``: PCM test clips for it (esc2c/logmel/project_files.py); ``kernels``: "fast" runs plain
     convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's;
     ``rounding``: None = the model's ``esc2c.rounding`` metadata, else double (an explicit value overriding
     the metadata is noted in the result); ``fuse``: which conv -> pool pairs run band-wise without storing

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from esc2c.compress import budget, cup, distributed, qakd, quant_debug
+from esc2c.compress import budget, cup, distributed, qakd, stage_qdebug
 from esc2c.compress import report as report_mod
 from esc2c.compress.config import CompressConfig
 from esc2c.compress.framework import FRAMEWORK, PRUNE_OPTIONAL, QAT, StageSpec, stage_specs
@@ -336,7 +336,7 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
                 "params": count_params(R["pokd"].model), "rounding": cfg.rounding}
     rep = report_mod.build_report(cfg, {k: R[k].metrics for k in R}, ptq_acc, deployed, spec,
                                   tr.class_names, len(tr.y), len(va.y), time.time() - t0)
-    rep["quant_debug"] = quant_debug.for_report(final, R["pokd"].model, va, cfg.rounding, seed=cfg.seed)
+    rep["quant_debug"] = stage_qdebug.for_report(final, R["pokd"].model, va, cfg.rounding, seed=cfg.seed)
     report_mod.write_report(rep, out)
     log(f"wrote {out / 'report.json'} and {out / 'report.md'}")
     return distributed.broadcast_object(rep)

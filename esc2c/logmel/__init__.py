@@ -5,10 +5,10 @@ Modules:
   tables      FeatureSpec + input quantization -> esc2c_frontend_config.h / esc2c_frontend_tables.c (window
               and sparse mel weights from esc2c.features.window / mel_filterbank, the training code)
   cmsis_dsp   where the CMSIS-DSP sources of the FFT come from (cmsisdsp==1.10.3 sdist, $ESC2C_CMSIS_DSP)
-  pipeline    the Python pipeline the C must reproduce (logmel in float64, then QuantizeLinear)
+  python_frontend  the Python pipeline the C must reproduce (logmel in float64, then QuantizeLinear)
   host        the C front end alone, built for this machine (tests, tables checks)
-  project     what `esc2c emit` adds to a project for a model with a FeatureSpec
-  audio_check raw audio end to end on the host: C front end + C model vs the Python pipeline
+  project_files  what `esc2c emit` adds to a project for a model with a FeatureSpec
+  (esc2c.compiler.audio_check: raw audio end to end on the host, C front end + C model vs the Python pipeline)
   firmware    the raw-audio firmware (firmware_audio): build, QEMU run, instruction counts, footprint
 
 Numerical design. The C front end computes in IEEE single precision (the Cortex-M7's FPU): PCM times the

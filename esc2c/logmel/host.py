@@ -1,7 +1,7 @@
 """The C front end built for this machine, on its own (no model): runtime/frontend/ + the generated
 files + CMSIS-DSP's portable C, compiled with the host gcc into a cache directory keyed by the sources'
 hash. ``run`` feeds it int16 PCM clips and returns the int8 model inputs it computes, so tests and
-benchmarks compare it with :mod:`esc2c.logmel.pipeline`."""
+benchmarks compare it with :mod:`esc2c.logmel.python_frontend`."""
 from __future__ import annotations
 
 import hashlib

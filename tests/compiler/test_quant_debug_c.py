@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from esc2c.cli import main
-from esc2c.compiler import quant_debug as cq
+from esc2c.compiler import c_qdebug as cq
 from esc2c.compiler.emit import emit
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec

@@ -9,14 +9,14 @@ import pytest
 from esc2c import features as fe
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
-from esc2c.logmel import host, pipeline, tables
+from esc2c.logmel import host, python_frontend, tables
 
 # normalisation and input quantization of the kind a trained model has (log-mel dB stats, ~0.03 std/LSB)
 MEAN, STD = -45.0, 18.0
 
 
 def _pcm(paths, spec):
-    return [pipeline.read_pcm(str(p), spec.sample_rate) for p in paths]
+    return [python_frontend.read_pcm(str(p), spec.sample_rate) for p in paths]
 
 
 def _fixed(pcms, n):
@@ -26,7 +26,7 @@ def _fixed(pcms, n):
 def _compare(spec, pcms, scale, zp):
     exe = host.build(spec, scale, zp)
     c = host.run(exe, spec, _fixed(pcms, spec.n_samples))
-    py = np.stack([pipeline.model_input(spec, p, scale, zp) for p in pcms])
+    py = np.stack([python_frontend.model_input(spec, p, scale, zp) for p in pcms])
     d = np.abs(c.astype(np.int32) - py.astype(np.int32))
     return c, py, d
 
@@ -61,7 +61,7 @@ def test_short_clip_is_zero_padded_like_python(shared_data):
     out = subprocess.run([str(exe), "clip", str(len(pcm))], input=pcm.astype("<i2").tobytes(),
                          capture_output=True, check=True).stdout
     c = np.frombuffer(out, np.int8).reshape(spec.n_mels, spec.frames)
-    py = pipeline.model_input(spec, pcm, 0.03, 0)
+    py = python_frontend.model_input(spec, pcm, 0.03, 0)
     d = np.abs(c.astype(int) - py)
     assert d.max() <= 1 and (d == 0).mean() >= 0.99
     assert (py[:, -10:] == py[0, -1]).all()  # the padded tail is the log floor everywhere
@@ -92,7 +92,7 @@ def test_streaming_equals_whole_clip_and_python(shared_data, kw):
     n_stream = -(-((spec.frames - 1) * spec.hop_length + spec.win_length) // spec.hop_length) * spec.hop_length
     stream = host.run(exe, spec, _fixed(pcms, n_stream) if n_stream > spec.n_samples else x[:, :n_stream], "stream")
     assert np.array_equal(stream, clip)
-    py = np.stack([pipeline.model_input(spec, p, 0.03, -2) for p in pcms])
+    py = np.stack([python_frontend.model_input(spec, p, 0.03, -2) for p in pcms])
     d = np.abs(clip.astype(int) - py)
     assert (d == 0).mean() >= 0.99 and d.max() <= 1
 

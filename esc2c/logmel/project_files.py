@@ -24,7 +24,7 @@ import onnx
 from esc2c.contract import META_FEATURE_SPEC, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
-from esc2c.logmel import cmsis_dsp, pipeline, tables
+from esc2c.logmel import cmsis_dsp, python_frontend, tables
 from esc2c.resources import runtime_dir
 from esc2c.templating import render
 
@@ -71,7 +71,7 @@ def synthetic_clip(spec: FeatureSpec, seed: int = 0) -> np.ndarray:
     x += 0.5 * env * rng.standard_normal(n)
     x += 1e-3 * np.sin(2 * np.pi * 440.0 * t)
     x[int(0.9 * n):] = 0.0
-    return pipeline.to_pcm(np.clip(x, -1.0, 1.0))
+    return python_frontend.to_pcm(np.clip(x, -1.0, 1.0))
 
 
 def plan(onnx_path: str | Path, graph, model_logits: Callable[[np.ndarray, str], np.ndarray],
@@ -104,7 +104,7 @@ def plan(onnx_path: str | Path, graph, model_logits: Callable[[np.ndarray, str],
         raise Esc2cError(f"{onnx_path}: front end: {e}{hint}") from None
     clips, names = [synthetic_clip(spec)], ["synthetic"]
     for a in audio:
-        clips.append(pipeline.read_pcm(str(a), spec.sample_rate))
+        clips.append(python_frontend.read_pcm(str(a), spec.sample_rate))
         names.append(Path(a).name)
     n = spec.n_samples
     pcm_bytes = 2 * n * len(clips)
@@ -115,7 +115,7 @@ def plan(onnx_path: str | Path, graph, model_logits: Callable[[np.ndarray, str],
     p.clip_names = names
     p.lengths = np.array([min(len(c), n) for c in clips])
     p.pcm = np.stack([np.pad(c[:n], (0, n - min(len(c), n))) for c in clips]).astype(np.int16)
-    p.expect_input = np.stack([pipeline.model_input(spec, c, scale, zp) for c in clips])
+    p.expect_input = np.stack([python_frontend.model_input(spec, c, scale, zp) for c in clips])
     x = p.expect_input.reshape((len(clips),) + tuple(inp.shape[1:]))
     for mode in rounding_modes:
         p.expect_logits[mode] = np.asarray(model_logits(x, mode)).reshape(len(clips), -1)
