@@ -1,6 +1,8 @@
-"""``avg_pool``: ONNX AveragePool (count_include_pad=0 with padding) and GlobalAveragePool.
+"""``avg_pool``: ONNX AveragePool and GlobalAveragePool.
 
-Fields: attrs kernel, stride, pads (the count excludes padding). When input and output qparams are equal:
+Fields: attrs kernel, stride, pads (the count excludes padding, ONNX's count_include_pad=0). An AveragePool
+with count_include_pad=1 and padding is imported as a ``pad`` op (ops/pad.py: the zero point around the
+input) and this pool without padding, whose windows then all count kernel_h * kernel_w elements. When input and output qparams are equal:
 CMSIS-NN's arm_avgpool_s8 arithmetic (sum of raw int8 values, divided by the count, ties away from zero);
 otherwise (``attrs['rescale']``) ``avg_mult``/``avg_shift`` tables indexed by the count and the runtime's
 esc2c_avgpool_rescale_s8: out = requant(sum(q - zp_in), M[count]) + zp_out.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
-from esc2c.compiler.ops import pooling
+from esc2c.compiler.ops import pad, pooling
 from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, Region, end_pads, f32, same_qparams
 from esc2c.errors import Esc2cError
 from esc2c.quant import intparams
@@ -57,7 +59,10 @@ class AvgPool(OpKind):
         n = r.node
         x, attrs = pooling.onnx_pool(imp, n)
         if n.op_type == "AveragePool" and imp.m.attr(n, "count_include_pad", 0) and any(attrs["pads"]):
-            raise imp.err(n, "count_include_pad=1 with padding is not supported")
+            if imp.m.attr(n, "ceil_mode", 0):
+                raise imp.err(n, "count_include_pad=1 with padding and ceil_mode=1 is not supported")
+            x = pad.padded(imp, x, attrs["pads"], f"{r.y}__padded")
+            attrs = {**attrs, "pads": (0, 0, 0, 0)}
         imp.new_tensor(r.y, r.out_shape, r.s_out, r.zp_out)
         imp.ops.append(Op(imp.op_name(n), KIND, [x], [r.y], attrs=attrs, act=r.act))
 
