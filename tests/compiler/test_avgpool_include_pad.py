@@ -15,6 +15,7 @@ from esc2c.compiler.emit import emit
 from esc2c.compiler.importer import load_ir
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.verify import verify
+from esc2c.device.runner import run_qemu
 from esc2c.errors import Esc2cError
 
 SHAPE = (1, 1, 12, 10)
@@ -139,3 +140,12 @@ def test_include_pad_with_ceil_mode_is_named(tmp_path):
     q = quantize(f, tmp_path / "q.onnx", SHAPE)
     with pytest.raises(Esc2cError, match="AveragePool.*count_include_pad=1 with padding and ceil_mode=1"):
         load_ir(q)
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("cmake", "arm-none-eabi-gcc", "qemu-system-arm")),
+                    reason="needs cmake, gcc-arm-none-eabi and qemu-system-arm")
+def test_pad_and_pool_on_qemu_equal_the_host_on_every_layer(model, tmp_path):
+    out = emit(_rescaled_pool_output(model, tmp_path / "r.onnx"), tmp_path / "out", board="stm32f746zg",
+               n_vectors=2, fuse="none").out
+    report = run_qemu(out, vectors=8, debug_layers=True, echo=lambda s: None)
+    assert (report.identical, report.vectors, report.layers_checked) == (8, 8, True)
