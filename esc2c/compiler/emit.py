@@ -207,9 +207,16 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
     claim_output_dir(out, "emit", force, inputs, looks_like_project)
     if rounding is not None and rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
-    options = CompileOptions(kernels=kernels, fuse=fuse)
+    budget = board_limits(board)[0] - CODE_RESERVE if board else None
+    options = CompileOptions(kernels=kernels, fuse=fuse, flash_budget=budget)
     g = compile_model(onnx_path, options=options)
     rounding, rounding_source, note = model_rounding(onnx_path, g, rounding)
+    notes = [note] if note else []
+    narrowed = [op for op in g.ops if op.attrs.get("narrowed_for_flash")]
+    if narrowed:
+        notes.append(f"flash: {len(narrowed)} convolution(s) read int8 weights with CMSIS-NN instead of the fast "
+                     f"kernel's int16 ones, saving {sum(op.attrs['narrowed_for_flash'] for op in narrowed)} B to fit "
+                     f"{board} ({budget} B for constants): {', '.join(op.name for op in narrowed)}")
     fit = check_fit(g, board) if board else None
     nn_path, core_path = cmsis_paths()
     if cmsis_nn_path is not None:
@@ -268,5 +275,4 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
                 "layer_tensors": [op.output for op in g.layer_ops()], "layer_sizes": [L["out_size"] for L in layers]}
         (tmp / PROJECT_META).write_text(json.dumps(meta, indent=1))
     dt = time.perf_counter() - t0
-    return EmitResult(out, g, dt, const_bytes, g.arena_size, g.plan_stats["sum_of_tensors_bytes"],
-                      [note] if note else [])
+    return EmitResult(out, g, dt, const_bytes, g.arena_size, g.plan_stats["sum_of_tensors_bytes"], notes)

@@ -15,7 +15,8 @@ kernel names. The hooks, in the order the compiler calls them:
   layout      ``to_nhwc(op, g, nchw)``: weights and neighbours to the NHWC layout (``nchw``: old shapes)
   qparams     ``qparams(op, g)``: integer parameters from esc2c.quant.intparams (the clamp is generic)
   kernels     ``select_kernel(op, g, options)`` -> (C function, scratch bytes by code path {"dsp", "host"});
-              ``macs(op, g)``
+              ``macs(op, g)``; ``wide_weight_bytes(op)`` (flash its kernel spends beyond int8 weights) and
+              ``narrow_weights(op, g)`` (switch to a kernel that reads int8 weights: the fit_flash pass)
   memory      ``view`` (the output aliases the input's bytes); ``in_place_inputs(op)`` (inputs whose buffer
               the output may take when they die here); ``raster_ordered(op, g)`` and ``overlap_gap(op, g)``
               (the output may start that many bytes before a dying input); ``hidden_tensor_bytes(op)``
@@ -85,6 +86,12 @@ class OpKind:
 
     def macs(self, op: Op, g: Graph) -> int:
         return 0
+
+    def wide_weight_bytes(self, op: Op) -> int:
+        return 0
+
+    def narrow_weights(self, op: Op, g: Graph) -> None:
+        raise ValueError(f"op kind {op.kind} ({op.name}) has no int8-weight kernel to switch to")
 
     # ---- memory plan
     def in_place_inputs(self, op: Op) -> list[str]:

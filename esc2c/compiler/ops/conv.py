@@ -103,6 +103,16 @@ class Conv(OpKind):
         kh, kw = op.attrs["kernel"]
         return y.size * kh * kw * (x.shape[3] // op.attrs.get("group", 1))
 
+    def wide_weight_bytes(self, op: Op) -> int:
+        """The fast kernel's int16 weights cost their int8 size again (and its padding) in flash."""
+        return conv_fast.packed_bytes(op) - op.weights.size if op.kernel == conv_fast.FAST_CONV else 0
+
+    def narrow_weights(self, op: Op, g: Graph) -> None:
+        """CMSIS-NN's convolution, which reads the int8 weights."""
+        op.kernel, sizes = self.select_kernel(op, g, {"kernels": "cmsis"})
+        op.attrs["scratch_by_path"] = sizes
+        op.scratch = max(sizes.values())
+
     def raster_ordered(self, op: Op, g: Graph) -> bool:
         if op.kernel in (GROUP_CONV, conv_fast.FAST_CONV):
             return True

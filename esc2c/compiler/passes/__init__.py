@@ -7,6 +7,7 @@ from typing import Callable
 
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.options import CompileOptions
+from esc2c.compiler.passes.fit_flash import fit_flash
 from esc2c.compiler.passes.fuse_activation import fuse_activation
 from esc2c.compiler.passes.fuse_conv_pool import fuse_conv_pool
 from esc2c.compiler.passes.kernel_select import kernel_select
@@ -21,6 +22,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("layout_nhwc", lambda g, o: layout_nhwc(g)),
     ("qparams", lambda g, o: qparams(g)),
     ("kernel_select", lambda g, o: kernel_select(g, o.kernels)),
+    ("fit_flash", lambda g, o: fit_flash(g, o.flash_budget)),
     ("fuse_conv_pool", lambda g, o: fuse_conv_pool(g, _fuse_decision(g, o.fuse))),
     ("memplan", lambda g, o: memplan(g)),
 )

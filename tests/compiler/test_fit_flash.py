@@ -1,0 +1,94 @@
+"""Weight width per layer against the board's flash: the fast convolution's int16 weights where they fit,
+CMSIS-NN's int8 ones for the layers that give the least speed per byte when they do not (passes/fit_flash)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from _compiler_models import build, export_float, quantize
+from esc2c.compiler import ops
+from esc2c.compiler.driver import compile_model
+from esc2c.compiler.emit import CODE_RESERVE, board_limits, check_fit, emit
+from esc2c.compiler.ops.conv_fast import FAST_CONV
+from esc2c.compiler.options import CompileOptions
+from esc2c.compiler.passes.fit_flash import constant_bytes
+from esc2c.device.build import build_firmware
+from esc2c.errors import Esc2cError
+
+
+@pytest.fixture(scope="module")
+def vgg(tmp_path_factory):
+    return build("vgg", tmp_path_factory.mktemp("fit"))
+
+
+def _extra(op):
+    return ops.get(op.kind).wide_weight_bytes(op)
+
+
+def test_no_budget_or_room_enough_changes_nothing(vgg):
+    fast = compile_model(vgg, fuse="none")
+    roomy = compile_model(vgg, options=CompileOptions(fuse="none", flash_budget=constant_bytes(fast)))
+    assert [op.kernel for op in roomy.ops] == [op.kernel for op in fast.ops]
+    assert not any("narrowed_for_flash" in op.attrs for op in roomy.ops)
+
+
+def test_narrows_the_least_speed_per_byte_first_until_it_fits(vgg):
+    fast = compile_model(vgg, fuse="none")
+    wide = sorted((op for op in fast.ops if _extra(op)), key=lambda op: (op.macs / _extra(op), op.name))
+    assert len(wide) >= 3
+    budget = constant_bytes(fast) - _extra(wide[0]) - 1  # one layer is not enough: two must go
+    g = compile_model(vgg, options=CompileOptions(fuse="none", flash_budget=budget))
+    narrowed = [op.name for op in g.ops if op.attrs.get("narrowed_for_flash")]
+    assert sorted(narrowed) == sorted([wide[0].name, wide[1].name])
+    assert constant_bytes(g) <= budget
+    by_name = {op.name: op for op in g.ops}
+    assert all(by_name[n].kernel != FAST_CONV for n in narrowed)
+    assert sum(op.kernel == FAST_CONV for op in g.ops) == len(wide) - 2
+    assert sum(by_name[n].attrs["narrowed_for_flash"] for n in narrowed) == _extra(wide[0]) + _extra(wide[1])
+
+
+def test_impossible_budget_narrows_every_layer(vgg):
+    g = compile_model(vgg, options=CompileOptions(fuse="none", flash_budget=0))
+    assert not any(op.kernel == FAST_CONV for op in g.ops) and constant_bytes(g) == g.weight_bytes()
+    with pytest.raises(Esc2cError, match="flash budget must be >= 0"):
+        CompileOptions(flash_budget=-1)
+
+
+class _Wide(torch.nn.Module):
+    """~0.8 M weights: int8 fits the STM32F746ZG's 1 MB flash, the fast kernel's int16 copy does not."""
+
+    def __init__(self):
+        super().__init__()
+        chans = [1, 64, 128, 128, 128, 128, 128, 128]
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans, chans[1:]))
+        self.gap = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(128, 4)
+
+    def forward(self, x):
+        for c in self.convs:
+            x = torch.relu(c(x))
+        return self.fc(torch.flatten(self.gap(x), 1))
+
+
+def test_emit_for_a_board_narrows_layers_and_says_so(tmp_path):
+    torch.manual_seed(0)
+    q = quantize(export_float(_Wide(), (1, 1, 6, 6), tmp_path / "f.onnx"), tmp_path / "q.onnx", (1, 1, 6, 6), n_cal=4)
+    all_fast = compile_model(q)
+    budget = board_limits("stm32f746zg")[0] - CODE_RESERVE
+    assert all_fast.weight_bytes() <= budget < constant_bytes(all_fast)  # the premise
+    with pytest.raises(Esc2cError, match="does not fit stm32f746zg: flash needs"):
+        check_fit(all_fast, "stm32f746zg")  # what emit --board refused before
+    r = emit(q, tmp_path / "out", board="stm32f746zg", n_vectors=1)
+    narrowed = [op for op in r.graph.ops if op.attrs.get("narrowed_for_flash")]
+    assert narrowed and any(op.kernel == FAST_CONV for op in r.graph.ops)  # some layers keep the fast kernel
+    fit = json.loads((r.out / "esc2c.json").read_text())["fit"]
+    assert fit["flash"] <= fit["flash_limit"]
+    note = next(n for n in r.notes if n.startswith("flash:"))
+    assert f"{len(narrowed)} convolution(s) read int8 weights" in note and narrowed[0].name in note
+    assert "esc2c_conv_fast_s8(" in (r.out / "model.c").read_text()
+    assert np.load(r.out / "vectors" / "outputs_double.npy").shape == (1, 4)
+    if shutil.which("arm-none-eabi-gcc") and shutil.which("cmake"):  # the firmware really fits the board
+        fw = build_firmware(r.out, "stm32f746zg")
+        assert fw.flash_bytes <= fw.flash_limit
