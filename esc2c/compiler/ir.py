@@ -10,13 +10,15 @@ the passes then rewrite it in place:
                   flatten reordered from CHW to HWC order
   qparams         integer parameters from esc2c.quant.intparams (multiplier/shift, act_min/max, add params)
   kernel_select   the C function for each op and its scratch-buffer size
+  fit_flash       (with a flash budget: emit --board) int8-weight kernels for the layers that must give
+                  back the fast kernel's int16 weights
   fuse_conv_pool  conv -> pool pairs into one band-wise ``conv_pool`` op (optional: ``run_passes(fuse=...)``)
   memplan         arena offsets for every activation tensor and the scratch buffer
 
 After all passes, every op carries everything an executor needs; nothing is recomputed downstream.
 
 Op kinds (``Op.kind``) are the modules of esc2c/compiler/ops/ (the registry, ``ops.REGISTRY``): conv,
-depthwise_conv, fully_connected, max_pool, avg_pool, add, requantize, reshape, relu, conv_pool, ... Each
+depthwise_conv, fully_connected, max_pool, avg_pool, add, requantize, reshape, relu, conv_pool, pad, abs. Each
 module's docstring gives the fields its ops carry (after all passes; shapes NHWC, N = 1), and the module
 is everything the compiler knows about the kind. This module does not import the registry; ``ops.get``
 rejects an unknown kind.
