@@ -1,10 +1,10 @@
 """The integer IR every back end of the compiler consumes (C/CMSIS-NN, integer-only ONNX, .tflite).
 
 A :class:`Graph` is a list of :class:`Op` in execution order over named int8 :class:`Tensor` s.
-The importer (``compiler/importer``) builds it from a QDQ ONNX model in the ONNX layout (NCHW, weights OIHW);
-the passes then rewrite it in place:
+The importer (``compiler/importer``: fold_qdq turns QDQ pairs into int8 tensors with (scale, zero_point),
+int8 per-channel weights and int32 bias) builds it from a QDQ ONNX model in the ONNX layout (NCHW, weights
+OIHW); the passes (``compiler/passes``, run by run_passes) then rewrite it in place:
 
-  fold_qdq        QDQ pairs -> int8 tensors with (scale, zero_point); int8 per-channel weights; int32 bias
   fuse_activation Relu/Clip ops folded into the producing op's clamp (``Op.act``)
   layout_nhwc     activations to NHWC, conv weights OIHW -> OHWI (depthwise: 1HWC), FC columns after a
                   flatten reordered from CHW to HWC order
