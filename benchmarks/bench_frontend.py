@@ -26,10 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from _frontend_models import clip_files, label_of, make_model, read  # noqa: E402
+from _logmel_models import clip_files, label_of, make_model, read  # noqa: E402
 
 from esc2c.compiler.emit import emit  # noqa: E402
-from esc2c.logmel import audio_check, firmware  # noqa: E402
+from esc2c.compiler import audio_check  # noqa: E402
+from esc2c.logmel import firmware  # noqa: E402
 from esc2c.logmel.project_files import AUDIO_FLASH_BUDGET  # noqa: E402
 
 SECONDS = {"urbansound8k": 4.0, "esc50": 5.0}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esc2c.contract import ROUNDING_MODES
 from esc2c.quant import intparams as ip
 
 N = 61  # odd, not a multiple of 4
@@ -36,7 +37,7 @@ def generate() -> str:
     out.append(_arr("req_val", "int32_t", [c[0] for c in cases]))
     out.append(_arr("req_mult", "int32_t", [c[1] for c in cases]))
     out.append(_arr("req_shift", "int32_t", [c[2] for c in cases]))
-    for mode in ip.ROUNDING_MODES:
+    for mode in ROUNDING_MODES:
         exp = [int(ip.requantize(a, mm, ss, mode)) for a, mm, ss in cases]
         out.append(_arr(f"req_expect_{mode}", "int32_t", exp))
 
@@ -49,16 +50,16 @@ def generate() -> str:
     out.append(_arr("add_a", "int8_t", a))
     out.append(_arr("add_b", "int8_t", b))
     params = []
-    exp = {mode: [] for mode in ip.ROUNDING_MODES}
+    exp = {mode: [] for mode in ROUNDING_MODES}
     for k, (s1, s2, so, z1, z2, zo, relu) in enumerate(add_sets):
         p = ip.add_params(s1, s2, so)
         lo, hi = ip.clip_range(so, zo, 0.0 if relu else None, None)
         params.append([-z1, p["in1_mult"], p["in1_shift"], -z2, p["in2_mult"], p["in2_shift"], p["left_shift"],
                        zo, p["out_mult"], p["out_shift"], lo, hi])
-        for mode in ip.ROUNDING_MODES:
+        for mode in ROUNDING_MODES:
             exp[mode].append(ip.add_s8(a[k], b[k], z1, z2, zo, p, lo, hi, mode))
     out.append(_arr("add_params", "int32_t", params))
-    for mode in ip.ROUNDING_MODES:
+    for mode in ROUNDING_MODES:
         out.append(_arr(f"add_expect_{mode}", "int8_t", np.stack(exp[mode])))
 
     # requantize s8
@@ -67,7 +68,7 @@ def generate() -> str:
     x = rng.integers(-128, 128, N)
     out.append(_arr("rq_in", "int8_t", x))
     out.append(f"#define RQ_PARAMS {-zi}, {mm}, {ss}, {zo}, -128, 127\n")
-    for mode in ip.ROUNDING_MODES:
+    for mode in ROUNDING_MODES:
         y = np.clip(ip.requantize(x - zi, mm, ss, mode) + zo, -128, 127)
         out.append(_arr(f"rq_expect_{mode}", "int8_t", y))
 
@@ -82,7 +83,7 @@ def generate() -> str:
     out.append(_arr("ap_in", "int8_t", xin))
     out.append(_arr("ap_mult", "int32_t", mt))
     out.append(_arr("ap_shift", "int32_t", st))
-    for mode in ip.ROUNDING_MODES:
+    for mode in ROUNDING_MODES:
         y = np.zeros((oh, ow, c), np.int64)
         for oy in range(oh):
             for ox in range(ow):
@@ -110,7 +111,7 @@ def generate() -> str:
     out.append(_arr("gc_bias", "int32_t", bias))
     out.append(_arr("gc_mult", "int32_t", m))
     out.append(_arr("gc_shift", "int32_t", sft))
-    for mode in ip.ROUNDING_MODES:
+    for mode in ROUNDING_MODES:
         y = ip.requantize(acc, m[:, None, None], sft[:, None, None], mode) + zo
         out.append(_arr(f"gc_expect_{mode}", "int8_t", np.clip(y, -128, 127).transpose(1, 2, 0)))
     out.append("#endif\n")
