@@ -105,7 +105,7 @@ class Conv(OpKind):
 
     def wide_weight_bytes(self, op: Op) -> int:
         """The fast kernel's int16 weights cost their int8 size again (and its padding) in flash."""
-        return conv_fast.packed_bytes(op) - op.weights.size if op.kernel == conv_fast.FAST_CONV else 0
+        return conv_fast.extra_bytes(op)
 
     def narrow_weights(self, op: Op, g: Graph) -> None:
         """CMSIS-NN's convolution, which reads the int8 weights."""

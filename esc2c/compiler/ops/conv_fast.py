@@ -55,6 +55,11 @@ def packed_bytes(op: Op) -> int:
     return 2 * ((c_out + 1) // 2) * 2 * padded_taps(c_in, kh, kw)
 
 
+def extra_bytes(op: Op) -> int:
+    """Flash the op's int16 weights take beyond its int8 ones (0 unless it runs the fast kernel)."""
+    return packed_bytes(op) - op.weights.size if op.kernel == FAST_CONV else 0
+
+
 def flash_bytes_delta(g: Graph) -> int:
     """Extra flash of the int16 weights over int8 ones, for the ops that run the fast kernel."""
-    return sum(packed_bytes(op) - op.weights.size for op in g.ops if op.kernel == FAST_CONV)
+    return sum(extra_bytes(op) for op in g.ops)
