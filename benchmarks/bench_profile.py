@@ -118,6 +118,8 @@ def main(argv=None) -> int:
     ap.add_argument("--vectors", type=int, default=2, help="inputs checked bit-exact on QEMU per project")
     ap.add_argument("--kernels", default="fast,cmsis",
                     help="conv kernel choices for the reference model, comma-separated (fast, cmsis)")
+    ap.add_argument("--contracts", default="tflite,onnxruntime",
+                    help="integer contracts for the reference model, comma-separated (tflite, onnxruntime)")
     args = ap.parse_args(argv)
     if not args.projects and not args.reference:
         ap.error("give emitted project directories and/or --reference")
@@ -130,22 +132,26 @@ def main(argv=None) -> int:
         bad = [k for k in kinds if k not in ("fast", "cmsis")]
         if bad or not kinds:
             ap.error(f"--kernels: choose from fast, cmsis (got {args.kernels!r})")
+        contracts = [c.strip() for c in args.contracts.split(",") if c.strip()]
+        if not contracts or any(c not in ("tflite", "onnxruntime") for c in contracts):
+            ap.error(f"--contracts: choose from tflite, onnxruntime (got {args.contracts!r})")
         rows = {}
         with tempfile.TemporaryDirectory(prefix="esc2c-ref-") as tmp:
             tmp = Path(tmp)
             model = reference_onnx(tmp)
-            for k in kinds:
-                t0 = time.perf_counter()
-                res = emit(model, tmp / f"out_{k}", board="stm32f746zg", n_vectors=2, kernels=k)
-                print(f"\nreference model, --kernels {k}: emitted in {time.perf_counter() - t0:.1f} s (arena "
-                      f"{res.arena_bytes:,} B, weights {res.weight_bytes:,} B)")
-                rows[k] = profile_project(res.out, f"reference --kernels {k}", args.vectors, res.graph) | {
-                    "weights": res.weight_bytes}
+            for c in contracts:
+                for k in kinds:
+                    t0 = time.perf_counter()
+                    res = emit(model, tmp / f"out_{c}_{k}", board="stm32f746zg", n_vectors=2, kernels=k, contract=c)
+                    print(f"\nreference model, --contract {c} --kernels {k}: emitted in {time.perf_counter() - t0:.1f} s "
+                          f"(arena {res.arena_bytes:,} B, weights {res.weight_bytes:,} B)")
+                    rows[f"{c}/{k}"] = profile_project(res.out, f"reference --contract {c} --kernels {k}", args.vectors,
+                                                       res.graph) | {"weights": res.weight_bytes}
         print(f"\nreference model (38.3 M MACs), one inference on QEMU mps2-an500, firmware at -O3:")
-        print(f"{'kernels':<8} {'instructions':>13} {'vs 91.5 M':>9} {'MAC/instr':>9} {'conv MAC/instr':>14} "
+        print(f"{'contract/kernels':<20} {'instructions':>13} {'vs 91.5 M':>9} {'MAC/instr':>9} {'conv MAC/instr':>14} "
               f"{'weights B':>10} {'flash B':>10} {'RAM B':>9} {'arena B':>9}")
         for k, r in rows.items():
-            print(f"{k:<8} {r['instructions']:>13,} {BASELINE_INSTRUCTIONS / r['instructions']:>8.2f}x "
+            print(f"{k:<20} {r['instructions']:>13,} {BASELINE_INSTRUCTIONS / r['instructions']:>8.2f}x "
                   f"{r['mac_per_instr']:>9.2f} {r['conv_mac_per_instr']:>14.2f} {r['weights']:>10,} {r['flash']:>10,} "
                   f"{r['ram']:>9,} {r['arena']:>9,}")
     return 0

@@ -10,11 +10,26 @@ from __future__ import annotations
 ROUNDING_MODES = ("double", "single")
 DEFAULT_ROUNDING = "double"
 
+# The two integer contracts a deployed model can follow (DESIGN.md section 3):
+# * "tflite": TFLite / CMSIS-NN int8 arithmetic (integer multiplier + shift, one of ROUNDING_MODES); what
+#   `esc2c compress` trains for, and what TFLite Micro computes;
+# * "onnxruntime": what onnxruntime's CPU execution provider computes for a QDQ model at full optimisation
+#   with session.qdqisint8allowed=1 (QLinearConv / QGemm: float32 scale, round half to even; QLinearAdd,
+#   QLinearAveragePool, QLinearGlobalAveragePool: their float32 formulas; esc2c.quant.ortparams); its
+#   arithmetic is named ORT_ROUNDING where a rounding mode is expected.
+CONTRACTS = ("tflite", "onnxruntime")
+TFLITE, ONNXRUNTIME = CONTRACTS
+ORT_ROUNDING = "float"
+ARITHMETICS = ROUNDING_MODES + (ORT_ROUNDING,)  # every value a project's "rounding" may take
+# onnxruntime's quantization tool (quantize_static / quantize_dynamic) names itself the model's producer
+ORT_PRODUCERS = ("onnx.quantize",)
+
 # ONNX metadata_props written by esc2c.quant.export and read by the compiler and the log-mel front end
 META_FEATURE_SPEC = "esc2c.feature_spec"  # FeatureSpec JSON
 META_CLASS_NAMES = "esc2c.class_names"  # JSON list of class names
-META_ROUNDING = "esc2c.rounding"  # one of ROUNDING_MODES
+META_ROUNDING = "esc2c.rounding"  # one of ROUNDING_MODES (the tflite contract)
 META_OUTPUT = "esc2c.output"  # integer ONNX (compiler lowering): the name of the logits tensor
+META_PRODUCER = "onnx.producer_name"  # the importer records the model's producer_name under this key
 
 # what `esc2c compress` can build and train on
 ARCHS = ("vgg11", "resnet18", "small")
@@ -23,6 +38,11 @@ DATASETS = ("synthetic", "esc50", "urbansound8k")
 # the files `esc2c emit` writes beside the C sources, which verify / run / audio read back
 PROJECT_META = "esc2c.json"
 PROJECT_IR = "model.ir.json"
+
+
+def contract_of(rounding: str) -> str:
+    """The contract a project's arithmetic belongs to."""
+    return ONNXRUNTIME if rounding == ORT_ROUNDING else TFLITE
 
 
 def check_rounding(rounding: str) -> str:

@@ -100,7 +100,7 @@ def export_float(model: nn.Module, shape, path: Path, asym_pad: bool = False) ->
 
 
 def quantize(float_path: Path, out_path: Path, shape, per_channel: bool = True, n_cal: int = 16,
-             seed: int = 0, uint8: bool = False) -> Path:
+             seed: int = 0, uint8: bool = False, reduce_range: bool = False) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     rng = np.random.default_rng(seed)
@@ -113,11 +113,13 @@ def quantize(float_path: Path, out_path: Path, shape, per_channel: bool = True, 
             return next(self.it, None)
 
     quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
+                    activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=per_channel, reduce_range=reduce_range)
     return out_path
 
 
-def build(kind: str, tmp: Path, per_channel: bool = True, uint8: bool = False) -> Path:
+def build(kind: str, tmp: Path, per_channel: bool = True, uint8: bool = False, reduce_range: bool = False,
+          seed: int = 1) -> Path:
     tmp = Path(tmp)
     if kind == "vgg":
         shape, model, asym = (1, 1, 20, 13), VGGish(), False
@@ -129,11 +131,13 @@ def build(kind: str, tmp: Path, per_channel: bool = True, uint8: bool = False) -
         shape, model, asym = (1, 4, 1, 32), Strip(), False
     else:
         raise ValueError(kind)
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     model = type(model)()
-    f = export_float(model, shape, tmp / f"{kind}_float.onnx", asym_pad=asym)
-    tag = ("" if per_channel else "_pt") + ("_u8" if uint8 else "")
-    return quantize(f, tmp / f"{kind}_int8{tag}.onnx", shape, per_channel, uint8=uint8)
+    f = export_float(model, shape, tmp / f"{kind}_float{'' if seed == 1 else seed}.onnx", asym_pad=asym)
+    tag = ("" if per_channel else "_pt") + ("_u8" if uint8 else "") + ("_rr" if reduce_range else "") + (
+        "" if seed == 1 else f"_s{seed}")
+    return quantize(f, tmp / f"{kind}_int8{tag}.onnx", shape, per_channel, uint8=uint8, reduce_range=reduce_range,
+                    seed=seed - 1)
 
 
 class Wide(nn.Module):

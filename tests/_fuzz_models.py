@@ -108,7 +108,7 @@ class FuzzNet(nn.Module):
         return self.fc(x)
 
 
-def ort_model(spec, seed: int, path: Path, per_channel: bool, uint8: bool) -> Path:
+def ort_model(spec, seed: int, path: Path, per_channel: bool, uint8: bool, reduce_range: bool = False) -> Path:
     """The random CNN exported to ONNX and quantized by onnxruntime's quantize_static (QDQ)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -129,7 +129,7 @@ def ort_model(spec, seed: int, path: Path, per_channel: bool, uint8: bool) -> Pa
 
     quantize_static(str(fpath), str(path), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8, weight_type=QuantType.QInt8,
-                    per_channel=per_channel)
+                    per_channel=per_channel, reduce_range=reduce_range)
     return path
 
 

@@ -27,7 +27,7 @@ SANITIZE = ("-DESC2C_SANITIZE=ON",)
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     d = tmp_path_factory.mktemp("deadline")
-    return emit(build("strip", d), d / "proj", n_vectors=2).out
+    return emit(build("strip", d), d / "proj", n_vectors=2, contract="tflite").out
 
 
 def _sleep_for(path: Path) -> str:

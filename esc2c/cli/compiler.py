@@ -6,7 +6,7 @@ import click
 from esc2c.compiler import costmodel
 from esc2c.compiler.emit import check_fit, emit
 from esc2c.compiler.verify import verify
-from esc2c.contract import ROUNDING_MODES
+from esc2c.contract import CONTRACTS, ROUNDING_MODES
 from esc2c.errors import Esc2cError
 
 
@@ -14,9 +14,14 @@ from esc2c.errors import Esc2cError
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(), help="project directory to write")
 @click.option("--board", default=None, help="board to build firmware for (e.g. stm32f746zg); checks it fits")
+@click.option("--contract", type=click.Choice(CONTRACTS), default=None,
+              help="integer arithmetic of the emitted C: tflite (TFLite / CMSIS-NN fixed point; what `esc2c "
+                   "compress` trains for and TFLite Micro computes) or onnxruntime (onnxruntime's fused integer "
+                   "kernels, bit for bit) [default: onnxruntime for a model onnxruntime's quantization tool wrote "
+                   "and no --rounding, else tflite]")
 @click.option("--rounding", type=click.Choice(ROUNDING_MODES), default=None,
-              help="default requantization rounding of the emitted project (ESC2C_ROUNDING) [default: the model's "
-                   "esc2c.rounding metadata, written by `esc2c compress`, else double]")
+              help="tflite contract: default requantization rounding of the emitted project (ESC2C_ROUNDING) "
+                   "[default: the model's esc2c.rounding metadata, written by `esc2c compress`, else double]")
 @click.option("--vectors", "n_vectors", type=click.IntRange(1, 256), default=8, show_default=True,
               help="test vectors compiled into the project (its ctest and firmware self-test)")
 @click.option("--cmsis-nn", "cmsis_nn", default=None, type=click.Path(file_okay=False),
@@ -34,11 +39,13 @@ from esc2c.errors import Esc2cError
                    "arena gets smaller, all = every such pair, none = every op as in the model")
 @click.option("--force", is_flag=True, default=False,
               help="replace OUT even when another esc2c command wrote it (never a directory of other files)")
-def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse, force):
+def emit_cmd(model, out, board, contract, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse, force):
     """Compile an INT8 QDQ ONNX MODEL to C calling CMSIS-NN, with a CMake project in OUT."""
 
     r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn,
-             frontend=frontend, audio=audio, kernels=kernels, fuse=fuse, force=force)
+             frontend=frontend, audio=audio, kernels=kernels, fuse=fuse, force=force, contract=contract)
+    meta_contract = "onnxruntime" if r.rounding == "float" else f"tflite, {r.rounding} rounding"
+    click.echo(f"contract: {meta_contract} ({r.rounding_source})")
     click.echo(r.summary())
     for note in r.notes:
         click.echo(f"note: {note}")
@@ -63,7 +70,8 @@ def emit_cmd(model, out, board, rounding, n_vectors, cmsis_nn, frontend, audio, 
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--n", "n", type=click.IntRange(1, 100000), default=20, show_default=True, help="random int8 inputs")
 @click.option("--rounding", type=click.Choice(ROUNDING_MODES), default=None,
-              help="rounding of the host build [default: the one OUT was emitted with]")
+              help="tflite contract: rounding of the host build [default: the one OUT was emitted with; a "
+                   "project emitted for the onnxruntime contract is verified in it]")
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--features", "n_features", type=click.IntRange(0, 10000), default=4, show_default=True,
               help="extra inputs: log-mel features of synthetic sound clips (models with an esc2c.feature_spec)")

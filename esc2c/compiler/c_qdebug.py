@@ -16,6 +16,7 @@ import onnx
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.verify import build_host, feature_inputs, run_host
 from esc2c.compiler.project import Project as EmittedProject
+from esc2c.contract import TFLITE
 from esc2c.errors import Esc2cError
 from esc2c.quant import export, reference
 from esc2c.quant.debug import QuantDebug, QuantDebugger
@@ -75,6 +76,9 @@ def load_project(path: str | Path) -> Project:
     if not is_project(out):
         raise Esc2cError(f"{out}: not an emitted project (no CMakeLists.txt, model.onnx and esc2c.json)")
     emitted = EmittedProject.open(out)  # the IR the project was emitted from, not a recompilation
+    if emitted.contract != TFLITE:
+        raise Esc2cError(f"{out}: emitted for the {emitted.contract} contract; the quantization debugger compares the "
+                         f"C with the QAT program, which computes the tflite contract (emit with --contract tflite)")
     try:
         program = export.program_from_onnx(onnx.load(str(out / "model.onnx")))
     except (KeyError, IndexError) as e:

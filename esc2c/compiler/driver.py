@@ -17,5 +17,11 @@ def compile_model(onnx_path: str | Path, kernels: str | None = None, fuse: str |
     """ONNX file -> IR with every pass applied (import, fusion, layout, qparams, kernels, memory).
     ``kernels``: "fast" (the project's convolution kernel) or "cmsis" (CMSIS-NN's for every convolution);
     ``fuse``: "auto", "all" or "none" (see CompileOptions)."""
+    return compile_ir(load_ir(onnx_path), kernels, fuse, options)
+
+
+def compile_ir(g: Graph, kernels: str | None = None, fuse: str | None = None,
+               options: CompileOptions | None = None) -> Graph:
+    """The imported IR (importer.load_ir: its metadata tells which contract suits it) -> every pass."""
     overrides = {k: v for k, v in (("kernels", kernels), ("fuse", fuse)) if v is not None}
-    return run_passes(load_ir(onnx_path), options, **overrides)
+    return run_passes(g, options, **overrides)

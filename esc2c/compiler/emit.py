@@ -18,17 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from esc2c import __version__
 from esc2c.compiler import ops
-from esc2c.compiler.driver import compile_model
+from esc2c.compiler.driver import compile_ir
+from esc2c.compiler.importer import load_ir
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.ops.conv_fast import flash_bytes_delta
+from esc2c.compiler.ops.base import c_float
 from esc2c.compiler.options import DEFAULT_KERNELS, CompileOptions
 from esc2c.compiler.project import save_graph
 from esc2c.compiler.tflm import emit_tflm
-from esc2c.contract import DEFAULT_ROUNDING, META_ROUNDING, PROJECT_META, ROUNDING_MODES
+from esc2c.contract import (CONTRACTS, DEFAULT_ROUNDING, META_PRODUCER, META_ROUNDING, ONNXRUNTIME, ORT_PRODUCERS,
+                            ORT_ROUNDING, PROJECT_META, ROUNDING_MODES, TFLITE, contract_of)
 from esc2c.device.boards import copy_board
 from esc2c.errors import Esc2cError
 from esc2c.fsutil import claim_output_dir, output_dir
@@ -53,6 +57,8 @@ class EmitResult:
     arena_bytes: int
     sum_of_tensors_bytes: int
     notes: list[str] = field(default_factory=list)  # e.g. where the rounding came from when overridden
+    rounding: str = DEFAULT_ROUNDING  # the arithmetic: a tflite rounding mode, or ORT_ROUNDING (onnxruntime)
+    rounding_source: str = "default"
 
     def summary(self) -> str:
         s = self.graph.plan_stats
@@ -111,9 +117,17 @@ def _c_string(s: str) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def _c_literal(x) -> str:
+    return c_float(x) if np.issubdtype(np.asarray(x).dtype, np.floating) else str(int(x))
+
+
 def _c_body(values: np.ndarray, per_line: int = 24) -> str:
     v = np.asarray(values).ravel()
-    lines = [", ".join(str(int(x)) for x in v[i:i + per_line]) for i in range(0, v.size, per_line)]
+    floats = np.issubdtype(v.dtype, np.floating)
+    if floats and v.dtype != np.float32:
+        raise ValueError(f"C arrays hold float32 values, got {v.dtype}")
+    per_line = per_line // 3 if floats else per_line
+    lines = [", ".join(_c_literal(x) for x in v[i:i + per_line]) for i in range(0, v.size, per_line)]
     return ",\n".join("    " + ln for ln in lines)
 
 
@@ -154,12 +168,17 @@ def _layers(g: Graph) -> tuple[list[dict], list[dict]]:
     return layers, arrays
 
 
+def arithmetics(g: Graph) -> tuple[str, ...]:
+    """The arithmetics the IR's parameters allow: both tflite roundings, or the onnxruntime one."""
+    return (ORT_ROUNDING,) if g.contract == ONNXRUNTIME else ROUNDING_MODES
+
+
 def make_vectors(g: Graph, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """n random int8 inputs (NHWC) and the integer-ONNX logits for them in both rounding modes."""
+    """n random int8 inputs (NHWC) and the integer-ONNX logits for them in every arithmetic the IR allows."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (n,) + tuple(g.input.shape[1:]), dtype=np.int64).astype(np.int8)
     out = {"inputs": x}
-    for mode in ROUNDING_MODES:
+    for mode in arithmetics(g):
         out[f"outputs_{mode}"] = run_int_onnx(lower_to_onnx(g, mode), x)[g.outputs[0]].reshape(n, -1)
     return out
 
@@ -173,31 +192,62 @@ def looks_like_project(path: Path) -> bool:
         p.name in known or p.name.startswith((".", "esc2c_frontend")) for p in path.iterdir())
 
 
-def model_rounding(onnx_path: Path, g: Graph, rounding: str | None) -> tuple[str, str, str | None]:
-    """(rounding, where it came from, a note when an explicit choice overrides the model's metadata).
-    The model's ``esc2c.rounding`` (written by `esc2c compress`) is the default; else double."""
-    meta = g.metadata.get(META_ROUNDING)
-    if meta is not None and meta not in ROUNDING_MODES:
-        raise Esc2cError(f"{onnx_path}: metadata {META_ROUNDING}={meta!r} is not one of {', '.join(ROUNDING_MODES)}")
-    if rounding is None:
-        return (meta, "model metadata", None) if meta else (DEFAULT_ROUNDING, "default", None)
-    if rounding not in ROUNDING_MODES:
+def model_arithmetic(onnx_path: Path, meta: dict, contract: str | None,
+                     rounding: str | None) -> tuple[str, str, str | None]:
+    """(arithmetic: a tflite rounding mode or ORT_ROUNDING, where it came from, a note when an explicit
+    choice overrides the model's metadata).
+
+    The contract: as asked; else tflite when a rounding mode is asked or the model carries
+    ``esc2c.rounding`` (written by `esc2c compress`, whose QAT trained for it); else onnxruntime when
+    onnxruntime's quantization tool wrote the model (its producer_name); else tflite. The tflite rounding:
+    as asked, else the model's ``esc2c.rounding``, else double."""
+    meta_r = meta.get(META_ROUNDING)
+    if meta_r is not None and meta_r not in ROUNDING_MODES:
+        raise Esc2cError(f"{onnx_path}: metadata {META_ROUNDING}={meta_r!r} is not one of {', '.join(ROUNDING_MODES)}")
+    if contract is not None and contract not in CONTRACTS:
+        raise Esc2cError(f"contract must be one of {', '.join(CONTRACTS)}, got {contract!r}")
+    if rounding is not None and rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
-    if meta and meta != rounding:
+    producer = meta.get(META_PRODUCER, "")
+    if contract is None and rounding is None and meta_r is None and producer in ORT_PRODUCERS:
+        return ORT_ROUNDING, f"model producer {producer!r} (onnxruntime's quantization tool)", None
+    if contract == ONNXRUNTIME:
+        if rounding is not None:
+            raise Esc2cError(f"--rounding {rounding} is a tflite-contract choice; the onnxruntime contract rounds "
+                             f"its float32 scales half to even")
+        note = (f"contract onnxruntime as asked, though the model's {META_ROUNDING}={meta_r} says it was trained "
+                f"for the tflite contract") if meta_r else None
+        return ORT_ROUNDING, "command line", note
+    if rounding is None:
+        if meta_r:
+            return meta_r, "model metadata", None
+        note = (f"contract tflite as asked, though onnxruntime's quantization tool wrote the model"
+                if contract == TFLITE and producer in ORT_PRODUCERS else None)
+        return DEFAULT_ROUNDING, "default" if contract is None else "command line contract, default rounding", note
+    if meta_r and meta_r != rounding:
         return rounding, "command line", (f"rounding {rounding} as asked, overriding the model's "
-                                          f"{META_ROUNDING}={meta}")
+                                          f"{META_ROUNDING}={meta_r}")
     return rounding, "command line", None
+
+
+def _uint8_activations(onnx_path: Path) -> bool:
+    """Whether the model quantizes its activations to uint8 (a QuantizeLinear with a uint8 zero point)."""
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    zps = {t.name: t.data_type for t in m.graph.initializer}
+    return any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and zps.get(n.input[2]) == onnx.TensorProto.UINT8
+               for n in m.graph.node)
 
 
 def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str | None = None,
          n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None,
          frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS,
-         fuse: str = "auto", force: bool = False) -> EmitResult:
+         fuse: str = "auto", force: bool = False, contract: str | None = None) -> EmitResult:
     """``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
     ``audio``: PCM test clips for it (esc2c/logmel/project_files.py); ``kernels``: "fast" runs plain
     convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's;
-    ``rounding``: None = the model's ``esc2c.rounding`` metadata, else double (an explicit value overriding
-    the metadata is noted in the result); ``fuse``: which conv -> pool pairs run band-wise without storing
+    ``contract``: "tflite" or "onnxruntime" (None: from the model, :func:`model_arithmetic`);
+    ``rounding``: the tflite contract's, None = the model's ``esc2c.rounding`` metadata, else double (an
+    explicit value overriding the metadata is noted in the result); ``fuse``: which conv -> pool pairs run band-wise without storing
     the conv output: "auto" (when that
     makes the arena smaller), "all" or "none" (passes/fuse_conv_pool.py). ``out`` is replaced only when it is
     empty or an earlier emit's project (``force``: also another esc2c command's output; never foreign files)."""
@@ -207,11 +257,26 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
     claim_output_dir(out, "emit", force, inputs, looks_like_project)
     if rounding is not None and rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
+    if contract is not None and contract not in CONTRACTS:
+        raise Esc2cError(f"contract must be one of {', '.join(CONTRACTS)}, got {contract!r}")
     budget = board_limits(board)[0] - CODE_RESERVE if board else None
-    options = CompileOptions(kernels=kernels, fuse=fuse, flash_budget=budget)
-    g = compile_model(onnx_path, options=options)
-    rounding, rounding_source, note = model_rounding(onnx_path, g, rounding)
+    g = load_ir(onnx_path)
+    rounding, rounding_source, note = model_arithmetic(onnx_path, g.metadata, contract, rounding)
+    contract = contract_of(rounding)
+    options = CompileOptions(kernels=kernels, fuse=fuse, flash_budget=budget, contract=contract)
+    g = compile_ir(g, options=options)
     notes = [note] if note else []
+    if contract == ONNXRUNTIME:
+        notes += [f"layer '{op.name}': its clamp [{op.act_min}, {op.act_max}] is narrower than int8: onnxruntime "
+                  f"fuses such a Relu/Clip only when the output's zero point makes it redundant, and otherwise "
+                  f"computes the layer in float, which no integer kernel reproduces bit for bit"
+                  for op in g.layer_ops() if (op.act_min, op.act_max) != (-128, 127)]
+        wide = [op.name for op in g.ops if op.weights is not None and int(np.abs(op.weights).max()) > 63]
+        if wide and _uint8_activations(onnx_path):
+            notes.append(f"uint8 activations with int8 weights beyond +-63 ({', '.join(wide[:4])}"
+                         f"{', ...' if len(wide) > 4 else ''}): onnxruntime's AVX2 u8s8 kernels add products in "
+                         f"saturating 16-bit pairs, so its results there depend on the CPU and differ from exact "
+                         f"integer sums; quantize with reduce_range=True or int8 activations for a bit-exact reference")
     narrowed = [op for op in g.ops if op.attrs.get("narrowed_for_flash")]
     if narrowed:
         notes.append(f"flash: {len(narrowed)} convolution(s) read int8 weights with CMSIS-NN instead of the fast "
@@ -225,7 +290,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
             raise Esc2cError(f"{nn_path}: not a CMSIS-NN checkout (no Include/arm_nnfunctions.h)")
     vectors = make_vectors(g, n_vectors, seed)
     fe_plan = fe_project.plan(onnx_path, g, lambda x, mode: run_int_onnx(lower_to_onnx(g, mode), x)[g.outputs[0]],
-                              frontend, list(audio))
+                              frontend, list(audio), rounding_modes=arithmetics(g))
     layers, arrays = _layers(g)
     const_bytes = sum(a["size"] * {"int8_t": 1, "int16_t": 2}.get(a["ctype"], 4) for a in arrays)
     inp, outp = g.input, g.output
@@ -243,8 +308,8 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         "cmsis_nn_path": nn_path.as_posix(), "cmsis_core_include": core_path.as_posix(),
         "rounding": rounding.upper(), "n": n_vectors,
         "inputs": [_c_row(v) for v in vectors["inputs"]],
-        "outputs_double": [_c_row(v) for v in vectors["outputs_double"]],
-        "outputs_single": [_c_row(v) for v in vectors["outputs_single"]],
+        **{f"outputs_{mode}": [_c_row(v) for v in vectors.get(f"outputs_{mode}", [])]
+           for mode in ROUNDING_MODES + (ORT_ROUNDING,)},
     }
     files = {"model.h": "model.h.j2", "model.c": "model.c.j2", "weights.c": "weights.c.j2",
              "weights.h": "weights.h.j2", "test_vectors.h": "test_vectors.h.j2",
@@ -266,13 +331,16 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         (tmp / "vectors").mkdir()
         for k, v in vectors.items():
             np.save(tmp / "vectors" / f"{k}.npy", v)
-        # TFLite Micro reference path: model.tflite and the tflm/ firmware variant (esc2c/compiler/tflm.py)
-        emit_tflm(g, tmp, vectors["inputs"], vectors["outputs_double"], onnx_path.name)
-        meta = {"source": onnx_path.name, "rounding": rounding, "rounding_source": rounding_source,
+        if contract == TFLITE:
+            # TFLite Micro reference path: model.tflite and the tflm/ firmware variant (esc2c/compiler/tflm.py)
+            emit_tflm(g, tmp, vectors["inputs"], vectors["outputs_double"], onnx_path.name)
+        meta = {"source": onnx_path.name, "contract": contract, "rounding": rounding,
+                "rounding_source": rounding_source,
                 "options": options.to_dict(), "kernels": kernels, "fuse": fuse, "board": board, "fit": fit,
                 "frontend": fe_project.summary(fe_plan) if fe_plan is not None else None,
                 "plan": g.plan_stats, "weight_bytes": const_bytes, "layers": [L["cname"] for L in layers],
                 "layer_tensors": [op.output for op in g.layer_ops()], "layer_sizes": [L["out_size"] for L in layers]}
         (tmp / PROJECT_META).write_text(json.dumps(meta, indent=1))
     dt = time.perf_counter() - t0
-    return EmitResult(out, g, dt, const_bytes, g.arena_size, g.plan_stats["sum_of_tensors_bytes"], notes)
+    return EmitResult(out, g, dt, const_bytes, g.arena_size, g.plan_stats["sum_of_tensors_bytes"], notes,
+                      rounding, rounding_source)

@@ -45,6 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from esc2c.contract import TFLITE
+
+
 @dataclass
 class Tensor:
     name: str
@@ -73,7 +76,7 @@ class Op:
     bias: np.ndarray | None = None  # int32
     act: tuple[float, float] | None = None  # fused activation as a real range (relu: (0, inf)); None = none
     # integer parameters (qparams pass)
-    multiplier: np.ndarray | None = None  # int32
+    multiplier: np.ndarray | None = None  # int32 (tflite contract) or float32 scales (onnxruntime contract)
     shift: np.ndarray | None = None  # int32
     act_min: int = -128
     act_max: int = 127
@@ -102,6 +105,8 @@ class Graph:
     scratch_offset: int | None = None
     scratch_size: int = 0
     plan_stats: dict[str, int] = field(default_factory=dict)
+    # the integer contract the parameters follow (contract.CONTRACTS; set by run_passes before qparams)
+    contract: str = TFLITE
 
     # ---------- queries ----------
     def producer(self, tensor: str) -> Op | None:
@@ -180,7 +185,7 @@ class Graph:
                 d["add"] = op.add
             ops.append(d)
         return {
-            "layout": self.layout, "inputs": self.inputs, "outputs": self.outputs, "metadata": self.metadata,
+            "layout": self.layout, "contract": self.contract, "inputs": self.inputs, "outputs": self.outputs, "metadata": self.metadata,
             "arena_size": self.arena_size, "scratch_offset": self.scratch_offset,
             "scratch_size": self.scratch_size, "plan_stats": self.plan_stats,
             "tensors": {n: dataclasses.asdict(t) | {"shape": list(t.shape)} for n, t in self.tensors.items()},

@@ -6,6 +6,9 @@ ConvInteger / MatMulInteger (int8 x int8 -> int32), int64 Mul/Add/Sub, floor div
 Mod(fmod=0) and an exact Div, Less/Greater + Cast for the rounding terms, Clip, Cast. Requantization
 reproduces arm_nn_requantize in both rounding modes (double: doubling high multiply + rounding shift
 with ties away from zero; single: one rounding, ties up), exactly like esc2c.quant.intparams.requantize.
+Under the onnxruntime contract the IR's float32 scales are applied as onnxruntime's kernels apply them
+(esc2c.quant.ortparams): Cast to float32, Mul, Round (half to even); the add as a 64 K Gather table built
+with the exact fma; the average pool as float32 slices, Add, Div.
 The integer parameters all come from the IR (computed by the qparams pass). Each op kind lowers itself
 (``OpKind.lower_onnx``, esc2c/compiler/ops/) with the :class:`_Builder` below.
 """
@@ -19,15 +22,15 @@ from onnx import TensorProto, helper, numpy_helper
 from esc2c.compiler import ops
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.passes.fuse_conv_pool import unfuse
-from esc2c.contract import META_OUTPUT, META_ROUNDING, ROUNDING_MODES
+from esc2c.contract import ARITHMETICS, META_OUTPUT, META_ROUNDING, ORT_ROUNDING, contract_of
 
 OPSET = 17
 
 
 class _Builder:
     def __init__(self, rounding: str):
-        if rounding not in ROUNDING_MODES:
-            raise ValueError(f"rounding must be one of {ROUNDING_MODES}")
+        if rounding not in ARITHMETICS:
+            raise ValueError(f"rounding must be one of {ARITHMETICS}")
         self.rounding = rounding
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
@@ -57,7 +60,17 @@ class _Builder:
         return self.node("Div", [self.node("Sub", [x, rem]), d])
 
     def requant(self, acc: str, mult, shift) -> str:
-        """arm_nn_requantize on an int64 tensor; mult/shift broadcast against it."""
+        """arm_nn_requantize on an int64 tensor; mult/shift broadcast against it. Under the onnxruntime
+        contract (rounding "float", mult the float32 scales): Round(float(acc) * scale), half to even."""
+        if self.rounding == ORT_ROUNDING:
+            if np.asarray(mult).dtype != np.float32:
+                raise ValueError("the onnxruntime contract's requantization takes float32 scales")
+            f = self.node("Mul", [self.node("Cast", [acc], to=TensorProto.FLOAT),
+                                  self.const(np.asarray(mult, np.float32), np.float32, "scale")])
+            return self.i64(self.node("Round", [f]))
+        if np.issubdtype(np.asarray(mult).dtype, np.floating):
+            raise ValueError(f"rounding {self.rounding}: integer multipliers expected, the IR has float32 scales "
+                             "(the onnxruntime contract)")
         mult = np.asarray(mult, np.int64)
         shift = np.asarray(shift, np.int64)
         m = self.const(mult, np.int64, "mult")
@@ -106,6 +119,9 @@ def lower_to_onnx(g: Graph, rounding: str = "double") -> onnx.ModelProto:
     g = unfuse(g)
     if g.layout != "NHWC" or not all(ops.get(op.kind).params_ready(op) for op in g.ops):
         raise ValueError("lower_to_onnx needs the IR after the layout and qparams passes")
+    if contract_of(rounding) != g.contract:
+        raise ValueError(f"rounding {rounding} belongs to the {contract_of(rounding)} contract; the IR's parameters "
+                         f"follow the {g.contract} contract")
     B = _Builder(rounding)
     for op in g.ops:
         ops.get(op.kind).lower_onnx(op, g, B)

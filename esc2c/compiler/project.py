@@ -1,6 +1,6 @@
 """An emitted project read back: what ``esc2c emit`` wrote is what verify, qdebug and audio check.
 
-OUT/esc2c.json       the options (kernels, fuse), the rounding and where it came from, the board fit, layers
+OUT/esc2c.json       the options (kernels, fuse), the contract and rounding and where they came from, the board fit, layers
 OUT/model.ir.json    the compiled IR for reading (weights as shapes and hashes)
 OUT/model.ir.npz     the IR's arrays (weights, bias, multipliers, ...): with model.ir.json, the exact IR
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from esc2c.compiler.ir import Graph, Op, Tensor
 from esc2c.compiler.options import CompileOptions
-from esc2c.contract import DEFAULT_ROUNDING, PROJECT_IR, PROJECT_META, ROUNDING_MODES
+from esc2c.contract import ARITHMETICS, DEFAULT_ROUNDING, PROJECT_IR, PROJECT_META, TFLITE, contract_of
 from esc2c.errors import Esc2cError
 
 IR_ARRAYS = "model.ir.npz"
@@ -63,7 +63,8 @@ def load_graph(src: Path) -> Graph:
             op.act = tuple(float(x) for x in op.act)
         ops.append(op)
     return Graph(tensors=tensors, ops=ops, inputs=d["inputs"], outputs=d["outputs"], layout=d["layout"],
-                 metadata=d["metadata"], arena_size=d["arena_size"], scratch_offset=d["scratch_offset"],
+                 contract=d.get("contract", TFLITE), metadata=d["metadata"], arena_size=d["arena_size"],
+                 scratch_offset=d["scratch_offset"],
                  scratch_size=d["scratch_size"], plan_stats=d["plan_stats"])
 
 
@@ -93,9 +94,14 @@ class Project:
 
     @property
     def rounding(self) -> str:
-        """The rounding the project was emitted with (its default ESC2C_ROUNDING)."""
+        """The arithmetic the project was emitted with (its default ESC2C_ROUNDING; "float" under the
+        onnxruntime contract)."""
         r = self.meta.get("rounding", DEFAULT_ROUNDING)
-        return r if r in ROUNDING_MODES else DEFAULT_ROUNDING
+        return r if r in ARITHMETICS else DEFAULT_ROUNDING
+
+    @property
+    def contract(self) -> str:
+        return contract_of(self.rounding)
 
     @property
     def options(self) -> CompileOptions:

@@ -4,9 +4,12 @@
 2. runs N random int8 inputs through it, dumping every layer's output through the layer hook;
 3. compares every layer tensor with onnxruntime on the integer-only ONNX lowering of the IR: must be
    identical; the first differing layer, input and element are named;
-4. compares the logits with onnxruntime on the original QDQ model (session.qdqisint8allowed=1) and
-   reports the largest difference in LSB (a sanity check: ORT rounds in float32);
-5. runs every registered extra check (:func:`register_check`), e.g. the TFLite Micro comparison.
+4. tflite contract: compares the logits with onnxruntime on the original QDQ model
+   (session.qdqisint8allowed=1) and reports the largest difference in LSB (onnxruntime computes the other
+   contract); onnxruntime contract: compares the logits and every quantized tensor onnxruntime exposes with
+   that session, which must be identical (:func:`check_onnxruntime`);
+5. tflite contract: runs every registered extra check (:func:`register_check`), e.g. the TFLite Micro
+   comparison (TFLite computes the tflite contract only).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from esc2c import cmake, proc
@@ -23,7 +27,7 @@ from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.project import Project
 from esc2c.compiler.tflm import check_tf_reference, check_tflm
-from esc2c.contract import META_FEATURE_SPEC, ROUNDING_MODES
+from esc2c.contract import ARITHMETICS, META_FEATURE_SPEC, ONNXRUNTIME, contract_of
 from esc2c.data import synthetic
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec, logmel
@@ -64,7 +68,9 @@ class VerifyReport:
         return f"{'PASS' if self.ok else 'FAIL'} ({'; '.join(words)})"
 
     def text(self) -> str:
-        lines = [f"verify {self.out} ({self.rounding} rounding, {self.n} inputs: {self.n - self.n_features} random "
+        arith = ("onnxruntime contract" if contract_of(self.rounding) == ONNXRUNTIME
+                 else f"tflite contract, {self.rounding} rounding")
+        lines = [f"verify {self.out} ({arith}, {self.n} inputs: {self.n - self.n_features} random "
                  f"int8, {self.n_features} log-mel features of sound clips)"]
         lines += [f"  [{c.status}] {c.name}: {'NOT RUN: ' if not c.ran else ''}{c.detail}" for c in self.checks]
         lines.append(self.summary())
@@ -131,14 +137,22 @@ def compare_layers(g: Graph, c: dict[str, np.ndarray], ref: dict[str, np.ndarray
                        f"0 differing elements in {len(g.layer_ops())} layers, {total} elements")
 
 
-def qdq_reference(out: Path, g: Graph, inputs: np.ndarray) -> np.ndarray:
-    """Logits of the original QDQ model in onnxruntime, requantized to the int8 output scale."""
-
+def ort_session(model: str | bytes, optimized: Path | None = None) -> ort.InferenceSession:
+    """The onnxruntime contract's reference: the CPU execution provider at full graph optimisation with
+    session.qdqisint8allowed=1, so the QDQ groups run as onnxruntime's integer kernels."""
     so = ort.SessionOptions()
     so.add_session_config_entry("session.qdqisint8allowed", "1")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(out / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    if optimized is not None:
+        so.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def qdq_reference(out: Path, g: Graph, inputs: np.ndarray) -> np.ndarray:
+    """Logits of the original QDQ model in onnxruntime, requantized to the int8 output scale."""
+    sess = ort_session(str(out / "model.onnx"))
     name = sess.get_inputs()[0].name
     t = g.input
     x = (inputs.astype(np.float32) - t.zero_point) * np.float32(t.scale)
@@ -150,6 +164,95 @@ def qdq_reference(out: Path, g: Graph, inputs: np.ndarray) -> np.ndarray:
         y = sess.run(None, {name: np.ascontiguousarray(xi[None])})[0]
         res.append(np.clip(np.rint(y / o.scale) + o.zero_point, -128, 127).reshape(-1))
     return np.stack(res).astype(np.int64)
+
+
+def _float_inputs(g: Graph, inputs: np.ndarray) -> np.ndarray:
+    """int8 NHWC inputs as the QDQ model's float NCHW input (its first QuantizeLinear gives them back)."""
+    t = g.input
+    x = (inputs.astype(np.float32) - t.zero_point) * np.float32(t.scale)
+    return x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
+
+
+# exact data movement onnxruntime adds to give an NHWC kernel's tensor back in NCHW
+_LAYOUT_OPS = ("Transpose",)
+
+
+def _op_types(path: Path) -> list[str]:
+    """The compute node types of an optimised model (its layout transposes left out)."""
+    return sorted(n.op_type for n in onnx.load(str(path)).graph.node if n.op_type not in _LAYOUT_OPS)
+
+
+def exposed_tensors(model: onnx.ModelProto, g: Graph, work: Path) -> tuple[onnx.ModelProto, list[str], str]:
+    """(the QDQ model with extra graph outputs, the IR tensors they show, how they were chosen).
+
+    Every layer output of the IR is a QuantizeLinear output of the QDQ model (the importer names it so),
+    except the tensors the importer adds (a pool's rescale, a padded input). Those QuantizeLinear outputs
+    become graph outputs of int8/uint8 type; onnxruntime keeps them as the outputs of its fused kernels
+    (QLinearConv, QLinearAdd, ...). That this changes nothing is checked: the optimised graph must hold the
+    same compute node types with and without the extra outputs (onnxruntime adds Transposes to give an NHWC
+    kernel's output back in NCHW: exact), else only the model's own outputs are compared."""
+    consts = {t.name: t for t in model.graph.initializer}
+    q_type = {}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":
+            zp = consts.get(n.input[2]) if len(n.input) > 2 else None
+            q_type[n.output[0]] = zp.data_type if zp is not None else onnx.TensorProto.UINT8
+    existing = {o.name for o in model.graph.output}
+    names = [op.output for op in g.layer_ops() if op.output in q_type]
+    extra = onnx.ModelProto()
+    extra.CopyFrom(model)
+    for name in names:
+        if name not in existing:
+            extra.graph.output.append(onnx.helper.make_tensor_value_info(name, q_type[name], None))
+    ort_session(model.SerializeToString(), work / "ort_plain.onnx")
+    ort_session(extra.SerializeToString(), work / "ort_exposed.onnx")
+    if _op_types(work / "ort_plain.onnx") != _op_types(work / "ort_exposed.onnx"):
+        return model, [], ("the model's outputs only: exposing its QuantizeLinear outputs changed onnxruntime's "
+                           "fused graph")
+    return extra, names, (f"{len(names)} of {len(g.layer_ops())} layer tensors: the QuantizeLinear outputs, made "
+                          f"graph outputs (onnxruntime's fused kernels unchanged)")
+
+
+def check_onnxruntime(out: Path, g: Graph, inputs: np.ndarray, c: dict[str, np.ndarray],
+                      work: Path) -> CheckResult:
+    """The onnxruntime contract's check: the C equals onnxruntime's session on the original QDQ file
+    (ort_session) on the logits and every quantized tensor the session exposes, element for element."""
+    name = "C == onnxruntime on the QDQ model (logits and every exposed tensor)"
+    model = onnx.load(str(out / "model.onnx"))
+    extra, names, how = exposed_tensors(model, g, work)
+    if g.outputs[0] not in names:
+        names.append(g.outputs[0])  # the logits: the float model output, quantized again below
+    sess = ort_session(extra.SerializeToString())
+    in_name = sess.get_inputs()[0].name
+    out_names = [o.name for o in sess.get_outputs()]
+    x = _float_inputs(g, inputs)
+    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for xi in x:
+        res = dict(zip(out_names, sess.run(None, {in_name: np.ascontiguousarray(xi[None])})))
+        for n in names:
+            if n in res:
+                v = res[n]
+                v = v.astype(np.int64) - 128 if v.dtype == np.uint8 else v.astype(np.int64)
+            else:  # the logits behind the model's float output
+                o = g.output
+                y = res[out_names[0]]
+                v = np.clip(np.rint(y / np.float32(o.scale)) + o.zero_point, -128, 127).astype(np.int64)
+            got[n].append(v.transpose(0, 2, 3, 1) if v.ndim == 4 else v)
+    per, bad_first = [], None
+    total = 0
+    for n in names:
+        ref = np.concatenate(got[n]).reshape(c[n].shape)
+        diff = int((ref != c[n]).sum())
+        total += ref.size
+        per.append((n, diff, ref.size))
+        if diff and bad_first is None:
+            idx = tuple(int(i) for i in np.argwhere(ref != c[n])[0])
+            bad_first = (f"first difference in tensor '{n}', input {idx[0]}, element {idx[1:]} (NHWC): C "
+                         f"{int(c[n][idx])} vs onnxruntime {int(ref[idx])}")
+    counts = "; ".join(f"{n}: {d}/{sz}" for n, d, sz in per if d) or "none"
+    if bad_first:
+        return CheckResult(name, False, f"{bad_first}; differing elements per tensor: {counts} (compared: {how})")
+    return CheckResult(name, True, f"0 differing elements in {len(per)} tensors, {total} elements (compared: {how})")
 
 
 def feature_inputs(g: Graph, n: int, seed: int = 0) -> np.ndarray:
@@ -177,8 +280,10 @@ def verify(out: str | Path, n: int = 20, rounding: str | None = None, seed: int 
     out = Path(out)
     project = Project.open(out)
     rounding = project.rounding if rounding is None else rounding
-    if rounding not in ROUNDING_MODES:
-        raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
+    if rounding not in ARITHMETICS or contract_of(rounding) != project.contract:
+        raise Esc2cError(f"rounding {rounding!r}: the project was emitted for the {project.contract} contract "
+                         f"({project.rounding}); a project is verified in its own contract (tflite: double or "
+                         f"single; emit again with --contract for the other)")
     if n < 1:
         raise Esc2cError("--n must be at least 1")
     g = project.graph
@@ -196,12 +301,16 @@ def verify(out: str | Path, n: int = 20, rounding: str | None = None, seed: int 
     report.checks.append(compare_layers(g, c, ref))
     report.elements_compared = sum(v.size for v in c.values())
     c_logits = c[g.outputs[0]].reshape(n, -1).astype(np.int64)
+    if project.contract == ONNXRUNTIME:
+        report.checks.append(check_onnxruntime(out, g, inputs, c, work))
+        return report
     q = qdq_reference(out, g, inputs)
     lsb = int(np.abs(q - c_logits).max())
     report.checks.append(CheckResult("C logits vs QDQ ONNX (onnxruntime)", lsb <= qdq_tolerance,
-                                     f"max difference {lsb} LSB (tolerance {qdq_tolerance}); argmax agrees on "
+                                     f"max difference {lsb} LSB (tolerance {qdq_tolerance}; onnxruntime computes "
+                                     f"the onnxruntime contract); argmax agrees on "
                                      f"{int((q.argmax(1) == c_logits.argmax(1)).sum())}/{n}"))
     ctx = VerifyContext(out, g, rounding, inputs, c_logits.astype(np.int8), c)
-    for check in EXTRA_CHECKS:
+    for check in EXTRA_CHECKS:  # TFLite computes the tflite contract
         report.checks.append(check(ctx))
     return report

@@ -145,9 +145,8 @@ def write(p: FrontendPlan, out: Path, version: str, source: str) -> None:
     n = len(p.clip_names)
     ctx = {"version": version, "source": source, "n": n, "names": p.clip_names,
            "lengths": [int(v) for v in p.lengths], "pcm": _rows(p.pcm), "inputs": _rows(p.expect_input),
-           "logits_double": _rows(p.expect_logits["double"]), "logits_single": _rows(p.expect_logits["single"]),
-           "classes_double": [int(v) for v in p.expect_logits["double"].argmax(1)],
-           "classes_single": [int(v) for v in p.expect_logits["single"].argmax(1)]}
+           "modes": {mode: {"logits": _rows(v), "classes": [int(c) for c in v.argmax(1)]}
+                     for mode, v in p.expect_logits.items()}}
     (out / "audio_vectors.h").write_text(render("frontend_vectors.h.j2", **ctx))
     shutil.copytree(RUNTIME, out / "runtime" / "frontend")
     vec = out / "audio_vectors"

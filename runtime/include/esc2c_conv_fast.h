@@ -1,7 +1,8 @@
 /* esc2c fast int8 convolution (NHWC, groups = 1): the project's own kernel beside CMSIS-NN's
  * arm_convolve_wrapper_s8, bit-exact to the same integer contract (DESIGN.md section 3): per output channel
  * acc = bias + sum((x + in_offset) * w), requantized exactly like arm_nn_requantize (single rounding when
- * CMSIS_NN_USE_SINGLE_ROUNDING is defined), plus out_offset, clamped to [act_min, act_max].
+ * CMSIS_NN_USE_SINGLE_ROUNDING is defined; under ESC2C_REQUANT_FLOAT, the onnxruntime contract, mult holds
+ * float32 scales: round half to even of float(acc) * scale), plus out_offset, clamped to [act_min, act_max].
  *
  * Speed comes from work done once at compile time: the weights are stored pre-widened to int16 in the
  * order the inner loop reads them (see esc2c/compiler/passes/conv_fast.py, which writes them), so the
@@ -19,6 +20,8 @@
 #define ESC2C_CONV_FAST_H
 
 #include <stdint.h>
+
+#include "esc2c_runtime.h" /* esc2c_mult_t, esc2c_round_f32 */
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,7 +52,7 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
                        int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c,
                        int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
                        int32_t pad_h, int32_t pad_w, int32_t in_offset,
-                       const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                       const esc2c_mult_t *mult, const int32_t *shift, int32_t out_offset,
                        int32_t act_min, int32_t act_max, void *scratch);
 
 #ifdef __cplusplus

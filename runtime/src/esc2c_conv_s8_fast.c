@@ -298,8 +298,10 @@ __attribute__((noinline)) static void dot_pairs(const uint32_t *cols, const int1
 typedef struct
 {
     int32_t bias;
-    int32_t mult;
-#if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+    esc2c_mult_t mult;
+#if defined(ESC2C_REQUANT_FLOAT)
+    /* onnxruntime contract: round half to even of float(acc) * scale, nothing else per channel */
+#elif defined(CMSIS_NN_USE_SINGLE_ROUNDING)
     int32_t high_only;
     int32_t shift; /* -shift - 1 when high_only, else the shift */
     int64_t round;
@@ -308,11 +310,13 @@ typedef struct
 #endif
 } chan_t;
 
-static void chan_setup(chan_t *c, int32_t bias, int32_t mult, int32_t shift)
+static void chan_setup(chan_t *c, int32_t bias, esc2c_mult_t mult, int32_t shift)
 {
     c->bias = bias;
     c->mult = mult;
-#if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+#if defined(ESC2C_REQUANT_FLOAT)
+    (void)shift;
+#elif defined(CMSIS_NN_USE_SINGLE_ROUNDING)
     c->high_only = shift <= -1;
     c->shift = c->high_only ? -shift - 1 : shift;
     c->round = (int64_t)1 << (30 - shift);
@@ -327,7 +331,9 @@ static void chan_setup(chan_t *c, int32_t bias, int32_t mult, int32_t shift)
 static inline int32_t chan_requant(const chan_t *c, int32_t acc)
 {
     const int32_t val = acc + c->bias;
-#if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+#if defined(ESC2C_REQUANT_FLOAT)
+    return esc2c_round_f32((float)val * c->mult);
+#elif defined(CMSIS_NN_USE_SINGLE_ROUNDING)
     const int64_t prod = (int64_t)val * (int64_t)c->mult;
     if (c->high_only)
     {
@@ -443,7 +449,7 @@ int32_t esc2c_conv_fast_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t k
 }
 
 /* Table for channels [c0, c0 + n) */
-static void fill_table(chan_t *tab, int32_t c0, int32_t n, const int32_t *bias, const int32_t *mult,
+static void fill_table(chan_t *tab, int32_t c0, int32_t n, const int32_t *bias, const esc2c_mult_t *mult,
                        const int32_t *shift)
 {
     for (int32_t o = 0; o < n; o++)
@@ -462,7 +468,7 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
                        int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c,
                        int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
                        int32_t pad_h, int32_t pad_w, int32_t in_offset,
-                       const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                       const esc2c_mult_t *mult, const int32_t *shift, int32_t out_offset,
                        int32_t act_min, int32_t act_max, void *scratch)
 {
     if (in == NULL || weights == NULL || out == NULL || mult == NULL || shift == NULL || scratch == NULL ||

@@ -8,6 +8,8 @@ static int32_t clamp_i32(int32_t v, int32_t lo, int32_t hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
+#if !defined(ESC2C_REQUANT_FLOAT) /* the tflite contract's fixed-point kernels */
+
 #if !defined(CMSIS_NN_USE_SINGLE_ROUNDING)
 /* arm_nn_doubling_high_mult_no_sat */
 static int64_t doubling_high_mult(int64_t a, int32_t b)
@@ -34,7 +36,7 @@ static int64_t divide_by_power_of_two(int64_t x, int32_t exponent)
 }
 #endif
 
-int32_t esc2c_requantize(int32_t val, int32_t multiplier, int32_t shift)
+int32_t esc2c_requantize_fixed(int32_t val, int32_t multiplier, int32_t shift)
 {
 #if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
     const int32_t total_shift = 31 - shift;
@@ -118,12 +120,14 @@ int esc2c_avgpool_rescale_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32
     return 0;
 }
 
+#endif /* !ESC2C_REQUANT_FLOAT */
+
 int esc2c_group_conv_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c,
                         const int8_t *weights, const int32_t *bias,
                         int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c, int32_t groups,
                         int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
                         int32_t pad_h, int32_t pad_w, int32_t in_offset,
-                        const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                        const esc2c_mult_t *mult, const int32_t *shift, int32_t out_offset,
                         int32_t act_min, int32_t act_max)
 {
     if (groups <= 0 || in_c % groups != 0 || out_c % groups != 0)

@@ -16,6 +16,7 @@ from esc2c.compiler.importer import load_ir
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.verify import verify
 from esc2c.device.runner import run_qemu
+from esc2c.contract import ORT_ROUNDING, TFLITE
 from esc2c.errors import Esc2cError
 
 SHAPE = (1, 1, 12, 10)
@@ -98,11 +99,11 @@ def _rescaled_pool_output(src, dest, factor=1.37):
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 @pytest.mark.parametrize("rescale", [False, True])
 def test_emitted_and_verified_bit_exact(model, tmp_path, rescale):
-    """C == integer ONNX and == TFLite Micro (PAD, then the pool) on every tensor; the pool's output is
-    onnxruntime's on the QDQ file to 1 LSB (its float requantization against the contract's integer one:
-    the onnxruntime contract is not built yet, so the logits of the rescaling variant drift further)."""
+    """Under the tflite contract: C == integer ONNX and == TFLite Micro (PAD, then the pool) on every tensor;
+    the pool's output is onnxruntime's on the QDQ file to 1 LSB (its float arithmetic against the contract's
+    integer one, so the logits of the rescaling variant drift further)."""
     src = _rescaled_pool_output(model, tmp_path / "r.onnx") if rescale else model
-    r = emit(src, tmp_path / "out", n_vectors=2, fuse="none")
+    r = emit(src, tmp_path / "out", n_vectors=2, fuse="none", contract=TFLITE)
     pool = next(op for op in r.graph.ops if op.kind == "avg_pool")
     assert pool.kernel == ("esc2c_avgpool_rescale_s8" if rescale else "arm_avgpool_s8")
     assert "(pad) -> esc2c_pad_inline" in (r.out / "model.c").read_text()
@@ -117,6 +118,23 @@ def test_emitted_and_verified_bit_exact(model, tmp_path, rescale):
     ours = run_int_onnx(lower_to_onnx(r.graph, "double"), x)[pool.output].astype(np.int64)
     theirs = _ort_pool_output(src, r.graph, x).transpose(0, 2, 3, 1)
     assert np.abs(ours - theirs).max() <= 1 and np.mean(ours == theirs) > 0.9
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+@pytest.mark.parametrize("rescale", [False, True])
+def test_onnxruntime_contract_equals_onnxruntime(model, tmp_path, rescale):
+    """Under the onnxruntime contract (the default for this file) the pad + pool is QLinearAveragePool's float
+    arithmetic: the pool's output and every other tensor equal onnxruntime's exactly."""
+    src = _rescaled_pool_output(model, tmp_path / "r.onnx") if rescale else model
+    r = emit(src, tmp_path / "out", n_vectors=2, fuse="none")
+    pool = next(op for op in r.graph.ops if op.kind == "avg_pool")
+    assert pool.kernel == "esc2c_avgpool_ort_s8"
+    rep = verify(r.out, n=6, n_features=0)
+    assert rep.ok and not rep.not_run, rep.text()
+    assert "0 differing elements" in rep.checks[-1].detail and "onnxruntime" in rep.checks[-1].name
+    x = np.random.default_rng(2).integers(-128, 128, (6,) + tuple(r.graph.input.shape[1:])).astype(np.int8)
+    ours = run_int_onnx(lower_to_onnx(r.graph, ORT_ROUNDING), x)[pool.output].astype(np.int64)
+    assert np.array_equal(ours, _ort_pool_output(src, r.graph, x).transpose(0, 2, 3, 1))
 
 
 def _ort_pool_output(path, g, x_int8):

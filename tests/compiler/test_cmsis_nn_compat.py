@@ -9,6 +9,7 @@ import pytest
 
 from _compiler_models import build
 from esc2c.compiler.emit import cmsis_paths, emit
+from esc2c.contract import TFLITE
 
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("nn_compat")
-    return emit(build("strip", tmp), tmp / "out", n_vectors=2, kernels="cmsis").out
+    return emit(build("strip", tmp), tmp / "out", n_vectors=2, kernels="cmsis", contract=TFLITE).out
 
 
 def _configure(project: Path, build_dir: Path, nn: Path) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ from _compiler_models import build, build_too_big
 from esc2c.cli import main as cli_main
 from esc2c.compiler.emit import cmsis_paths, emit
 from esc2c.compiler.verify import verify
+from esc2c.contract import TFLITE
 from esc2c.errors import Esc2cError
 
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
@@ -24,7 +25,9 @@ def projects(tmp_path_factory):
                      ("strip", {})]:
         model = build(kind.replace("_pt_u8", ""), tmp, **kw)
         kernels = "cmsis" if kind in ("vgg_pt_u8", "strip") else "fast"  # both conv paths end to end
-        out[kind] = emit(model, tmp / f"out_{kind}", n_vectors=4, kernels=kernels)
+        # the tflite contract on models onnxruntime quantized: TFLite Micro and CMSIS-NN's arithmetic
+        # (test_ort_contract.py: the same models under their default, the onnxruntime contract)
+        out[kind] = emit(model, tmp / f"out_{kind}", n_vectors=4, kernels=kernels, contract=TFLITE)
     return out
 
 
@@ -64,7 +67,7 @@ def test_checks_that_did_not_run_are_not_passed(projects, capsys, monkeypatch):
         return verify_mod.CheckResult.not_run("an optional reference", "its package is not installed")
     monkeypatch.setattr(verify_mod, "EXTRA_CHECKS", [*verify_mod.EXTRA_CHECKS, unavailable])
     out = str(projects["vgg"].out)
-    rep = verify(out, n=2)
+    rep = verify(out, n=2)  # a tflite-contract project: the extra checks are TFLite's
     m = len(rep.checks)
     assert rep.ok and [c.name for c in rep.not_run][-1] == "an optional reference"
     passed = sum(c.ran and c.ok for c in rep.checks)
@@ -117,16 +120,18 @@ def test_emitted_project_contents(projects):
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
 def test_target_compile_is_warning_free(projects, tmp_path):
-    out = projects["resnet"].out
     nn, core = cmsis_paths()
-    flags = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-O2", f"-I{out}",
-             f"-I{out / 'runtime/include'}", f"-I{nn / 'Include'}", f"-I{core}"]
-    for i, src in enumerate([out / "model.c", out / "weights.c", out / "runtime/src/esc2c_kernels.c",
-                             out / "runtime/src/esc2c_conv_s8_fast.c"]):
-        for rounding in ([], ["-DCMSIS_NN_USE_SINGLE_ROUNDING"]):
-            r = subprocess.run(["arm-none-eabi-gcc", *flags, *rounding, "-Wall", "-Wextra", "-Werror", "-c", str(src),
-                                "-o", str(tmp_path / f"{i}.o")], capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr
+    ort_out = emit(projects["resnet"].out / "model.onnx", tmp_path / "ort", n_vectors=1).out  # onnxruntime contract
+    for out, arithmetics in ((projects["resnet"].out, ([], ["-DCMSIS_NN_USE_SINGLE_ROUNDING"])),
+                             (ort_out, (["-DESC2C_REQUANT_FLOAT"],))):
+        flags = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-O2", "-ffp-contract=off",
+                 f"-I{out}", f"-I{out / 'runtime/include'}", f"-I{nn / 'Include'}", f"-I{core}"]
+        for i, src in enumerate([out / "model.c", out / "weights.c", out / "runtime/src/esc2c_kernels.c",
+                                 out / "runtime/src/esc2c_conv_s8_fast.c", out / "runtime/src/esc2c_ort_kernels.c"]):
+            for arith in arithmetics:
+                r = subprocess.run(["arm-none-eabi-gcc", *flags, *arith, "-Wall", "-Wextra", "-Werror", "-c", str(src),
+                                    "-o", str(tmp_path / f"{i}.o")], capture_output=True, text=True)
+                assert r.returncode == 0, r.stderr
     for i, src in enumerate(sorted((nn / "Source").rglob("*.c"))):
         r = subprocess.run(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(tmp_path / f"nn{i}.o")],
                            capture_output=True, text=True)

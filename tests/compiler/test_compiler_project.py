@@ -16,7 +16,7 @@ from esc2c.compiler.lower_onnx import lower_to_onnx
 from esc2c.compiler.passes.fuse_conv_pool import fuse_conv_pool
 from esc2c.compiler.project import IR_ARRAYS, Project, load_graph, save_graph
 from esc2c.compiler.verify import verify
-from esc2c.contract import META_ROUNDING
+from esc2c.contract import META_ROUNDING, TFLITE
 from esc2c.errors import Esc2cError
 
 needs_cmake = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
@@ -53,10 +53,10 @@ def test_ir_round_trip_is_exact(models, tmp_path, kind, fuse):
 
 @needs_cmake
 def test_verify_reads_the_emitted_ir_and_never_compiles(models, tmp_path, monkeypatch):
-    r = emit(models["vgg"], tmp_path / "out", n_vectors=2, fuse="all")
+    r = emit(models["vgg"], tmp_path / "out", n_vectors=2, fuse="all", contract=TFLITE)
     meta = json.loads((r.out / "esc2c.json").read_text())
-    assert meta["options"] == {"kernels": "fast", "fuse": "all", "flash_budget": None}
-    assert meta["rounding_source"] == "default"
+    assert meta["options"] == {"kernels": "fast", "fuse": "all", "flash_budget": None, "contract": "tflite"}
+    assert meta["rounding_source"] == "command line contract, default rounding"
 
     def no_compile(*a, **k):
         raise AssertionError("verify compiled the model again")

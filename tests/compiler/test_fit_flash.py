@@ -14,6 +14,7 @@ from esc2c.compiler.emit import CODE_RESERVE, board_limits, check_fit, emit
 from esc2c.compiler.ops.conv_fast import FAST_CONV
 from esc2c.compiler.options import CompileOptions
 from esc2c.compiler.passes.fit_flash import constant_bytes
+from esc2c.contract import TFLITE
 from esc2c.device.build import build_firmware
 from esc2c.errors import Esc2cError
 
@@ -80,7 +81,7 @@ def test_emit_for_a_board_narrows_layers_and_says_so(tmp_path):
     assert all_fast.weight_bytes() <= budget < constant_bytes(all_fast)  # the premise
     with pytest.raises(Esc2cError, match="does not fit stm32f746zg: flash needs"):
         check_fit(all_fast, "stm32f746zg")  # what emit --board refused before
-    r = emit(q, tmp_path / "out", board="stm32f746zg", n_vectors=1)
+    r = emit(q, tmp_path / "out", board="stm32f746zg", n_vectors=1, contract=TFLITE)
     narrowed = [op for op in r.graph.ops if op.attrs.get("narrowed_for_flash")]
     assert narrowed and any(op.kernel == FAST_CONV for op in r.graph.ops)  # some layers keep the fast kernel
     fit = json.loads((r.out / "esc2c.json").read_text())["fit"]

@@ -18,6 +18,7 @@ from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.passes.fuse_conv_pool import KIND, schedule, unfuse, windows
 from esc2c.compiler.tflite_writer import write_tflite
 from esc2c.compiler.verify import verify
+from esc2c.contract import TFLITE
 
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 torch.set_num_threads(1)
@@ -84,7 +85,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def projects(models, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuse_out")
-    return {(k, kernels): emit(m, tmp / f"{k}_{kernels}", n_vectors=2, kernels=kernels, fuse="all")
+    return {(k, kernels): emit(m, tmp / f"{k}_{kernels}", n_vectors=2, kernels=kernels, fuse="all", contract=TFLITE)
             for k, m in models.items() for kernels in ("cmsis", "fast")}
 
 
@@ -161,7 +162,8 @@ def test_fused_output_may_overlap_consumed_input(models):
 def test_fused_model_on_qemu_is_bit_exact_with_host(models, tmp_path):
     from esc2c.device.runner import run_qemu
 
-    out = emit(models["resnet"], tmp_path / "out", board="stm32f746zg", n_vectors=2, fuse="all").out
+    out = emit(models["resnet"], tmp_path / "out", board="stm32f746zg", n_vectors=2, fuse="all",
+               contract=TFLITE).out
     report = run_qemu(out, vectors=6, debug_layers=True, echo=lambda s: None)
     assert (report.identical, report.vectors, report.layers_checked) == (6, 6, True)
 

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from esc2c.compiler.driver import compile_model
 from esc2c.compiler.emit import emit
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
-from esc2c.compiler.verify import compare_layers, run_host
+from esc2c.compiler.verify import compare_layers, run_host, verify
+from esc2c.contract import ONNXRUNTIME, TFLITE
 from esc2c.errors import Esc2cError
 
 from _fuzz import scaled
@@ -51,7 +52,7 @@ def check_model(path: Path, work: Path, lib, tally: Tally, n: int = 3) -> None:
     first departs from the QDQ model's own arithmetic (a rounding tie), by at most 1 LSB."""
     out = work / "proj"
     try:
-        r = emit(path, out, n_vectors=2)
+        r = emit(path, out, n_vectors=2, contract=TFLITE)  # the tflite contract: TFLite Micro and CMSIS-NN
     except Esc2cError as e:
         tally.rejected.append(_one_line(e, path))
         return
@@ -123,6 +124,43 @@ def test_random_cnns_fuzz_many(tmp_path_factory, cmsis_lib):
     # 1,500 onnxruntime-quantized + 500 esc2c-quantized = 2,000 models
     _report(_run_ort(tmp_path_factory, cmsis_lib, scaled(1500)), "onnxruntime-quantized CNNs")
     _report(_run_esc2c(tmp_path_factory, cmsis_lib, scaled(500)), "esc2c-quantized CNNs")
+
+
+# ---- the onnxruntime contract: random onnxruntime-quantized CNNs equal onnxruntime's session --------------
+
+def _run_ort_contract(tmp_path_factory, examples: int) -> Tally:
+    """emit with the default contract (onnxruntime, the file's producer) + verify: the C equals the integer
+    ONNX and onnxruntime's session on the QDQ file on every layer tensor. uint8 models are quantized with
+    reduce_range (onnxruntime's AVX2 u8s8 kernels saturate 16-bit pair sums with full-range weights)."""
+    tally = Tally()
+
+    @settings(FUZZ, max_examples=examples)
+    @given(cnn_specs(), st.integers(0, 2**16), st.booleans(), st.booleans())
+    def case(spec, seed, per_channel, uint8):
+        work = tmp_path_factory.mktemp("ortc")
+        path = ort_model(spec, seed, work / "m.onnx", per_channel, uint8, reduce_range=uint8)
+        try:
+            r = emit(path, work / "proj", n_vectors=2)
+        except Esc2cError as e:
+            tally.rejected.append(_one_line(e, path))
+            return
+        assert r.graph.contract == ONNXRUNTIME
+        rep = verify(work / "proj", n=3, n_features=0)
+        assert rep.ok and not rep.not_run, rep.text()
+        assert f"0 differing elements in {len(r.graph.layer_ops())} tensors" in rep.checks[-1].detail, rep.text()
+        tally.verified += 1
+
+    case()
+    return tally
+
+
+def test_random_ort_quantized_cnns_equal_onnxruntime(tmp_path_factory):
+    _report(_run_ort_contract(tmp_path_factory, 4), "onnxruntime-quantized CNNs, onnxruntime contract")
+
+
+@pytest.mark.slow
+def test_random_ort_quantized_cnns_equal_onnxruntime_many(tmp_path_factory):
+    _report(_run_ort_contract(tmp_path_factory, scaled(200)), "onnxruntime-quantized CNNs, onnxruntime contract")
 
 
 # ---- mutated ONNX files against the importer ----------------------------------------------------------

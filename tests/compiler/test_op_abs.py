@@ -8,7 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from esc2c.compiler.emit import compile_model, emit
+from esc2c.compiler.driver import compile_model
+from esc2c.compiler.emit import emit
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.tflite_writer import write_tflite
 from esc2c.compiler.verify import verify

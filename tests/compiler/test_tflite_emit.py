@@ -16,12 +16,13 @@ from esc2c.compiler.emit import emit
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.tflite_writer import write_tflite
 from esc2c.compiler.verify import VerifyContext, verify
+from esc2c.contract import TFLITE
 
 
 @pytest.fixture(scope="module")
 def vgg_out(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tflite_emit")
-    return emit(build("vgg", tmp), tmp / "out", n_vectors=4).out
+    return emit(build("vgg", tmp), tmp / "out", n_vectors=4, contract=TFLITE).out
 
 
 def test_emit_writes_tflite_and_tflm_variant(vgg_out):

@@ -272,6 +272,8 @@ class _Folder:
         self.new_tensor(y, shape, s_out, zp_out)
         prod.outputs = [y]
         prod.act = act
+        # onnxruntime runs the two as integer kernels with the int8 tensor between (QLinearAdd with a constant)
+        prod.attrs["folded_add"] = n.name or n.output[0]
         return True
 
     def _is_const_dq(self, name: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from esc2c.compiler.ir import Op
 from esc2c.compiler.ops.base import Region
 from esc2c.compiler.ops.requantize import Requantize
+from esc2c.contract import TFLITE
 
 KIND = "abs"
 ABS = "esc2c_abs_s8_inline"  # the template's loop
@@ -18,6 +19,7 @@ ABS = "esc2c_abs_s8_inline"  # the template's loop
 
 class Abs(Requantize):
     kind = KIND
+    contracts = (TFLITE,)  # onnxruntime runs Abs in float between its DequantizeLinear and QuantizeLinear
     onnx_anchors = ("Abs",)
     kernel = ABS
     tflite_op = "ABS"

@@ -6,6 +6,11 @@ input) and this pool without padding, whose windows then all count kernel_h * ke
 CMSIS-NN's arm_avgpool_s8 arithmetic (sum of raw int8 values, divided by the count, ties away from zero);
 otherwise (``attrs['rescale']``) ``avg_mult``/``avg_shift`` tables indexed by the count and the runtime's
 esc2c_avgpool_rescale_s8: out = requant(sum(q - zp_in), M[count]) + zp_out.
+
+Under the onnxruntime contract (esc2c.quant.ortparams): ``attrs['ort_global']`` (a GlobalAveragePool, or an
+AveragePool whose unpadded kernel covers its input, which onnxruntime runs as one) -> the integer sum times
+``avg_mult[0]``, QLinearGlobalAveragePool's float32 scale, esc2c_global_avgpool_ort_s8; otherwise
+QLinearAveragePool's float32 path, esc2c_avgpool_ort_s8.
 """
 from __future__ import annotations
 
@@ -13,15 +18,20 @@ import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops import pad, pooling
-from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, Region, end_pads, f32, same_qparams
+from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, Region, c_float, end_pads, f32, same_qparams
+from esc2c.contract import ONNXRUNTIME, TFLITE
 from esc2c.errors import Esc2cError
-from esc2c.quant import intparams
+from esc2c.quant import intparams, ortparams
 
 KIND = "avg_pool"
 AVG_POOL = "arm_avgpool_s8"
 AVG_POOL_RESCALE = "esc2c_avgpool_rescale_s8"
+AVG_POOL_ORT = "esc2c_avgpool_ort_s8"
+GLOBAL_POOL_ORT = "esc2c_global_avgpool_ort_s8"
 COST_KEY = "avg"
-TEMPLATES = {AVG_POOL: "ops/avg_pool.c.j2", AVG_POOL_RESCALE: "ops/avg_pool_rescale.c.j2"}
+# the kernels that read and write in raster order (the output may start over consumed input bytes)
+TEMPLATES = {AVG_POOL: "ops/avg_pool.c.j2", AVG_POOL_RESCALE: "ops/avg_pool_rescale.c.j2",
+             AVG_POOL_ORT: "ops/avg_pool_ort.c.j2"}
 
 
 def avgpool_buffer(c: int) -> dict[str, int]:
@@ -53,11 +63,16 @@ def _trunc_div(B, num: str, cnt: np.ndarray) -> str:
 
 class AvgPool(OpKind):
     kind = KIND
+    contracts = (TFLITE, ONNXRUNTIME)
     onnx_anchors = ("AveragePool", "GlobalAveragePool")
 
     def from_onnx(self, imp, r: Region) -> None:
         n = r.node
         x, attrs = pooling.onnx_pool(imp, n)
+        # onnxruntime runs an AveragePool whose kernel covers the unpadded input as a global pool
+        attrs["ort_global"] = n.op_type == "GlobalAveragePool" or (
+            tuple(attrs["kernel"]) == tuple(imp.tensors[x].shape[2:]) and not any(attrs["pads"]))
+        attrs["raw_offset"] = 128 if imp.qparams(r.qnode)[3] else 0  # uint8 model: its raw zero point
         if n.op_type == "AveragePool" and imp.m.attr(n, "count_include_pad", 0) and any(attrs["pads"]):
             if imp.m.attr(n, "ceil_mode", 0):
                 raise imp.err(n, "count_include_pad=1 with padding and ceil_mode=1 is not supported")
@@ -71,6 +86,11 @@ class AvgPool(OpKind):
 
     def qparams(self, op: Op, g: Graph) -> None:
         x, out = g.tensors[op.inputs[0]], g.tensors[op.output]
+        if g.contract == ONNXRUNTIME:
+            if op.attrs.get("ort_global"):
+                kh, kw = op.attrs["kernel"]
+                op.avg_mult = np.array([ortparams.global_pool_scale(x.scale, out.scale, kh * kw)], np.float32)
+            return
         same = same_qparams(x, out)
         op.attrs["rescale"] = not same
         if not same:
@@ -78,6 +98,8 @@ class AvgPool(OpKind):
             op.avg_mult, op.avg_shift = intparams.avgpool_rescale_table(x.scale, out.scale, kh * kw)
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
+        if options.get("contract") == ONNXRUNTIME:
+            return (GLOBAL_POOL_ORT if op.attrs.get("ort_global") else AVG_POOL_ORT), dict(NO_SCRATCH)
         if op.attrs.get("rescale"):
             return AVG_POOL_RESCALE, dict(NO_SCRATCH)
         return AVG_POOL, avgpool_buffer(g.tensors[op.inputs[0]].shape[3])
@@ -90,9 +112,15 @@ class AvgPool(OpKind):
         return op.kernel in TEMPLATES
 
     def template(self, op: Op) -> str:
-        return TEMPLATES[op.kernel]
+        return "ops/global_avg_pool_ort.c.j2" if op.kernel == GLOBAL_POOL_ORT else TEMPLATES[op.kernel]
 
     def c_context(self, op: Op, g: Graph, L: dict, array) -> None:
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
+        if op.kernel == GLOBAL_POOL_ORT:
+            L["n_pixels"], L["scale"] = x.shape[1] * x.shape[2], c_float(op.avg_mult[0])
+        elif op.kernel == AVG_POOL_ORT:
+            L["in_scale"], L["out_scale"] = c_float(x.scale), c_float(y.scale)
+            L["raw_offset"] = op.attrs.get("raw_offset", 0)
         if op.kernel == AVG_POOL_RESCALE:
             i = L["index"]
             L["mult"] = array(f"esc2c_m{i}", "int32_t", op.avg_mult)
@@ -104,7 +132,11 @@ class AvgPool(OpKind):
         kernel, stride = op.attrs["kernel"], op.attrs["stride"]
         pads = end_pads(xt.shape[1:3], yt.shape[1:3], kernel, stride, op.attrs["pads"])
         c = xt.shape[3]
-        rescale = op.kernel == AVG_POOL_RESCALE
+        if op.kernel == AVG_POOL_ORT:
+            _lower_ort_pool(op, g, B, pads)
+            return
+        # the global pool: the integer sum of q - zp and QLinearGlobalAveragePool's scale, like a rescale
+        rescale = op.kernel in (AVG_POOL_RESCALE, GLOBAL_POOL_ORT)
         zp = xt.zero_point if rescale else 0  # rescale: sum(q - zp); CMSIS-NN: sum of raw q
         xp = B.pad(B.nchw(x), pads, zp)
         ones = np.ones((c, 1, kernel[0], kernel[1]), np.int8)
@@ -112,7 +144,9 @@ class AvgPool(OpKind):
                    kernel_shape=list(kernel), strides=list(stride), group=c)
         s = B.i64(B.nhwc(s))
         cnt = _counts(xt.shape[1:3], yt.shape[1:3], kernel, stride, op.attrs["pads"])[None, :, :, None]
-        if rescale:
+        if op.kernel == GLOBAL_POOL_ORT:
+            B.finish_s8(B.requant(s, op.avg_mult, np.zeros(1, np.int64)), op, yt.zero_point, op.output)
+        elif rescale:
             B.finish_s8(B.requant(s, op.avg_mult[cnt], op.avg_shift[cnt]), op, yt.zero_point, op.output)
         else:  # CMSIS-NN: (sum +/- count/2) / count, C division (truncation)
             pos = B.node("Greater", [s, B.const(0, np.int64)])
@@ -130,6 +164,34 @@ class AvgPool(OpKind):
     def cost_counts(self, op: Op, g: Graph, f: dict) -> None:
         kh, kw = op.attrs["kernel"]
         pooling.pool_counts(f, COST_KEY, g.tensors[op.output].size, kh * kw, 1)
+
+
+def _lower_ort_pool(op: Op, g: Graph, B, pads) -> None:
+    """QLinearAveragePool in ONNX float32 operations that round where onnxruntime's kernel does: the
+    dequantized window summed slice by slice in row-major order (padding adds 0.0: no change), divided by the
+    in-bounds count, divided by the output scale, plus the zero point, rounded half to even (Round)."""
+    x = op.inputs[0]
+    xt, yt = g.tensors[x], g.tensors[op.output]
+    (kh, kw), (sh, sw) = op.attrs["kernel"], op.attrs["stride"]
+    oh, ow = yt.shape[1:3]
+    d = B.node("Cast", [B.node("Sub", [B.i64(B.nchw(x)), B.const(xt.zero_point, np.int64)])], to=1)
+    d = B.node("Mul", [d, B.const(np.float32(xt.scale), np.float32, "sx")])
+    t, l, b, r = pads
+    if any(pads):
+        d = B.node("Pad", [d, B.const([0, 0, t, l, 0, 0, b, r], np.int64, "pads"), B.const(0.0, np.float32, "z")])
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            sl = B.node("Slice", [d, B.const([i, j], np.int64, "st"),
+                                  B.const([i + sh * (oh - 1) + 1, j + sw * (ow - 1) + 1], np.int64, "en"),
+                                  B.const([2, 3], np.int64, "ax"), B.const([sh, sw], np.int64, "sp")])
+            total = sl if total is None else B.node("Add", [total, sl])
+    cnt = _counts(xt.shape[1:3], yt.shape[1:3], (kh, kw), (sh, sw), op.attrs["pads"]).astype(np.float32)
+    avg = B.node("Div", [total, B.const(cnt[None, None], np.float32, "cnt")])
+    off = op.attrs.get("raw_offset", 0)
+    q = B.node("Add", [B.node("Div", [avg, B.const(np.float32(yt.scale), np.float32, "sy")]),
+                       B.const(np.float32(yt.zero_point + off), np.float32, "zy")])
+    B.finish_s8(B.nhwc(B.node("Cast", [B.node("Round", [q])], to=7)), op, -off, op.output)
 
 
 def _write_rescale_tflite(op: Op, g: Graph, w) -> None:

@@ -13,7 +13,8 @@ kernel names. The hooks, in the order the compiler calls them:
   fuse_activation  ``activation``: a standalone clamp (relu) folded into its producer, or made standalone
               by ``standalone(op)``; ``takes_activation(op, rescales)``: whether the kind takes it
   layout      ``to_nhwc(op, g, nchw)``: weights and neighbours to the NHWC layout (``nchw``: old shapes)
-  qparams     ``qparams(op, g)``: integer parameters from esc2c.quant.intparams (the clamp is generic)
+  qparams     ``contracts``: the integer contracts the kind supports; ``qparams(op, g)``: its parameters
+              under ``g.contract``, from esc2c.quant.intparams or .ortparams (the clamp is generic)
   kernels     ``select_kernel(op, g, options)`` -> (C function, scratch bytes by code path {"dsp", "host"});
               ``macs(op, g)``; ``wide_weight_bytes(op)`` (flash its kernel spends beyond int8 weights) and
               ``narrow_weights(op, g)`` (switch to a kernel that reads int8 weights: the fit_flash pass)
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
+from esc2c.contract import TFLITE
 from esc2c.errors import Esc2cError
 
 NO_SCRATCH = {"dsp": 0, "host": 0}
@@ -54,6 +56,8 @@ class Region:
 
 class OpKind:
     kind: str = ""
+    # the integer contracts (contract.CONTRACTS) this kind has parameters and kernels for
+    contracts: tuple[str, ...] = (TFLITE,)
     onnx_anchors: tuple[str, ...] = ()
     onnx_views: tuple[str, ...] = ()
     folds_const_add = False
@@ -173,3 +177,8 @@ def pixel_overlap_gap(op: Op, g: Graph) -> int:
 def f32(x) -> np.ndarray:
     """As float32: the precision of the scales in a .tflite."""
     return np.asarray(x, dtype=np.float32)
+
+
+def c_float(x) -> str:
+    """A float32 value as an exact C hexadecimal float literal (e.g. 0x1.8p-3f)."""
+    return float(np.float32(x)).hex() + "f"

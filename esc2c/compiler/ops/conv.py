@@ -6,7 +6,7 @@ bottom, right), dilation (1, 1), group; ``multiplier``/``shift`` int32 [C_out]; 
 
 Kernels: grouped (1 < group) -> the runtime's esc2c_group_conv_s8 (CMSIS-NN v4.0.0 has none); plain with
 ``kernels="fast"`` -> the project's esc2c_conv_fast_s8 (ops/conv_fast.py); otherwise CMSIS-NN's
-arm_convolve_wrapper_s8. ONNX Conv with group == C_in and one input channel per group imports as a
+arm_convolve_wrapper_s8, or esc2c_group_conv_s8 with one group under the onnxruntime contract. ONNX Conv with group == C_in and one input channel per group imports as a
 ``depthwise_conv``.
 """
 from __future__ import annotations
@@ -17,10 +17,11 @@ from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops import conv_fast, convlike
 from esc2c.compiler.ops import depthwise_conv as dw
 from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, Region, hwc
+from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "conv"
 CONV = "arm_convolve_wrapper_s8"
-GROUP_CONV = "esc2c_group_conv_s8"
+GROUP_CONV = convlike.GROUP_CONV
 TEMPLATES = {CONV: "ops/conv.c.j2", conv_fast.FAST_CONV: "ops/conv_fast.c.j2", GROUP_CONV: "ops/group_conv.c.j2"}
 
 
@@ -50,6 +51,7 @@ def conv_wrapper_buffer(in_shape, out_shape, kernel, stride, pads) -> dict[str, 
 
 class Conv(OpKind):
     kind = KIND
+    contracts = (TFLITE, ONNXRUNTIME)
     onnx_anchors = ("Conv",)
     folds_const_add = True
 
@@ -96,6 +98,8 @@ class Conv(OpKind):
             kh, kw = op.attrs["kernel"]
             size = conv_fast.buffer_size(x.shape[3], kh, kw)
             return conv_fast.FAST_CONV, {"dsp": size, "host": size}
+        if convlike.own_kernel(options):
+            return GROUP_CONV, dict(NO_SCRATCH)
         return CONV, conv_wrapper_buffer(x.shape, y.shape, op.attrs["kernel"], op.attrs["stride"], op.attrs["pads"])
 
     def macs(self, op: Op, g: Graph) -> int:
@@ -108,8 +112,8 @@ class Conv(OpKind):
         return conv_fast.extra_bytes(op)
 
     def narrow_weights(self, op: Op, g: Graph) -> None:
-        """CMSIS-NN's convolution, which reads the int8 weights."""
-        op.kernel, sizes = self.select_kernel(op, g, {"kernels": "cmsis"})
+        """CMSIS-NN's convolution (the runtime's under the onnxruntime contract), which reads int8 weights."""
+        op.kernel, sizes = self.select_kernel(op, g, {"kernels": "cmsis", "contract": g.contract})
         op.attrs["scratch_by_path"] = sizes
         op.scratch = max(sizes.values())
 

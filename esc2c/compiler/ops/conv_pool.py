@@ -18,6 +18,7 @@ import numpy as np
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops import avg_pool, conv, conv_fast, convlike, max_pool, pooling
 from esc2c.compiler.ops.base import OpKind, hwc
+from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "conv_pool"
 CONV_KERNELS = (conv.CONV, conv_fast.FAST_CONV)
@@ -91,6 +92,7 @@ def layer_context(op: Op, g: Graph) -> dict:
 
 class ConvPool(OpKind):
     kind = KIND
+    contracts = (TFLITE, ONNXRUNTIME)
 
     def raster_ordered(self, op: Op, g: Graph) -> bool:
         return True  # band by band: rows of output after the input rows they need

@@ -10,35 +10,49 @@ import numpy as np
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops import conv_fast
 from esc2c.compiler.ops.base import count, end_pads, f32
+from esc2c.contract import ONNXRUNTIME
 from esc2c.errors import Esc2cError
-from esc2c.quant import intparams
+from esc2c.quant import intparams, ortparams
 
 
 def requant_params(op: Op, g: Graph) -> None:
-    """Per-channel multiplier/shift of s_in * s_w[c] / s_out; ``per_tensor`` when all channels are equal."""
+    """Per-channel requantization of s_in * s_w[c] / s_out: multiplier/shift (tflite contract) or
+    QLinearConv's float32 scale with zero shifts (onnxruntime contract); ``per_tensor`` when all channels
+    are equal."""
     x, out = g.tensors[op.inputs[0]], g.tensors[op.output]
-    m, s = intparams.conv_requant(x.scale, op.weight_scales, out.scale)
-    op.multiplier, op.shift = m.astype(np.int32), s.astype(np.int32)
+    if g.contract == ONNXRUNTIME:
+        m = ortparams.conv_scale(x.scale, op.weight_scales, out.scale)
+        s = np.zeros(m.shape, np.int32)
+    else:
+        m, s = intparams.conv_requant(x.scale, op.weight_scales, out.scale)
+        m = m.astype(np.int32)
+    op.multiplier, op.shift = m, s.astype(np.int32)
     op.attrs["per_tensor"] = bool(np.all(m == m[0]) and np.all(s == s[0]))
+
+
+def mult_ctype(values: np.ndarray) -> str:
+    """The C type of a multiplier array: the runtime's esc2c_mult_t is float under the onnxruntime contract."""
+    return "float" if np.issubdtype(np.asarray(values).dtype, np.floating) else "int32_t"
 
 
 def params_ready(op: Op) -> bool:
     return op.multiplier is not None
 
 
-def weight_arrays(op: Op, L: dict, array) -> None:
-    """The weights (int16 in the fast kernel's order when it runs the op, else int8) and the int32 bias."""
+def weight_arrays(op: Op, L: dict, array, weights: np.ndarray | None = None) -> None:
+    """The weights (int16 in the fast kernel's order when it runs the op, else int8; ``weights``: in the
+    layout the kernel reads, when it is not the IR's) and the int32 bias."""
     i = L["index"]
     if op.kernel == conv_fast.FAST_CONV:
         L["weights"] = array(f"esc2c_w{i}", "int16_t", conv_fast.pack_weights(op.weights))
     else:
-        L["weights"] = array(f"esc2c_w{i}", "int8_t", op.weights)
+        L["weights"] = array(f"esc2c_w{i}", "int8_t", op.weights if weights is None else weights)
     L["bias"] = array(f"esc2c_b{i}", "int32_t", op.bias)
 
 
 def requant_arrays(op: Op, L: dict, array) -> None:
     i = L["index"]
-    L["mult"] = array(f"esc2c_m{i}", "int32_t", op.multiplier)
+    L["mult"] = array(f"esc2c_m{i}", mult_ctype(op.multiplier), op.multiplier)
     L["shift"] = array(f"esc2c_s{i}", "int32_t", op.shift)
 
 
@@ -54,6 +68,15 @@ def lower_onnx(op: Op, g: Graph, B, w_oihw: np.ndarray, group: int) -> None:
     acc = B.i64(B.nhwc(acc))
     acc = B.node("Add", [acc, B.const(op.bias.astype(np.int64), np.int64, "bias")])
     B.finish_s8(B.requant(acc, op.multiplier, op.shift), op, yt.zero_point, op.output)
+
+
+GROUP_CONV = "esc2c_group_conv_s8"  # the runtime's grouped convolution (any groups; per-channel, both contracts)
+
+
+def own_kernel(options: dict) -> bool:
+    """Whether the op must run on the project's own kernels: under the onnxruntime contract CMSIS-NN's
+    requantizing kernels compute the other contract."""
+    return options.get("contract") == ONNXRUNTIME
 
 
 def write_tflite(op: Op, g: Graph, w, depthwise: bool) -> None:

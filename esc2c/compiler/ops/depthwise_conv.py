@@ -1,5 +1,6 @@
 """``depthwise_conv``: a convolution with one input channel per group (ONNX Conv, group == C_in; imported by
-ops/conv.py), run by CMSIS-NN's arm_depthwise_conv_wrapper_s8.
+ops/conv.py), run by CMSIS-NN's arm_depthwise_conv_wrapper_s8, or the runtime's esc2c_group_conv_s8 under the
+onnxruntime contract.
 
 Fields: as ``conv``, weights int8 [1, KH, KW, C_out] (1HWC; ONNX's OIHW until layout_nhwc); attrs also
 ch_mult (C_out / C_in).
@@ -10,7 +11,8 @@ import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops import convlike
-from esc2c.compiler.ops.base import OpKind, hwc, count
+from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, hwc, count
+from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "depthwise_conv"
 DW_CONV = "arm_depthwise_conv_wrapper_s8"
@@ -26,6 +28,7 @@ def dw_wrapper_buffer(in_shape, out_shape, kernel) -> dict[str, int]:
 
 class DepthwiseConv(OpKind):
     kind = KIND
+    contracts = (TFLITE, ONNXRUNTIME)
 
     def takes_activation(self, op: Op, rescales: bool) -> bool:
         return True
@@ -38,14 +41,23 @@ class DepthwiseConv(OpKind):
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
         x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
+        if convlike.own_kernel(options):  # one group per input channel
+            return convlike.GROUP_CONV, dict(NO_SCRATCH)
         return DW_CONV, dw_wrapper_buffer(x.shape, y.shape, op.attrs["kernel"])
+
+    def template(self, op: Op) -> str:
+        return "ops/group_conv.c.j2" if op.kernel == convlike.GROUP_CONV else "ops/depthwise_conv.c.j2"
 
     def macs(self, op: Op, g: Graph) -> int:
         kh, kw = op.attrs["kernel"]
         return g.tensors[op.output].size * kh * kw
 
     def c_context(self, op: Op, g: Graph, L: dict, array) -> None:
-        convlike.weight_arrays(op, L, array)
+        if op.kernel == convlike.GROUP_CONV:  # [C_out, KH, KW, 1]: one input channel per group
+            convlike.weight_arrays(op, L, array, np.ascontiguousarray(op.weights.transpose(3, 1, 2, 0)))
+            L["group"] = g.tensors[op.inputs[0]].shape[3]
+        else:
+            convlike.weight_arrays(op, L, array)
         convlike.requant_arrays(op, L, array)
         L["ch_mult"] = op.attrs.get("ch_mult", 1)
 

@@ -3,7 +3,8 @@
 Fields: inputs [x] (any shape, read as a flat vector of K); weights int8 [C_out, K]; bias int32 [C_out];
 per-tensor ``multiplier``/``shift`` (arrays whose values are all equal, ``attrs['per_tensor']``) when the
 weight scales are all equal, otherwise per-channel. CMSIS-NN v4.0.0's arm_fully_connected_s8 is per-tensor
-only: a per-channel layer runs as a 1x1 convolution (arm_convolve_wrapper_s8) on a 1x1xK input. After a
+only: a per-channel layer runs as a 1x1 convolution (arm_convolve_wrapper_s8) on a 1x1xK input; under the
+onnxruntime contract every one does, on the runtime's esc2c_group_conv_s8. After a
 flatten of a spatial tensor the weight columns are in H, W, C order (``attrs['hwc_columns']``, set by the
 reshape's layout hook).
 """
@@ -15,6 +16,7 @@ from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops import convlike
 from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, Region, count, f32
 from esc2c.compiler.ops.conv import CONV, TEMPLATES as CONV_TEMPLATES
+from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "fully_connected"
 FC = "arm_fully_connected_s8"
@@ -30,6 +32,7 @@ def permute_columns_hwc(op: Op, c: int, h: int, w: int) -> None:
 
 class FullyConnected(OpKind):
     kind = KIND
+    contracts = (TFLITE, ONNXRUNTIME)
     onnx_anchors = ("Gemm", "MatMul")
     folds_const_add = True
 
@@ -64,6 +67,8 @@ class FullyConnected(OpKind):
         convlike.requant_params(op, g)
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
+        if convlike.own_kernel(options):  # QGemm / QLinearMatMul: a 1x1 convolution on the runtime's kernel
+            return convlike.GROUP_CONV, dict(NO_SCRATCH)
         return (FC if op.attrs.get("per_tensor") else CONV), dict(NO_SCRATCH)
 
     def macs(self, op: Op, g: Graph) -> int:
@@ -78,7 +83,7 @@ class FullyConnected(OpKind):
         if op.kernel == FC:
             L["mult_value"], L["shift_value"] = int(op.multiplier[0]), int(op.shift[0])
         else:  # a 1x1 convolution on a 1x1xK input
-            L.update(kernel_hw=(1, 1), stride=(1, 1), pad=(0, 0))
+            L.update(kernel_hw=(1, 1), stride=(1, 1), pad=(0, 0), group=1)
             convlike.requant_arrays(op, L, array)
 
     def params_ready(self, op: Op) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops import pooling, requantize
 from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, Region, end_pads, same_qparams
+from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "max_pool"
 MAX_POOL = "arm_max_pool_s8"
@@ -17,6 +18,7 @@ COST_KEY = "pool"
 
 class MaxPool(OpKind):
     kind = KIND
+    contracts = (TFLITE, ONNXRUNTIME)
     onnx_anchors = ("MaxPool",)
 
     def from_onnx(self, imp, r: Region) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, count
+from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "pad"
 PAD = "esc2c_pad_inline"  # the template's loop
@@ -30,6 +31,7 @@ def padded(imp, x: str, pads, name: str) -> str:
 
 class Pad(OpKind):
     kind = KIND  # no ONNX anchor of its own: avg_pool's import makes it
+    contracts = (TFLITE, ONNXRUNTIME)
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
         return PAD, dict(NO_SCRATCH)

@@ -12,6 +12,7 @@ from esc2c.compiler.ir import Graph, Op
 from esc2c.compiler.ops import fully_connected as fc
 from esc2c.compiler.ops import requantize
 from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, Region
+from esc2c.contract import ONNXRUNTIME, TFLITE
 from esc2c.errors import Esc2cError
 
 KIND = "reshape"
@@ -19,6 +20,7 @@ KIND = "reshape"
 
 class Reshape(OpKind):
     kind = KIND
+    contracts = (TFLITE, ONNXRUNTIME)
     onnx_anchors = ("Flatten", "Reshape")
     onnx_views = ("Flatten", "Reshape")
     view = True

@@ -21,7 +21,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("fuse_activation", lambda g, o: fuse_activation(g)),
     ("layout_nhwc", lambda g, o: layout_nhwc(g)),
     ("qparams", lambda g, o: qparams(g)),
-    ("kernel_select", lambda g, o: kernel_select(g, o.kernels)),
+    ("kernel_select", lambda g, o: kernel_select(g, o.kernels, o.contract)),
     ("fit_flash", lambda g, o: fit_flash(g, o.flash_budget)),
     ("fuse_conv_pool", lambda g, o: fuse_conv_pool(g, _fuse_decision(g, o.fuse))),
     ("memplan", lambda g, o: memplan(g)),
@@ -40,10 +40,12 @@ def _fuse_decision(g: Graph, mode: str) -> str:
     return "all" if memplan(fused).arena_size < memplan(g).arena_size else "none"
 
 
-def _check_after(name: str, g: Graph) -> None:
-    """The invariants every pass must leave: the structure (Graph.check), and what each pass promises
-    to the ones after it."""
+def _check_after(name: str, g: Graph, contract: str) -> None:
+    """The invariants every pass must leave: the structure (Graph.check), the contract, and what each pass
+    promises to the ones after it."""
     g.check()
+    if g.contract != contract:
+        raise AssertionError(f"after {name}: contract {g.contract}, the compilation's is {contract}")
     if name == "layout_nhwc" and g.layout != "NHWC":
         raise AssertionError(f"after {name}: layout is {g.layout}")
     if name == "kernel_select":
@@ -59,7 +61,8 @@ def _check_after(name: str, g: Graph) -> None:
 def run_passes(g: Graph, options: CompileOptions | None = None, **overrides) -> Graph:
     """Every pass in order. ``options`` (or keyword overrides: ``kernels=``, ``fuse=``) as CompileOptions."""
     opts = CompileOptions(**{**(options.to_dict() if options else {}), **overrides})
+    g.contract = opts.contract
     for name, p in PIPELINE:
         g = p(g, opts)
-        _check_after(name, g)
+        _check_after(name, g, opts.contract)
     return g

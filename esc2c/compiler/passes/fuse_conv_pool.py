@@ -108,7 +108,7 @@ def fuse_all(g: Graph) -> Graph:
         skip.add(id(pool))
         del tensors[op.output]
     fused = Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), layout=g.layout,
-                  metadata=g.metadata)
+                  metadata=g.metadata, contract=g.contract)
     fused.check()
     return fused
 
@@ -150,4 +150,4 @@ def unfuse(g: Graph) -> Graph:
                       attrs=pool_attrs, act_min=p["act_min"], act_max=p["act_max"], kernel=p["fn"],
                       scratch=p["scratch"], macs=p["macs"]))
     return Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), layout=g.layout,
-                 metadata=dict(g.metadata))
+                 metadata=dict(g.metadata), contract=g.contract)
