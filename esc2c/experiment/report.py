@@ -138,7 +138,9 @@ def format_markdown(exp: dict) -> str:
              "and scored only)" if c.get("epoch_selection", "best") == "last" else
              f"picks every stage's best epoch on {100 * c['holdout']:.0f} % of the training recordings held out")
           + f", so the test fold is only tested. Epochs {c['epochs_teacher']}/{c['epochs_prune']}/{c['epochs_qat_ta']}/{c['epochs_qakd']}, "
-          f"prune ratio {c['prune_ratio']} (reached {np.mean(ratios):.2f} +- {np.std(ratios):.2f} %), "
+          + (f"target {c['target_params']:,} kept parameters (a budget, not a ratio: reached "
+             f"{np.mean(ratios):.2f} +- {np.std(ratios):.2f} % compression), " if c.get("target_params") else
+             f"prune ratio {c['prune_ratio']} (reached {np.mean(ratios):.2f} +- {np.std(ratios):.2f} %), ")
           + (f"wall time per cell {np.mean(walls):.0f} s (sum {np.sum(walls):.0f} s)." if walls else ""), ""]
     if exp["unfinished"]:
         md += ["Unfinished cells (not counted): " + ", ".join(

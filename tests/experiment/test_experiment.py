@@ -342,13 +342,16 @@ def test_rank_child_environment(monkeypatch):
 
 
 def test_grid_with_last_epoch_selection(tiny, tmp_path, capsys):
-    """epoch_selection: last - every stage keeps its final epoch, and the summary says so."""
+    """epoch_selection: last - every stage keeps its final epoch, and the summary says so; a parameter budget
+    (target_params) is reported as the budget, not as the unused prune ratio."""
     out = tmp_path / "exp"
-    assert main(["experiment", tiny(epoch_selection="last", epochs_teacher=2, epochs_prune=2), "--seeds", "0",
-                 "--folds", "1", "-o", str(out)]) == 0
+    assert main(["experiment", tiny(epoch_selection="last", epochs_teacher=2, epochs_prune=2, target_params=20000),
+                 "--seeds", "0", "--folds", "1", "-o", str(out)]) == 0
     capsys.readouterr()
     rep = _report(out, "seed0-fold1")
     assert rep["config"]["epoch_selection"] == "last"
     teacher = json.loads((out / "cells" / "seed0-fold1" / "stages" / "teacher" / "DONE").read_text())["metrics"]
     assert teacher["best_epoch"] == 2 and teacher["select_acc"] == teacher["history"][-1]["val_acc"]
-    assert "keeps every stage's last epoch" in (out / "experiment.md").read_text()
+    md = (out / "experiment.md").read_text()
+    assert "keeps every stage's last epoch" in md
+    assert "target 20,000 kept parameters (a budget, not a ratio" in md and "prune ratio 0.6" not in md
