@@ -82,8 +82,11 @@ def test_model_features_exercised(models):
     vgg = write_tflite(compile_model(models["vgg_asym"]))
     assert "/f/f.0/Conv" in vgg.inserted_pads  # top/left 1, bottom/right 0
     assert vgg.pools_as_depthwise == ["/f/f.16/GlobalAveragePool"]
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED",
-            "PAD"} <= set(vgg.ops_used)
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "PAD"} <= set(vgg.ops_used)
+    # a per-channel fully connected layer is written as the 1x1 convolution it runs as (TensorFlow's reference
+    # per-channel FULLY_CONNECTED rounds once, TFLite Micro's twice); a per-tensor one stays FULLY_CONNECTED
+    assert "FULLY_CONNECTED" not in vgg.ops_used
+    assert "FULLY_CONNECTED" in write_tflite(compile_model(models["resnet_pt"])).ops_used
     res = write_tflite(compile_model(models["resnet"]))
     assert "ADD" in res.ops_used
     assert res.inserted_pads == ["/b3/c1/Conv"]  # 3x3 stride 2 on width 6: TFLite SAME would pad 0/1
@@ -173,8 +176,9 @@ def test_tensorflow_comparison_not_run_without_tensorflow(models, monkeypatch, c
 
 
 @pytest.mark.skipif(tflm.tensorflow_unavailable() is not None, reason="tensorflow (optional extra) not installed")
-def test_tensorflow_reference_kernels_agree(models):
-    g = compile_model(models["resnet"])
+@pytest.mark.parametrize("kind", ["vgg", "vgg_asym", "resnet", "resnet_pt"])
+def test_tensorflow_reference_kernels_agree(models, kind):
+    g = compile_model(models[kind])
     m = write_tflite(g)
     x = _inputs(g, 8)
     np.testing.assert_array_equal(tflm.run_tf_reference(m.data, x), tflm.run_tflm(m.data, x))

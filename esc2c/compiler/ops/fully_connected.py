@@ -106,8 +106,10 @@ class FullyConnected(OpKind):
         x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
         s_w = np.asarray(op.weight_scales, np.float64)
         per_tensor = bool(np.all(s_w == s_w[0]))
-        if per_tensor:
-            s_w = s_w[:1]
+        if not per_tensor:
+            _write_tflite_as_conv(op, g, w, s_w)
+            return
+        s_w = s_w[:1]
         w.check_requant(op, x.scale, s_w, y.scale, op.multiplier[:1] if per_tensor else op.multiplier,
                         op.shift[:1] if per_tensor else op.shift)
         wi = w.const(f"{op.name}/weights", np.asarray(op.weights, np.int8), fb.TensorType.INT8,
@@ -127,6 +129,39 @@ class FullyConnected(OpKind):
             count(f, "fc.out", cout)
         else:
             convlike.conv_counts(f, op.kernel, k, cout, 1, 1, 1, [1], 0)
+
+
+def _reshape(w, name: str, src: int, shape, qt, dest: int | None = None) -> int:
+    fb = w.fb
+    out = dest if dest is not None else w.tensor(name, shape, fb.TensorType.INT8, qt)
+    opt = fb.ReshapeOptionsT()
+    opt.newShape = [int(d) for d in shape]
+    w.operator("RESHAPE", [src, w.const(f"{name}/shape", np.array(shape, np.int32), fb.TensorType.INT32)], [out],
+               opt, "ReshapeOptions")
+    return out
+
+
+def _write_tflite_as_conv(op: Op, g: Graph, w, s_w: np.ndarray) -> None:
+    """A per-channel layer as it runs in the C: a 1x1 CONV_2D on the 1x1xK input, between two RESHAPEs.
+    TFLite's per-channel FULLY_CONNECTED is not one kernel: TensorFlow's reference one requantizes its int64
+    accumulator with single rounding, TFLite Micro's with the contract's double rounding (seen 1 LSB apart
+    on a logit), while both convolutions follow the contract."""
+    fb = w.fb
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
+    k, cout = int(op.weights.shape[1]), int(op.weights.shape[0])
+    w.check_requant(op, x.scale, s_w, y.scale, op.multiplier, op.shift)
+    xi = _reshape(w, f"{op.name}/as_image", w.activation(op.inputs[0]), (1, 1, 1, k), w.quant(x.scale, x.zero_point))
+    wi = w.const(f"{op.name}/weights", np.asarray(op.weights, np.int8).reshape(cout, 1, 1, k), fb.TensorType.INT8,
+                 w.quant(s_w, np.zeros(s_w.size, np.int64), 0))
+    bi = w.const(f"{op.name}/bias", np.asarray(op.bias, np.int32), fb.TensorType.INT32,
+                 w.quant(f32(x.scale).astype(np.float64) * f32(s_w), np.zeros(s_w.size, np.int64), 0))
+    yi = w.tensor(f"{op.name}/conv", (1, 1, 1, cout), fb.TensorType.INT8, w.quant(y.scale, y.zero_point))
+    opt = fb.Conv2DOptionsT()
+    opt.padding, opt.strideH, opt.strideW = fb.Padding.VALID, 1, 1
+    opt.dilationHFactor = opt.dilationWFactor = 1
+    opt.fusedActivationFunction = w.act(op)
+    w.operator("CONV_2D", [xi, wi, bi], [yi], opt, "Conv2DOptions")
+    _reshape(w, f"{op.name}/flat", yi, tuple(y.shape), None, dest=w.activation(op.output))
 
 
 OP = FullyConnected()
