@@ -32,6 +32,28 @@ static inline int32_t esc2c_round_f32(float v)
     return (int32_t)((v + 12582912.0f) - 12582912.0f);
 }
 
+/* The in-bounds part of the pooling window of output pixel (oy, ox): rows y0 + [ky0, ky1), columns
+ * x0 + [kx0, kx1), count of them (the average pools' divisor when padding is not counted). */
+typedef struct
+{
+    int32_t y0, x0, ky0, ky1, kx0, kx1, count;
+} esc2c_window_t;
+
+static inline esc2c_window_t esc2c_pool_window(int32_t oy, int32_t ox, int32_t in_h, int32_t in_w, int32_t kernel_h,
+                                               int32_t kernel_w, int32_t stride_h, int32_t stride_w, int32_t pad_h,
+                                               int32_t pad_w)
+{
+    esc2c_window_t w;
+    w.y0 = oy * stride_h - pad_h;
+    w.x0 = ox * stride_w - pad_w;
+    w.ky0 = w.y0 < 0 ? -w.y0 : 0;
+    w.ky1 = (in_h - w.y0) < kernel_h ? (in_h - w.y0) : kernel_h;
+    w.kx0 = w.x0 < 0 ? -w.x0 : 0;
+    w.kx1 = (in_w - w.x0) < kernel_w ? (in_w - w.x0) : kernel_w;
+    w.count = (w.ky1 - w.ky0) * (w.kx1 - w.kx0);
+    return w;
+}
+
 /* tflite: arm_nn_requantize, val * multiplier * 2^(shift - 31), rounded like the selected CMSIS-NN mode;
  * onnxruntime: round half to even of float(val) * multiplier (MlasRequantizeOutput), shift unused. */
 static inline int32_t esc2c_requantize(int32_t val, esc2c_mult_t multiplier, int32_t shift);

@@ -30,33 +30,27 @@ int esc2c_avgpool_ort_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t c
     const float zp_out = (float)(out_offset + offset); /* the raw zero point: uint8 models' for offset 128 */
     for (int32_t oy = 0; oy < out_h; oy++)
     {
-        const int32_t y0 = oy * stride_h - pad_h;
-        const int32_t ky0 = y0 < 0 ? -y0 : 0;
-        const int32_t ky1 = (in_h - y0) < kernel_h ? (in_h - y0) : kernel_h;
         for (int32_t ox = 0; ox < out_w; ox++)
         {
-            const int32_t x0 = ox * stride_w - pad_w;
-            const int32_t kx0 = x0 < 0 ? -x0 : 0;
-            const int32_t kx1 = (in_w - x0) < kernel_w ? (in_w - x0) : kernel_w;
-            const int32_t count = (ky1 - ky0) * (kx1 - kx0);
-            if (count <= 0)
+            const esc2c_window_t w = esc2c_pool_window(oy, ox, in_h, in_w, kernel_h, kernel_w, stride_h, stride_w,
+                                                       pad_h, pad_w);
+            if (w.count <= 0)
             {
                 return -1;
             }
             int8_t *dst = out + (oy * out_w + ox) * ch;
             for (int32_t c = 0; c < ch; c++)
             {
-                float sum = 0.0f;
-                for (int32_t ky = ky0; ky < ky1; ky++)
+                float sum = 0.0f; /* row-major over the window, as onnxruntime sums */
+                for (int32_t ky = w.ky0; ky < w.ky1; ky++)
                 {
-                    const int8_t *row = in + ((y0 + ky) * in_w + x0) * ch + c;
-                    for (int32_t kx = kx0; kx < kx1; kx++)
+                    const int8_t *row = in + ((w.y0 + ky) * in_w + w.x0) * ch + c;
+                    for (int32_t kx = w.kx0; kx < w.kx1; kx++)
                     {
-                        const float x = (float)(row[kx * ch] + in_offset) * in_scale;
-                        sum = sum + x;
+                        sum = sum + (float)(row[kx * ch] + in_offset) * in_scale;
                     }
                 }
-                const float avg = sum / (float)count;
+                const float avg = sum / (float)w.count;
                 const float q = avg / out_scale + zp_out;
                 dst[c] = clamp_s8(esc2c_round_f32(q) - offset, act_min, act_max);
             }
