@@ -10,7 +10,8 @@ Mapping (NHWC; TFLite's layouts are the IR's; each op kind writes itself, ``OpKi
 esc2c/compiler/ops/, with the _Writer's helpers below):
   conv             CONV_2D, weights OHWI per-channel (quantized_dimension 0), bias int32 (scale s_in*s_w)
   depthwise_conv   DEPTHWISE_CONV_2D, weights 1HWC per-channel (quantized_dimension 3)
-  fully_connected  FULLY_CONNECTED, weights [C_out, K] per-tensor or per-channel (quantized_dimension 0)
+  fully_connected  RESHAPE to 1x1xK, CONV_2D 1x1 (weights per channel), RESHAPE back: TensorFlow's reference
+                   FULLY_CONNECTED rounds differently from TFLite Micro's; their CONV_2D kernels agree
   max_pool         MAX_POOL_2D
   avg_pool         AVERAGE_POOL_2D when input and output share qparams (sum of raw values, rounded
                    division by the count of valid elements: the IR's CMSIS-NN arithmetic); with its own

@@ -83,10 +83,10 @@ def test_model_features_exercised(models):
     assert "/f/f.0/Conv" in vgg.inserted_pads  # top/left 1, bottom/right 0
     assert vgg.pools_as_depthwise == ["/f/f.16/GlobalAveragePool"]
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "PAD"} <= set(vgg.ops_used)
-    # a per-channel fully connected layer is written as the 1x1 convolution it runs as (TensorFlow's reference
-    # per-channel FULLY_CONNECTED rounds once, TFLite Micro's twice); a per-tensor one stays FULLY_CONNECTED
+    # a fully connected layer is written as a 1x1 convolution between reshapes (TensorFlow's reference
+    # FULLY_CONNECTED rounds differently from TFLite Micro's), per-channel and per-tensor alike
     assert "FULLY_CONNECTED" not in vgg.ops_used
-    assert "FULLY_CONNECTED" in write_tflite(compile_model(models["resnet_pt"])).ops_used
+    assert "FULLY_CONNECTED" not in write_tflite(compile_model(models["resnet_pt"])).ops_used
     res = write_tflite(compile_model(models["resnet"]))
     assert "ADD" in res.ops_used
     assert res.inserted_pads == ["/b3/c1/Conv"]  # 3x3 stride 2 on width 6: TFLite SAME would pad 0/1

@@ -102,25 +102,7 @@ class FullyConnected(OpKind):
         B.node("Reshape", [y, B.const(list(yt.shape), np.int64, "shape")], op.output)
 
     def lower_tflite(self, op: Op, g: Graph, w) -> None:
-        fb = w.fb
-        x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-        s_w = np.asarray(op.weight_scales, np.float64)
-        per_tensor = bool(np.all(s_w == s_w[0]))
-        if not per_tensor:
-            _write_tflite_as_conv(op, g, w, s_w)
-            return
-        s_w = s_w[:1]
-        w.check_requant(op, x.scale, s_w, y.scale, op.multiplier[:1] if per_tensor else op.multiplier,
-                        op.shift[:1] if per_tensor else op.shift)
-        wi = w.const(f"{op.name}/weights", np.asarray(op.weights, np.int8), fb.TensorType.INT8,
-                     w.quant(s_w, np.zeros(s_w.size, np.int64), 0))
-        bi = w.const(f"{op.name}/bias", np.asarray(op.bias, np.int32), fb.TensorType.INT32,
-                     w.quant(f32(x.scale).astype(np.float64) * f32(s_w), np.zeros(s_w.size, np.int64), 0))
-        opt = fb.FullyConnectedOptionsT()
-        opt.fusedActivationFunction = w.act(op)
-        opt.keepNumDims = len(y.shape) != 2
-        w.operator("FULLY_CONNECTED", [w.activation(op.inputs[0]), wi, bi], [w.activation(op.output)],
-                   opt, "FullyConnectedOptions")
+        _write_tflite_as_conv(op, g, w, np.asarray(op.weight_scales, np.float64))
 
     def cost_counts(self, op: Op, g: Graph, f: dict) -> None:
         k, cout = int(op.weights.shape[1]), int(op.weights.shape[0])
@@ -142,10 +124,10 @@ def _reshape(w, name: str, src: int, shape, qt, dest: int | None = None) -> int:
 
 
 def _write_tflite_as_conv(op: Op, g: Graph, w, s_w: np.ndarray) -> None:
-    """A per-channel layer as it runs in the C: a 1x1 CONV_2D on the 1x1xK input, between two RESHAPEs.
-    TFLite's per-channel FULLY_CONNECTED is not one kernel: TensorFlow's reference one requantizes its int64
-    accumulator with single rounding, TFLite Micro's with the contract's double rounding (seen 1 LSB apart
-    on a logit), while both convolutions follow the contract."""
+    """The layer as a 1x1 CONV_2D on the 1x1xK input, between two RESHAPEs (per-tensor scales are written
+    per channel, all equal). TFLite's FULLY_CONNECTED is not one kernel: TensorFlow 2.21's reference one
+    rounds differently from TFLite Micro's (1 LSB apart on a logit, per-channel and per-tensor layers alike),
+    while both convolutions follow the contract's double rounding, as the C's CMSIS-NN kernels do."""
     fb = w.fb
     x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
     k, cout = int(op.weights.shape[1]), int(op.weights.shape[0])
