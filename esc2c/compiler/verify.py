@@ -154,16 +154,15 @@ def qdq_reference(out: Path, g: Graph, inputs: np.ndarray) -> np.ndarray:
     """Logits of the original QDQ model in onnxruntime, requantized to the int8 output scale."""
     sess = ort_session(str(out / "model.onnx"))
     name = sess.get_inputs()[0].name
-    t = g.input
-    x = (inputs.astype(np.float32) - t.zero_point) * np.float32(t.scale)
-    if x.ndim == 4:
-        x = x.transpose(0, 3, 1, 2)
+    res = [_requantized_logits(g, sess.run(None, {name: np.ascontiguousarray(xi[None])})[0]).reshape(-1)
+           for xi in _float_inputs(g, inputs)]
+    return np.stack(res)
+
+
+def _requantized_logits(g: Graph, y: np.ndarray) -> np.ndarray:
+    """The QDQ model's float output back to its int8 codes (exact: it is a DequantizeLinear of them)."""
     o = g.output
-    res = []
-    for xi in x:
-        y = sess.run(None, {name: np.ascontiguousarray(xi[None])})[0]
-        res.append(np.clip(np.rint(y / o.scale) + o.zero_point, -128, 127).reshape(-1))
-    return np.stack(res).astype(np.int64)
+    return np.clip(np.rint(y / np.float32(o.scale)) + o.zero_point, -128, 127).astype(np.int64)
 
 
 def _float_inputs(g: Graph, inputs: np.ndarray) -> np.ndarray:
@@ -234,9 +233,7 @@ def check_onnxruntime(out: Path, g: Graph, inputs: np.ndarray, c: dict[str, np.n
                 v = res[n]
                 v = v.astype(np.int64) - 128 if v.dtype == np.uint8 else v.astype(np.int64)
             else:  # the logits behind the model's float output
-                o = g.output
-                y = res[out_names[0]]
-                v = np.clip(np.rint(y / np.float32(o.scale)) + o.zero_point, -128, 127).astype(np.int64)
+                v = _requantized_logits(g, res[out_names[0]])
             got[n].append(v.transpose(0, 2, 3, 1) if v.ndim == 4 else v)
     per, bad_first = [], None
     total = 0
