@@ -29,7 +29,10 @@ META_FEATURE_SPEC = "esc2c.feature_spec"  # FeatureSpec JSON
 META_CLASS_NAMES = "esc2c.class_names"  # JSON list of class names
 META_ROUNDING = "esc2c.rounding"  # one of ROUNDING_MODES (the tflite contract)
 META_OUTPUT = "esc2c.output"  # integer ONNX (compiler lowering): the name of the logits tensor
-META_PRODUCER = "onnx.producer_name"  # the importer records the model's producer_name under this key
+# what the importer read from the file beside its metadata_props: the producer_name, and "uint8" when a
+# QuantizeLinear has a uint8 zero point (onnxruntime then runs its u8s8 kernels)
+META_PRODUCER = "onnx.producer_name"
+META_ACTIVATIONS = "onnx.activation_type"
 
 # what `esc2c compress` can build and train on
 ARCHS = ("vgg11", "resnet18", "small")

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from esc2c import __version__
 from esc2c.compiler import ops
@@ -31,7 +30,7 @@ from esc2c.compiler.ops.base import c_float
 from esc2c.compiler.options import DEFAULT_KERNELS, CompileOptions
 from esc2c.compiler.project import save_graph
 from esc2c.compiler.tflm import emit_tflm
-from esc2c.contract import (CONTRACTS, DEFAULT_ROUNDING, META_PRODUCER, META_ROUNDING, ONNXRUNTIME, ORT_PRODUCERS,
+from esc2c.contract import (CONTRACTS, DEFAULT_ROUNDING, META_ACTIVATIONS, META_PRODUCER, META_ROUNDING, ONNXRUNTIME, ORT_PRODUCERS,
                             ORT_ROUNDING, PROJECT_META, ROUNDING_MODES, TFLITE, contract_of)
 from esc2c.device.boards import copy_board
 from esc2c.errors import Esc2cError
@@ -230,14 +229,6 @@ def model_arithmetic(onnx_path: Path, meta: dict, contract: str | None,
     return rounding, "command line", None
 
 
-def _uint8_activations(onnx_path: Path) -> bool:
-    """Whether the model quantizes its activations to uint8 (a QuantizeLinear with a uint8 zero point)."""
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    zps = {t.name: t.data_type for t in m.graph.initializer}
-    return any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and zps.get(n.input[2]) == onnx.TensorProto.UINT8
-               for n in m.graph.node)
-
-
 def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str | None = None,
          n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None,
          frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS,
@@ -257,8 +248,6 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
     claim_output_dir(out, "emit", force, inputs, looks_like_project)
     if rounding is not None and rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
-    if contract is not None and contract not in CONTRACTS:
-        raise Esc2cError(f"contract must be one of {', '.join(CONTRACTS)}, got {contract!r}")
     budget = board_limits(board)[0] - CODE_RESERVE if board else None
     g = load_ir(onnx_path)
     rounding, rounding_source, note = model_arithmetic(onnx_path, g.metadata, contract, rounding)
@@ -272,7 +261,7 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
                   f"computes the layer in float, which no integer kernel reproduces bit for bit"
                   for op in g.layer_ops() if (op.act_min, op.act_max) != (-128, 127)]
         wide = [op.name for op in g.ops if op.weights is not None and int(np.abs(op.weights).max()) > 63]
-        if wide and _uint8_activations(onnx_path):
+        if wide and g.metadata.get(META_ACTIVATIONS) == "uint8":
             notes.append(f"uint8 activations with int8 weights beyond +-63 ({', '.join(wide[:4])}"
                          f"{', ...' if len(wide) > 4 else ''}): onnxruntime's AVX2 u8s8 kernels add products in "
                          f"saturating 16-bit pairs, so its results there depend on the CPU and differ from exact "

@@ -185,7 +185,8 @@ class Graph:
                 d["add"] = op.add
             ops.append(d)
         return {
-            "layout": self.layout, "contract": self.contract, "inputs": self.inputs, "outputs": self.outputs, "metadata": self.metadata,
+            "layout": self.layout, "contract": self.contract, "inputs": self.inputs, "outputs": self.outputs,
+            "metadata": self.metadata,
             "arena_size": self.arena_size, "scratch_offset": self.scratch_offset,
             "scratch_size": self.scratch_size, "plan_stats": self.plan_stats,
             "tensors": {n: dataclasses.asdict(t) | {"shape": list(t.shape)} for n, t in self.tensors.items()},

@@ -1,6 +1,7 @@
 """An emitted project read back: what ``esc2c emit`` wrote is what verify, qdebug and audio check.
 
-OUT/esc2c.json       the options (kernels, fuse), the contract and rounding and where they came from, the board fit, layers
+OUT/esc2c.json       the options (kernels, fuse), the contract and rounding and where they came from, the board
+                     fit, layers
 OUT/model.ir.json    the compiled IR for reading (weights as shapes and hashes)
 OUT/model.ir.npz     the IR's arrays (weights, bias, multipliers, ...): with model.ir.json, the exact IR
 

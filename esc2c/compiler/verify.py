@@ -181,8 +181,9 @@ def _op_types(path: Path) -> list[str]:
     return sorted(n.op_type for n in onnx.load(str(path)).graph.node if n.op_type not in _LAYOUT_OPS)
 
 
-def exposed_tensors(model: onnx.ModelProto, g: Graph, work: Path) -> tuple[onnx.ModelProto, list[str], str]:
-    """(the QDQ model with extra graph outputs, the IR tensors they show, how they were chosen).
+def exposed_tensors(model: onnx.ModelProto, g: Graph, work: Path) -> tuple[ort.InferenceSession, list[str], str]:
+    """(the onnxruntime session of the QDQ model with extra graph outputs, the IR tensors they show, how they
+    were chosen).
 
     Every layer output of the IR is a QuantizeLinear output of the QDQ model (the importer names it so),
     except the tensors the importer adds (a pool's rescale, a padded input). Those QuantizeLinear outputs
@@ -203,13 +204,13 @@ def exposed_tensors(model: onnx.ModelProto, g: Graph, work: Path) -> tuple[onnx.
     for name in names:
         if name not in existing:
             extra.graph.output.append(onnx.helper.make_tensor_value_info(name, q_type[name], None))
-    ort_session(model.SerializeToString(), work / "ort_plain.onnx")
-    ort_session(extra.SerializeToString(), work / "ort_exposed.onnx")
+    plain = ort_session(model.SerializeToString(), work / "ort_plain.onnx")
+    exposed = ort_session(extra.SerializeToString(), work / "ort_exposed.onnx")
     if _op_types(work / "ort_plain.onnx") != _op_types(work / "ort_exposed.onnx"):
-        return model, [], ("the model's outputs only: exposing its QuantizeLinear outputs changed onnxruntime's "
+        return plain, [], ("the model's outputs only: exposing its QuantizeLinear outputs changed onnxruntime's "
                            "fused graph")
-    return extra, names, (f"{len(names)} of {len(g.layer_ops())} layer tensors: the QuantizeLinear outputs, made "
-                          f"graph outputs (onnxruntime's fused kernels unchanged)")
+    return exposed, names, (f"{len(names)} of {len(g.layer_ops())} layer tensors: the QuantizeLinear outputs, made "
+                            f"graph outputs (onnxruntime's fused kernels unchanged)")
 
 
 def check_onnxruntime(out: Path, g: Graph, inputs: np.ndarray, c: dict[str, np.ndarray],
@@ -218,10 +219,9 @@ def check_onnxruntime(out: Path, g: Graph, inputs: np.ndarray, c: dict[str, np.n
     (ort_session) on the logits and every quantized tensor the session exposes, element for element."""
     name = "C == onnxruntime on the QDQ model (logits and every exposed tensor)"
     model = onnx.load(str(out / "model.onnx"))
-    extra, names, how = exposed_tensors(model, g, work)
+    sess, names, how = exposed_tensors(model, g, work)
     if g.outputs[0] not in names:
         names.append(g.outputs[0])  # the logits: the float model output, quantized again below
-    sess = ort_session(extra.SerializeToString())
     in_name = sess.get_inputs()[0].name
     out_names = [o.name for o in sess.get_outputs()]
     x = _float_inputs(g, inputs)

@@ -56,7 +56,15 @@ static inline esc2c_window_t esc2c_pool_window(int32_t oy, int32_t ox, int32_t i
 
 /* tflite: arm_nn_requantize, val * multiplier * 2^(shift - 31), rounded like the selected CMSIS-NN mode;
  * onnxruntime: round half to even of float(val) * multiplier (MlasRequantizeOutput), shift unused. */
-static inline int32_t esc2c_requantize(int32_t val, esc2c_mult_t multiplier, int32_t shift);
+#if defined(ESC2C_REQUANT_FLOAT)
+static inline int32_t esc2c_requantize(int32_t val, esc2c_mult_t multiplier, int32_t shift)
+{
+    (void)shift;
+    return esc2c_round_f32((float)val * multiplier);
+}
+#else
+int32_t esc2c_requantize(int32_t val, int32_t multiplier, int32_t shift);
+#endif
 
 #if !defined(ESC2C_REQUANT_FLOAT)
 
@@ -120,20 +128,6 @@ int esc2c_global_avgpool_ort_s8(const int8_t *in, int32_t n, int32_t ch, int8_t 
  * + out_offset). out may alias in. */
 int esc2c_rescale_ort_s8(const int8_t *in, int8_t *out, int32_t size, int32_t in_offset, float in_scale,
                          float out_scale, int32_t out_offset, int32_t act_min, int32_t act_max);
-
-#if defined(ESC2C_REQUANT_FLOAT)
-static inline int32_t esc2c_requantize(int32_t val, esc2c_mult_t multiplier, int32_t shift)
-{
-    (void)shift;
-    return esc2c_round_f32((float)val * multiplier);
-}
-#else
-int32_t esc2c_requantize_fixed(int32_t val, int32_t multiplier, int32_t shift);
-static inline int32_t esc2c_requantize(int32_t val, esc2c_mult_t multiplier, int32_t shift)
-{
-    return esc2c_requantize_fixed(val, multiplier, shift);
-}
-#endif
 
 #ifdef __cplusplus
 }

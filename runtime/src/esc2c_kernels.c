@@ -36,7 +36,7 @@ static int64_t divide_by_power_of_two(int64_t x, int32_t exponent)
 }
 #endif
 
-int32_t esc2c_requantize_fixed(int32_t val, int32_t multiplier, int32_t shift)
+int32_t esc2c_requantize(int32_t val, int32_t multiplier, int32_t shift)
 {
 #if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
     const int32_t total_shift = 31 - shift;

@@ -18,7 +18,7 @@ import onnx
 from onnx import numpy_helper
 
 from esc2c.compiler import ops
-from esc2c.contract import META_PRODUCER
+from esc2c.contract import META_ACTIVATIONS, META_PRODUCER
 from esc2c.errors import Esc2cError
 
 # the quantization and plumbing ops, then every ONNX op some op kind imports (esc2c/compiler/ops/)
@@ -138,6 +138,9 @@ def check_model(model: onnx.ModelProto, path: str = "<model>") -> OnnxModel:
     meta = {p.key: p.value for p in model.metadata_props}
     if model.producer_name and META_PRODUCER not in meta:  # which tool wrote the file (contract choice)
         meta[META_PRODUCER] = model.producer_name
+    if any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in consts
+           and consts[n.input[2]].dtype == np.uint8 for n in g.node):
+        meta[META_ACTIVATIONS] = "uint8"
     return OnnxModel(path, model, consts, shapes, producer, consumers, meta)
 
 

@@ -51,7 +51,7 @@ class Add(OpKind):
             op.add = intparams.add_params(a.scale, b.scale, out.scale)
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
-        return (ADD_ORT if options.get("contract") == ONNXRUNTIME else ADD), dict(NO_SCRATCH)
+        return (ADD_ORT if g.contract == ONNXRUNTIME else ADD), dict(NO_SCRATCH)
 
     def template(self, op: Op) -> str:
         return "ops/add_ort.c.j2" if op.kernel == ADD_ORT else "ops/add.c.j2"

@@ -98,7 +98,7 @@ class AvgPool(OpKind):
             op.avg_mult, op.avg_shift = intparams.avgpool_rescale_table(x.scale, out.scale, kh * kw)
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
-        if options.get("contract") == ONNXRUNTIME:
+        if g.contract == ONNXRUNTIME:
             return (GLOBAL_POOL_ORT if op.attrs.get("ort_global") else AVG_POOL_ORT), dict(NO_SCRATCH)
         if op.attrs.get("rescale"):
             return AVG_POOL_RESCALE, dict(NO_SCRATCH)

@@ -6,8 +6,8 @@ bottom, right), dilation (1, 1), group; ``multiplier``/``shift`` int32 [C_out]; 
 
 Kernels: grouped (1 < group) -> the runtime's esc2c_group_conv_s8 (CMSIS-NN v4.0.0 has none); plain with
 ``kernels="fast"`` -> the project's esc2c_conv_fast_s8 (ops/conv_fast.py); otherwise CMSIS-NN's
-arm_convolve_wrapper_s8, or esc2c_group_conv_s8 with one group under the onnxruntime contract. ONNX Conv with group == C_in and one input channel per group imports as a
-``depthwise_conv``.
+arm_convolve_wrapper_s8, or esc2c_group_conv_s8 with one group under the onnxruntime contract. ONNX Conv
+with group == C_in and one input channel per group imports as a ``depthwise_conv``.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ class Conv(OpKind):
             kh, kw = op.attrs["kernel"]
             size = conv_fast.buffer_size(x.shape[3], kh, kw)
             return conv_fast.FAST_CONV, {"dsp": size, "host": size}
-        if convlike.own_kernel(options):
+        if g.contract == ONNXRUNTIME:  # CMSIS-NN requantizes in the other contract
             return GROUP_CONV, dict(NO_SCRATCH)
         return CONV, conv_wrapper_buffer(x.shape, y.shape, op.attrs["kernel"], op.attrs["stride"], op.attrs["pads"])
 
@@ -113,7 +113,7 @@ class Conv(OpKind):
 
     def narrow_weights(self, op: Op, g: Graph) -> None:
         """CMSIS-NN's convolution (the runtime's under the onnxruntime contract), which reads int8 weights."""
-        op.kernel, sizes = self.select_kernel(op, g, {"kernels": "cmsis", "contract": g.contract})
+        op.kernel, sizes = self.select_kernel(op, g, {"kernels": "cmsis"})
         op.attrs["scratch_by_path"] = sizes
         op.scratch = max(sizes.values())
 

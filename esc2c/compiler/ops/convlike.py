@@ -73,12 +73,6 @@ def lower_onnx(op: Op, g: Graph, B, w_oihw: np.ndarray, group: int) -> None:
 GROUP_CONV = "esc2c_group_conv_s8"  # the runtime's grouped convolution (any groups; per-channel, both contracts)
 
 
-def own_kernel(options: dict) -> bool:
-    """Whether the op must run on the project's own kernels: under the onnxruntime contract CMSIS-NN's
-    requantizing kernels compute the other contract."""
-    return options.get("contract") == ONNXRUNTIME
-
-
 def write_tflite(op: Op, g: Graph, w, depthwise: bool) -> None:
     """CONV_2D (weights OHWI, quantized dimension 0) or DEPTHWISE_CONV_2D (1HWC, dimension 3)."""
     fb = w.fb

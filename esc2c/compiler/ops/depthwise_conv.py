@@ -41,7 +41,7 @@ class DepthwiseConv(OpKind):
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
         x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
-        if convlike.own_kernel(options):  # one group per input channel
+        if g.contract == ONNXRUNTIME:  # the runtime's kernel, one group per input channel
             return convlike.GROUP_CONV, dict(NO_SCRATCH)
         return DW_CONV, dw_wrapper_buffer(x.shape, y.shape, op.attrs["kernel"])
 

@@ -67,7 +67,7 @@ class FullyConnected(OpKind):
         convlike.requant_params(op, g)
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
-        if convlike.own_kernel(options):  # QGemm / QLinearMatMul: a 1x1 convolution on the runtime's kernel
+        if g.contract == ONNXRUNTIME:  # QGemm / QLinearMatMul: a 1x1 convolution on the runtime's kernel
             return convlike.GROUP_CONV, dict(NO_SCRATCH)
         return (FC if op.attrs.get("per_tensor") else CONV), dict(NO_SCRATCH)
 

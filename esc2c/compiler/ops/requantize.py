@@ -53,7 +53,7 @@ class Requantize(OpKind):
         op.shift = np.array([s], np.int32)
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
-        if options.get("contract") == ONNXRUNTIME:
+        if g.contract == ONNXRUNTIME:
             return RESCALE_ORT, dict(NO_SCRATCH)
         return self.kernel, dict(NO_SCRATCH)
 

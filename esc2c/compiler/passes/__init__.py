@@ -21,7 +21,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("fuse_activation", lambda g, o: fuse_activation(g)),
     ("layout_nhwc", lambda g, o: layout_nhwc(g)),
     ("qparams", lambda g, o: qparams(g)),
-    ("kernel_select", lambda g, o: kernel_select(g, o.kernels, o.contract)),
+    ("kernel_select", lambda g, o: kernel_select(g, o.kernels)),
     ("fit_flash", lambda g, o: fit_flash(g, o.flash_budget)),
     ("fuse_conv_pool", lambda g, o: fuse_conv_pool(g, _fuse_decision(g, o.fuse))),
     ("memplan", lambda g, o: memplan(g)),

@@ -11,18 +11,16 @@ from __future__ import annotations
 from esc2c.compiler import ops
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.options import DEFAULT_KERNELS, KERNEL_CHOICES
-from esc2c.contract import CONTRACTS, TFLITE
 
 
-def kernel_select(g: Graph, kernels: str = DEFAULT_KERNELS, contract: str = TFLITE) -> Graph:
+def kernel_select(g: Graph, kernels: str = DEFAULT_KERNELS) -> Graph:
     """``kernels``: "fast" runs plain convolutions on the project's kernel (esc2c_conv_fast_s8,
-    ops/conv_fast.py), "cmsis" keeps CMSIS-NN's arm_convolve_wrapper_s8 for them (the reference path);
-    ``contract``: under "onnxruntime" every requantizing op runs on the project's own kernels."""
+    ops/conv_fast.py), "cmsis" keeps CMSIS-NN's arm_convolve_wrapper_s8 for them (the reference path).
+    Each kind also follows ``g.contract``: under "onnxruntime" every requantizing op runs on the project's
+    own kernels."""
     if kernels not in KERNEL_CHOICES:
         raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
-    if contract not in CONTRACTS:
-        raise ValueError(f"contract must be one of {CONTRACTS}, got {contract!r}")
-    options = {"kernels": kernels, "contract": contract}
+    options = {"kernels": kernels}
     for op in g.ops:
         kind = ops.get(op.kind)
         op.kernel, sizes = kind.select_kernel(op, g, options)
