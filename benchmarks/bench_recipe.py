@@ -6,7 +6,8 @@ constant rate), picking its best epoch on recordings held out of the training fo
 neither training nor epoch selection sees. Prints every cell, mean +- std per recipe and the paired difference
 with its 95 % t interval.
 
-    .venv/bin/python benchmarks/bench_recipe.py [--seeds 0,1] [--folds 1,2,3] [--epochs 20] [-o runs/bench_recipe]
+    .venv/bin/python benchmarks/bench_recipe.py [--seeds 0,1] [--folds 1,2,3] [--test-folds 2] [--epochs 20]
+        [-o runs/bench_recipe]
 
 Each finished cell is stored as JSON (and its teacher as a checkpoint) in the output directory and not trained
 again.
@@ -86,6 +87,9 @@ def main() -> None:
     ap.add_argument("--recipes", default="paper,augment")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--folds", default="1,2,3")
+    ap.add_argument("--test-folds", default=None,
+                    help="only these test folds (default: every fold of --folds); each still trains on the other "
+                         "folds of --folds, so test folds can run in separate processes")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--arch", default="vgg11")
     ap.add_argument("--width", type=float, default=0.25)
@@ -96,13 +100,16 @@ def main() -> None:
     ap.add_argument("--hop", type=int, default=None, help="log-mel hop in samples (default: the dataset's, 512)")
     args = ap.parse_args()
     args.folds = [int(f) for f in args.folds.split(",")]
+    test_folds = [int(f) for f in args.test_folds.split(",")] if args.test_folds else args.folds
+    if not set(test_folds) <= set(args.folds):
+        ap.error(f"--test-folds {test_folds} must be among --folds {args.folds}")
     recipes = args.recipes.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in seeds:
-        for fold in args.folds:
+        for fold in test_folds:
             for recipe in recipes:
                 path = out / f"{recipe}-seed{seed}-fold{fold}-e{args.epochs}-hop{args.hop or 512}.json"
                 if path.is_file():

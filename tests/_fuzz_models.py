@@ -220,7 +220,7 @@ def build_host(project: Path, lib: Path, flags: list[str]) -> Path:
     rt = project / "runtime"
     exe = project / "host_san"
     srcs = [project / "model.c", project / "weights.c", rt / "src" / "esc2c_kernels.c",
-            rt / "src" / "esc2c_conv_s8_fast.c", project / "host" / "main.c"]
+            rt / "src" / "esc2c_conv_s8_fast.c", rt / "src" / "esc2c_conv_s8_small.c", project / "host" / "main.c"]
     r = subprocess.run(["gcc", *CFLAGS, "-Wall", "-Wextra", "-Werror", f"-I{project}", f"-I{rt / 'include'}", *flags,
                         *map(str, srcs), str(lib), "-lm", "-o", str(exe)], capture_output=True, text=True,
                        timeout=600)

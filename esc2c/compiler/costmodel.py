@@ -7,6 +7,9 @@ Each kernel's work is described by a few counts that follow its loop structure (
                           (the SMLAD inner loop), S x pairs (accumulator set-up/stores), S x 3 x Kp (im2col),
                           pixels next to a padded left/right border x their row taps (the slow im2col path),
                           output values (requantization), S, calls x C_out (the per-channel table), calls
+  esc2c_conv_small_s8     output (pooled) pixels x window pixels x C_out x words (the SMLAD dot products),
+                          the same without words (the max and the loop), pixels x window x words (im2col),
+                          output values (requantization), output pixels, C_out x words (the widened weights), calls
   arm_convolve_wrapper_s8 MACs, output pixels x taps (im2col), output values, output pixels, calls
                           (also per-channel fully connected layers, run as 1x1 convolutions)
   arm_fully_connected_s8  MACs, output values
@@ -38,18 +41,19 @@ from esc2c.compiler.ops.base import hwc
 CLOCK_HZ = 216_000_000
 ESTIMATE_NOTE = "estimate: cost model esc2c/compiler/costmodel.py, 1 instruction/cycle"
 
-# instructions per count, fitted by benchmarks/bench_costmodel.py --fit on its seven models (91 layers;
-# whole-inference error -0.4 % to +0.6 % on each; leaving one fast-kernel model out of the fit moves its
-# error by at most 1 %). Counts a fit cannot tell apart (a 2x2 max pool's window and output) share one.
+# instructions per count, fitted by benchmarks/bench_costmodel.py --fit on its seven models (whole-inference
+# error -0.9 % to +0.7 % on each). Counts a fit cannot tell apart (a 2x2 max pool's window and output) share one.
 COEFFS: dict[str, float] = {
-    "layer": 195.6,
-    "fast.dot": 4.022, "fast.pair": 92.07, "fast.col": 2.173, "fast.edge": 0.1538, "fast.out": 7.945,
-    "fast.step": 709.8, "fast.table": 52.11, "fast.call": 692.9,
-    "cmsis.mac": 1.819, "cmsis.col": 1.906, "cmsis.out": 44.14, "cmsis.pix": 442.6, "cmsis.call": 2647.0,
-    "fc.mac": 1.694, "fc.out": 59.08,
-    "pool.win": 0.0, "pool.out": 47.71, "pool.call": 0.0,
-    "avg.win": 7.228, "avg.out": 3.312, "avg.call": 0.0,
-    "eltwise.elem": 109.3,
+    "layer": 255.4,
+    "fast.call": 1319.0, "fast.col": 2.125, "fast.dot": 4.037, "fast.edge": 0.0, "fast.out": 12.07,
+    "fast.pair": 67.49, "fast.step": 718.3, "fast.table": 32.49,
+    "small.call": 0.0, "small.col": 0.0, "small.dot": 3.78, "small.out": 0.0, "small.pix": 253.2,
+    "small.setup": 0.0, "small.win": 0.0,
+    "cmsis.call": 2562.0, "cmsis.col": 2.059, "cmsis.mac": 1.817, "cmsis.out": 43.67, "cmsis.pix": 459.0,
+    "fc.mac": 1.908, "fc.out": 46.04,
+    "pool.call": 457.8, "pool.out": 44.81, "pool.win": 0.0,
+    "avg.call": 0.0, "avg.out": 1.747, "avg.win": 7.235,
+    "eltwise.elem": 109.2,
 }
 
 

@@ -110,7 +110,9 @@ def test_emitted_project_contents(projects):
                  "esc2c_model_run", "esc2c_layer_names", "esc2c_layer_macs"):
         assert name in h
     assert f"#define ESC2C_INPUT_SIZE        {21 * 11}" in h
-    assert "const int16_t esc2c_w0" in (out / "weights.c").read_text()  # fast conv: int16 weights
+    weights = (out / "weights.c").read_text()
+    assert "const int8_t esc2c_w0" in weights  # the 1-channel stem on the small-tap kernel: int8 weights
+    assert "const int16_t esc2c_w1" in weights  # fast conv: int16 weights
     for f in ("model.onnx", "model.ir.json", "model_int.onnx", "vectors/inputs.npy", "runtime/src/esc2c_kernels.c",
               "host/main.c", "test_vectors.h", "CMakeLists.txt"):
         assert (out / f).is_file(), f
@@ -127,7 +129,8 @@ def test_target_compile_is_warning_free(projects, tmp_path):
         flags = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-O2", "-ffp-contract=off",
                  f"-I{out}", f"-I{out / 'runtime/include'}", f"-I{nn / 'Include'}", f"-I{core}"]
         for i, src in enumerate([out / "model.c", out / "weights.c", out / "runtime/src/esc2c_kernels.c",
-                                 out / "runtime/src/esc2c_conv_s8_fast.c", out / "runtime/src/esc2c_ort_kernels.c"]):
+                                 out / "runtime/src/esc2c_conv_s8_fast.c", out / "runtime/src/esc2c_conv_s8_small.c",
+                                 out / "runtime/src/esc2c_ort_kernels.c"]):
             for arith in arithmetics:
                 r = subprocess.run(["arm-none-eabi-gcc", *flags, *arith, "-Wall", "-Wextra", "-Werror", "-c", str(src),
                                     "-o", str(tmp_path / f"{i}.o")], capture_output=True, text=True)

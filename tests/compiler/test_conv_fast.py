@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from esc2c import contract
-from esc2c.compiler.ops import conv_fast
+from esc2c.compiler.ops import conv_fast, conv_small
 from esc2c.quant import intparams as ip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,7 +173,8 @@ def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding):
 
 def test_kernel_choice_selection_scratch_and_flash(tmp_path, capsys):
     """`--kernels fast` (default) puts every plain conv on the fast kernel with its scratch size and int16
-    weights counted in flash; `--kernels cmsis` keeps CMSIS-NN everywhere; bad choices are refused."""
+    weights counted in flash, except first layers (few input channels), which run the small-tap kernel on
+    int8 weights; `--kernels cmsis` keeps CMSIS-NN everywhere; bad choices are refused."""
     from _compiler_models import build
     from esc2c.cli import main as cli_main
     from esc2c.compiler.driver import compile_model
@@ -182,11 +183,18 @@ def test_kernel_choice_selection_scratch_and_flash(tmp_path, capsys):
 
     model = build("vgg", tmp_path)
     fast, ref = compile_model(model, fuse="none"), compile_model(model, "cmsis", fuse="none")
+    n_small = 0
     for a, b in zip(fast.ops, ref.ops):
         plain = a.kind == "conv" and a.attrs.get("group", 1) == 1
-        assert (a.kernel == conv_fast.FAST_CONV) == plain, a.name
-        assert b.kernel != conv_fast.FAST_CONV
-        if plain:
+        small = plain and conv_small.applies(a, fast.tensors[a.inputs[0]].shape[3])
+        n_small += small
+        assert (a.kernel == conv_fast.FAST_CONV) == (plain and not small), a.name
+        assert (a.kernel == conv_small.SMALL_CONV) == small, a.name
+        assert b.kernel not in (conv_fast.FAST_CONV, conv_small.SMALL_CONV)
+        if small:
+            kh, kw = a.attrs["kernel"]
+            assert a.scratch == conv_small.buffer_size(fast.tensors[a.inputs[0]].shape[3], kh, kw, a.weights.shape[0])
+        elif plain:
             kh, kw = a.attrs["kernel"]
             assert a.scratch == conv_fast.buffer_size(fast.tensors[a.inputs[0]].shape[3], kh, kw)
     assert any(op.kind == "depthwise_conv" for op in fast.ops) and fast.ops[-1].kernel != conv_fast.FAST_CONV
@@ -198,7 +206,9 @@ def test_kernel_choice_selection_scratch_and_flash(tmp_path, capsys):
     assert cli_main(["emit", str(model), "-o", str(tmp_path / "f")]) == 0
     text = (tmp_path / "f" / "model.c").read_text()
     assert text.count("esc2c_conv_fast_s8(") == sum(op.kernel == conv_fast.FAST_CONV for op in fast.ops)
-    assert "const int16_t esc2c_w0" in (tmp_path / "f" / "weights.c").read_text()
+    assert n_small == 1 and text.count("esc2c_conv_small_s8_w") == n_small  # the 1-channel first conv
+    weights = (tmp_path / "f" / "weights.c").read_text()
+    assert "const int8_t esc2c_w0" in weights and "const int16_t esc2c_w1" in weights  # small, then fast
     with pytest.raises(Esc2cError, match="kernels must be one of"):
         emit(model, tmp_path / "x", kernels="fastest")
     assert not (tmp_path / "x").exists()

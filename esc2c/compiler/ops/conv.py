@@ -5,7 +5,8 @@ OIHW until layout_nhwc); ``bias`` int32 [C_out]; attrs kernel (kh, kw), stride (
 bottom, right), dilation (1, 1), group; ``multiplier``/``shift`` int32 [C_out]; act_min/act_max.
 
 Kernels: grouped (1 < group) -> the runtime's esc2c_group_conv_s8 (CMSIS-NN v4.0.0 has none); plain with
-``kernels="fast"`` -> the project's esc2c_conv_fast_s8 (ops/conv_fast.py); otherwise CMSIS-NN's
+``kernels="fast"`` -> the project's esc2c_conv_small_s8 when each output has few taps (first layers,
+ops/conv_small.py), else its esc2c_conv_fast_s8 (ops/conv_fast.py); otherwise CMSIS-NN's
 arm_convolve_wrapper_s8, or esc2c_group_conv_s8 with one group under the onnxruntime contract. ONNX Conv
 with group == C_in and one input channel per group imports as a ``depthwise_conv``.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
-from esc2c.compiler.ops import conv_fast, convlike
+from esc2c.compiler.ops import conv_fast, conv_small, convlike
 from esc2c.compiler.ops import depthwise_conv as dw
 from esc2c.compiler.ops.base import NO_SCRATCH, OpKind, Region, hwc
 from esc2c.contract import ONNXRUNTIME, TFLITE
@@ -22,7 +23,8 @@ from esc2c.contract import ONNXRUNTIME, TFLITE
 KIND = "conv"
 CONV = "arm_convolve_wrapper_s8"
 GROUP_CONV = convlike.GROUP_CONV
-TEMPLATES = {CONV: "ops/conv.c.j2", conv_fast.FAST_CONV: "ops/conv_fast.c.j2", GROUP_CONV: "ops/group_conv.c.j2"}
+TEMPLATES = {CONV: "ops/conv.c.j2", conv_fast.FAST_CONV: "ops/conv_fast.c.j2", conv_small.SMALL_CONV: "ops/conv_small.c.j2",
+             GROUP_CONV: "ops/group_conv.c.j2"}
 
 
 def _conv_s8_buffer(c_in: int, kh: int, kw: int) -> int:
@@ -94,6 +96,10 @@ class Conv(OpKind):
         x, y = g.tensors[op.inputs[0]], g.tensors[op.output]
         if op.attrs.get("group", 1) > 1:
             return GROUP_CONV, dict(NO_SCRATCH)
+        if options["kernels"] == "fast" and conv_small.applies(op, x.shape[3]):
+            kh, kw = op.attrs["kernel"]
+            size = conv_small.buffer_size(x.shape[3], kh, kw, y.shape[3])
+            return conv_small.SMALL_CONV, {"dsp": size, "host": size}
         if options["kernels"] == "fast" and conv_fast.applies(op):
             kh, kw = op.attrs["kernel"]
             size = conv_fast.buffer_size(x.shape[3], kh, kw)
@@ -118,7 +124,7 @@ class Conv(OpKind):
         op.scratch = max(sizes.values())
 
     def raster_ordered(self, op: Op, g: Graph) -> bool:
-        if op.kernel in (GROUP_CONV, conv_fast.FAST_CONV):
+        if op.kernel in (GROUP_CONV, conv_fast.FAST_CONV, conv_small.SMALL_CONV):
             return True
         if op.kernel == CONV:
             kh, kw = op.attrs["kernel"]
@@ -134,6 +140,10 @@ class Conv(OpKind):
         convlike.weight_arrays(op, L, array)
         convlike.requant_arrays(op, L, array)
         L["group"] = op.attrs.get("group", 1)
+        if op.kernel == conv_small.SMALL_CONV:
+            kh, kw = op.attrs["kernel"]
+            L["small"] = {"fn": conv_small.function(g.tensors[op.inputs[0]].shape[3], kh, kw), "pool": (1, 1),
+                          "act": (op.act_min, op.act_max)}
 
     def params_ready(self, op: Op) -> bool:
         return convlike.params_ready(op)

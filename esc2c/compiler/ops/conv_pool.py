@@ -10,18 +10,22 @@ pool. One layer for the per-layer hook and verify ("<conv>+<pool>", the pooled o
 
 For every pooled output row r the pool window covers conv output rows [lo, hi] (:func:`windows`); the rows
 not already in the band are computed anew (:func:`schedule`) from the input rows they read (:func:`in_rows`).
+
+On the small-tap kernel (ops/conv_small.py) a max pool whose windows tile the conv output is done in the
+kernel's epilogue, one call for the layer (attrs ``pool_in_kernel``, no band): each pooled row is written
+after the input rows its windows read, the order the band-wise schedule has, so the memory-plan rule holds.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
-from esc2c.compiler.ops import avg_pool, conv, conv_fast, convlike, max_pool, pooling
+from esc2c.compiler.ops import avg_pool, conv, conv_fast, conv_small, convlike, max_pool, pooling
 from esc2c.compiler.ops.base import OpKind, hwc
 from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "conv_pool"
-CONV_KERNELS = (conv.CONV, conv_fast.FAST_CONV)
+CONV_KERNELS = (conv.CONV, conv_fast.FAST_CONV, conv_small.SMALL_CONV)
 POOL_KERNELS = (max_pool.MAX_POOL, avg_pool.AVG_POOL)
 POOL_COST_KEYS = {max_pool.KIND: max_pool.COST_KEY, avg_pool.KIND: avg_pool.COST_KEY}
 
@@ -69,6 +73,23 @@ def overlap_gap(op: Op, g: Graph) -> int:
     return max(gaps, default=0)
 
 
+def pooled_clamp(conv_act: tuple[int, int], pool_act: tuple[int, int]) -> tuple[int, int]:
+    """The conv's clamp then the pool's, as one clamp: the composition is monotone, so it is the clamp to
+    the images of -128 and 127 (a single value when the two ranges do not meet)."""
+    def both(v: int) -> int:
+        return min(max(min(max(v, conv_act[0]), conv_act[1]), pool_act[0]), pool_act[1])
+    return both(-128), both(127)
+
+
+def small_context(op: Op, g: Graph) -> dict:
+    """templates/ops/conv_small.c.j2's fields for a conv + max pool in the small-tap kernel's epilogue."""
+    kh, kw = op.attrs["kernel"]
+    p = op.attrs["pool"]
+    pool = tuple(p["kernel"])
+    return {"fn": conv_small.function(g.tensors[op.inputs[0]].shape[3], kh, kw, pool), "pool": pool,
+            "act": pooled_clamp((op.act_min, op.act_max), (p["act_min"], p["act_max"]))}
+
+
 def layer_context(op: Op, g: Graph) -> dict:
     """What templates/ops/conv_pool.c.j2 needs beside the common layer fields."""
     a, p = op.attrs, op.attrs["pool"]
@@ -80,6 +101,7 @@ def layer_context(op: Op, g: Graph) -> dict:
         "in_h": x.shape[1], "in_w": x.shape[2], "in_c": x.shape[3],
         "mid_h": mid[1], "mid_w": mid[2], "mid_c": mid[3],
         "fast": op.kernel == conv_fast.FAST_CONV, "avg": p["fn"] == avg_pool.AVG_POOL,
+        "small": (conv_small.function(x.shape[3], *a["kernel"]) if op.kernel == conv_small.SMALL_CONV else None),
         "pool_fn": p["fn"], "pool_kernel": p["kernel"], "pool_stride": p["stride"], "pool_pad": p["pads"][:2],
         "pool_act_min": p["act_min"], "pool_act_max": p["act_max"],
         "conv_scratch": conv_scratch, "pool_scratch": p["scratch"],
@@ -103,10 +125,16 @@ class ConvPool(OpKind):
     def hidden_tensor_bytes(self, op: Op) -> int:
         return int(np.prod(op.attrs["mid"]["shape"]))
 
+    def template(self, op: Op) -> str:
+        return "ops/conv_small.c.j2" if op.attrs.get("pool_in_kernel") else super().template(op)
+
     def c_context(self, op: Op, g: Graph, L: dict, array) -> None:
         convlike.weight_arrays(op, L, array)
         convlike.requant_arrays(op, L, array)
-        L["cp"] = layer_context(op, g)
+        if op.attrs.get("pool_in_kernel"):
+            L["small"] = small_context(op, g)
+        else:
+            L["cp"] = layer_context(op, g)
 
     def params_ready(self, op: Op) -> bool:
         return convlike.params_ready(op)
@@ -119,6 +147,9 @@ class ConvPool(OpKind):
         mid_h, mid_w, _ = hwc(op.attrs["mid"]["shape"])
         p = op.attrs["pool"]
         ph, pw, pc = hwc(g.tensors[op.output].shape)
+        if op.attrs.get("pool_in_kernel"):  # one call; the pool is in the epilogue
+            convlike.small_counts(f, cin, pc, kh, kw, ph * pw, tuple(p["kernel"]))
+            return
         rows = [hi - lo + 1 for lo, hi in schedule(windows(p, mid_h, ph)) if hi >= lo]
         convlike.conv_counts(f, op.kernel, cin, int(op.weights.shape[0]), kh, kw, mid_w, rows, pad_w)
         pooling.pool_counts(f, POOL_COST_KEYS[p["kind"]], ph * pw * pc, p["kernel"][0] * p["kernel"][1], ph)

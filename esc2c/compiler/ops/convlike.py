@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from esc2c.compiler.ir import Graph, Op
-from esc2c.compiler.ops import conv_fast
+from esc2c.compiler.ops import conv_fast, conv_small
 from esc2c.compiler.ops.base import count, end_pads, f32
 from esc2c.contract import ONNXRUNTIME
 from esc2c.errors import Esc2cError
@@ -105,7 +105,9 @@ def conv_counts(f: dict, kernel: str, cin: int, cout: int, kh: int, kw: int, out
                 rows: list[int], pad_w: int) -> None:
     """Cost-model counts of a convolution computed as one call per entry of ``rows`` (output rows of that
     call), on the fast kernel or CMSIS-NN's (costmodel.py's module doc)."""
-    if kernel == conv_fast.FAST_CONV:
+    if kernel == conv_small.SMALL_CONV:
+        small_counts(f, cin, cout, kh, kw, sum(rows) * out_w, (1, 1))
+    elif kernel == conv_fast.FAST_CONV:
         kp = conv_fast.padded_taps(cin, kh, kw)
         pairs = (cout + 1) // 2
         for r in rows:
@@ -129,3 +131,17 @@ def conv_counts(f: dict, kernel: str, cin: int, cout: int, kh: int, kw: int, out
             count(f, "cmsis.out", p * cout)
             count(f, "cmsis.pix", p)
             count(f, "cmsis.call", 1)
+
+
+def small_counts(f: dict, cin: int, cout: int, kh: int, kw: int, n_out: int, pool: tuple[int, int]) -> None:
+    """Cost-model counts of one call of the small-tap kernel: n_out output (pooled) pixels, each a window of
+    pool[0] x pool[1] conv pixels (costmodel.py's module doc)."""
+    nw = conv_small.words(cin, kh, kw)
+    win = pool[0] * pool[1]
+    count(f, "small.dot", n_out * win * cout * nw)
+    count(f, "small.win", n_out * win * cout)
+    count(f, "small.col", n_out * win * nw)
+    count(f, "small.out", n_out * cout)
+    count(f, "small.pix", n_out)
+    count(f, "small.setup", cout * nw)
+    count(f, "small.call", 1)

@@ -8,7 +8,8 @@ height cut to the rows read, the top padding what is left of the conv's own -- i
 and the pool kernel reduces the band to pooled row r (its top padding likewise adjusted). Conv rows shared
 by consecutive windows (pool kernel taller than its stride) are moved to the band's front, not recomputed;
 conv rows no window reads are not computed. Every conv output row, and every pooled row, is computed by
-the same integer arithmetic as in the unfused graph, so results are bit-identical.
+the same integer arithmetic as in the unfused graph, so results are bit-identical. On the small-tap kernel (ops/conv_small.py) a max pool whose windows tile the conv output
+runs in the kernel's epilogue instead, one call for the layer.
 
 IR: the two ops become one op of kind ``conv_pool`` (see ir.py): the conv's fields (weights, bias,
 multiplier/shift, act_min/act_max, kernel = the conv's C function, attrs kernel/stride/pads/...), input the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import copy
 
 from esc2c.compiler.ir import Graph, Op, Tensor
+from esc2c.compiler.ops import conv_small
 from esc2c.compiler.ops.conv_pool import CONV_KERNELS, KIND, POOL_KERNELS, in_rows, schedule, windows
 
 MODES = ("all", "none")  # "auto" (CompileOptions.fuse) is decided by run_passes from two memory plans
@@ -61,6 +63,18 @@ def _fusable(g: Graph, conv: Op) -> Op | None:
             if e <= s:  # conv rows wholly in padding: not a case the band call can express
                 return None
     return pool
+
+
+def _fuse_small(g: Graph, conv: Op, pool: Op) -> Op:
+    """The pool in the small-tap kernel's epilogue: one call, no band; scratch the kernel's own."""
+    out = g.tensors[pool.output]
+    kh, kw = conv.attrs["kernel"]
+    size = conv_small.buffer_size(g.tensors[conv.inputs[0]].shape[3], kh, kw, out.shape[3],
+                                  tuple(pool.attrs["kernel"]), out.shape[2])
+    op = _fuse(g, conv, pool)
+    op.attrs.update(pool_in_kernel=True, band_rows=0, band_offset=0, scratch_by_path={"dsp": size, "host": size})
+    op.scratch = size
+    return op
 
 
 def _fuse(g: Graph, conv: Op, pool: Op) -> Op:
@@ -104,7 +118,8 @@ def fuse_all(g: Graph) -> Graph:
         if pool is None:
             ops.append(op)
             continue
-        ops.append(_fuse(g, op, pool))
+        in_kernel = op.kernel == conv_small.SMALL_CONV and pool.kind == "max_pool" and conv_small.pool_fusable(pool.attrs)
+        ops.append(_fuse_small(g, op, pool) if in_kernel else _fuse(g, op, pool))
         skip.add(id(pool))
         del tensors[op.output]
     fused = Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), layout=g.layout,
@@ -137,7 +152,8 @@ def unfuse(g: Graph) -> Graph:
         out = g.tensors[op.output]
         tensors[m["name"]] = Tensor(m["name"], tuple(m["shape"]), out.scale, out.zero_point)
         conv_attrs = {k: v for k, v in a.items() if k not in ("pool", "mid", "conv", "band_rows", "band_offset",
-                                                             "scratch_offset", "overlap", "in_place")}
+                                                             "scratch_offset", "overlap", "in_place",
+                                                             "pool_in_kernel")}
         conv_attrs["scratch_by_path"] = dict(c["scratch_by_path"])
         ops.append(Op(name=c["name"], kind="conv", inputs=list(op.inputs), outputs=[m["name"]], attrs=conv_attrs,
                       weights=op.weights, weight_scales=op.weight_scales, bias=op.bias, act=op.act,

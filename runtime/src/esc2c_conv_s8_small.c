@@ -1,0 +1,360 @@
+/* esc2c int8 convolution for few taps per output, with max pooling in the epilogue: see
+ * include/esc2c_conv_small.h for the contract and the weight order.
+ *
+ * Per output (pooled) pixel:
+ *   1. one column per pixel of the pool window: its receptive field plus in_offset, widened to int16 words
+ *      (tap 4q, tap 4q + 2), (tap 4q + 1, tap 4q + 3), 4 input bytes per SXTAB16 pair;
+ *   2. per output channel, its weight words in registers: a dot product with every column (SMLAD, 2 MACs per
+ *      instruction), the largest kept;
+ *   3. one requantization of that accumulator, + out_offset, clamped, stored.
+ * The loops are compiled once per words-per-channel count (2, 4, ..., ESC2C_CONV_SMALL_MAX_WORDS), so every dot
+ * product is straight-line code.
+ */
+#include "esc2c_conv_small.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "esc2c_conv_common.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-loop-distribute-patterns") /* short zero runs: no memset calls */
+#endif
+
+#define MAX_ROW_TAPS (2 * ESC2C_CONV_SMALL_MAX_WORDS) /* 4 taps per quad, at most NW / 2 quads per row */
+
+typedef struct
+{
+    const int8_t *in;
+    int32_t in_size, in_h, in_w, in_c, kh, kw, sh, sw, pad_h, pad_w, rq, off;
+    uint32_t off2;
+    int32_t out_h, out_w, out_c, pool_h, pool_w, psh, psw, n_pool, out_offset, act_min, act_max;
+    const uint32_t *wide; /* out_c x NW words */
+    uint32_t *cols;       /* n_pool x NW words */
+    int8_t *rowbuf;       /* a pooled output row (NULL without pooling) */
+    int8_t *out;
+    const chan_t *tab;
+} small_t;
+
+static inline int32_t smlad(uint32_t w, uint32_t x, int32_t acc)
+{
+#if defined(__ARM_FEATURE_DSP)
+    int32_t r;
+    __asm__("smlad %0, %1, %2, %3" : "=r"(r) : "r"(w), "r"(x), "r"(acc));
+    return r;
+#else
+    return acc + (int16_t)(w & 0xFFFFu) * (int16_t)(x & 0xFFFFu) + (int16_t)(w >> 16) * (int16_t)(x >> 16);
+#endif
+}
+
+/* One pixel's column (window origin y0, x0): per kernel row, rq quads of taps as 2 words each. */
+static void column(const small_t *k, uint32_t *col, int32_t y0, int32_t x0)
+{
+    const int32_t cin = k->in_c, kw = k->kw, rq = k->rq;
+    const int inside_x = x0 >= 0 && x0 + kw <= k->in_w;
+    for (int32_t dy = 0; dy < k->kh; dy++)
+    {
+        const int32_t y = y0 + dy;
+        if (y < 0 || y >= k->in_h)
+        {
+            for (int32_t j = 0; j < 2 * rq; j++)
+            {
+                col[j] = 0;
+            }
+            col += 2 * rq;
+            continue;
+        }
+        const int32_t base = (y * k->in_w + x0) * cin; /* the row's first tap, when inside */
+        if (inside_x && base + 4 * rq <= k->in_size)
+        {
+            /* whole quads by 4-byte loads; bytes past the row's taps (inside the tensor) meet zero weights */
+            const int8_t *r = k->in + base;
+            for (int32_t q = 0; q < rq; q++)
+            {
+                widen4(r, k->off2, k->off, &col[0], &col[1]);
+                r += 4;
+                col += 2;
+            }
+            continue;
+        }
+        /* left/right edge (or the tensor's last bytes): tap by tap, padding taps 0 */
+        int16_t lin[MAX_ROW_TAPS];
+        int32_t t = 0;
+        for (int32_t dx = 0; dx < kw; dx++)
+        {
+            const int inside = x0 + dx >= 0 && x0 + dx < k->in_w;
+            for (int32_t c = 0; c < cin; c++)
+            {
+                lin[t++] = inside ? (int16_t)(k->in[base + dx * cin + c] + k->off) : 0;
+            }
+        }
+        for (; t < 4 * rq; t++)
+        {
+            lin[t] = 0;
+        }
+        for (int32_t q = 0; q < rq; q++)
+        {
+            col[0] = pack16(lin[4 * q], lin[4 * q + 2]);
+            col[1] = pack16(lin[4 * q + 1], lin[4 * q + 3]);
+            col += 2;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) int32_t dot(const uint32_t *w, const uint32_t *x, const int32_t nw)
+{
+    int32_t acc = 0;
+    for (int32_t j = 0; j < nw; j++)
+    {
+        acc = smlad(w[j], x[j], acc);
+    }
+    return acc;
+}
+
+static inline int8_t clamp8(int32_t v, int32_t act_min, int32_t act_max)
+{
+#if defined(__ARM_FEATURE_DSP)
+    __asm__("ssat %0, #8, %1" : "=r"(v) : "r"(v));
+#else
+    v = v > 127 ? 127 : (v < -128 ? -128 : v);
+#endif
+    v = v < act_min ? act_min : v;
+    v = v > act_max ? act_max : v;
+    return (int8_t)v;
+}
+
+/* The columns of one output (pooled) pixel: the window's pixels in raster order, nw words each. */
+static inline __attribute__((always_inline)) void columns(const small_t *k, int32_t py, int32_t px, const int32_t nw)
+{
+    uint32_t *col = k->cols;
+    const int32_t row_stride = k->in_w * k->in_c, rq = k->rq;
+    if (rq == 1) /* one quad per kernel row (kernel_w * in_c <= 4): kernel_h = nw / 2 rows, a constant here */
+    {
+        const int32_t y_first = py * k->psh * k->sh - k->pad_h, x_first = px * k->psw * k->sw - k->pad_w;
+        const int32_t y_last = y_first + (k->pool_h - 1) * k->sh, x_last = x_first + (k->pool_w - 1) * k->sw;
+        if (y_first >= 0 && x_first >= 0 && y_last + nw / 2 <= k->in_h && x_last + k->kw <= k->in_w &&
+            ((y_last + nw / 2 - 1) * k->in_w + x_last) * k->in_c + 4 <= k->in_size)
+        {
+            /* the whole window inside the tensor: each row's quad by one 4-byte load */
+            const int8_t *wrow = k->in + (y_first * k->in_w + x_first) * k->in_c;
+            for (int32_t i = 0; i < k->pool_h; i++)
+            {
+                const int8_t *r0 = wrow;
+                for (int32_t j = 0; j < k->pool_w; j++)
+                {
+                    const int8_t *r = r0;
+                    for (int32_t dy = 0; dy < nw / 2; dy++)
+                    {
+                        widen4(r, k->off2, k->off, &col[0], &col[1]);
+                        col += 2;
+                        r += row_stride;
+                    }
+                    r0 += k->sw * k->in_c;
+                }
+                wrow += k->sh * row_stride;
+            }
+            return;
+        }
+    }
+    for (int32_t i = 0; i < k->pool_h; i++)
+    {
+        const int32_t y0 = (py * k->psh + i) * k->sh - k->pad_h;
+        for (int32_t j = 0; j < k->pool_w; j++)
+        {
+            const int32_t x0 = (px * k->psw + j) * k->sw - k->pad_w;
+            const int32_t base = (y0 * k->in_w + x0) * k->in_c;
+            if (y0 < 0 || y0 + k->kh > k->in_h || x0 < 0 || x0 + k->kw > k->in_w ||
+                base + (k->kh - 1) * row_stride + 4 * rq > k->in_size)
+            {
+                column(k, col, y0, x0); /* a padded edge, or the tensor's last bytes */
+                col += nw;
+                continue;
+            }
+            /* whole quads by 4-byte loads; bytes past a row's taps (inside the tensor) meet zero weights */
+            const int8_t *r = k->in + base;
+            for (int32_t dy = 0; dy < k->kh; dy++)
+            {
+                for (int32_t q = 0; q < rq; q++)
+                {
+                    widen4(r + 4 * q, k->off2, k->off, &col[0], &col[1]);
+                    col += 2;
+                }
+                r += row_stride;
+            }
+        }
+    }
+}
+
+/* The whole layer for nw words per channel and n_pool pixels per window (np: a constant 1 or 4 in the copies
+ * for no pooling and 2x2 pooling, 0 for any other window, read from k). */
+static inline __attribute__((always_inline)) void layer(const small_t *k, const int32_t nw, const int32_t np)
+{
+    const int32_t out_c = k->out_c, n_pool = np != 0 ? np : k->n_pool, row_bytes = k->out_w * out_c;
+    const int32_t out_offset = k->out_offset, act_min = k->act_min, act_max = k->act_max;
+    for (int32_t py = 0; py < k->out_h; py++)
+    {
+        int8_t *const orow = k->out + py * row_bytes;
+        int8_t *dst = k->rowbuf != NULL ? k->rowbuf : orow;
+        for (int32_t px = 0; px < k->out_w; px++)
+        {
+            columns(k, py, px, nw);
+            const uint32_t *w = k->wide;
+            const chan_t *c = k->tab;
+            for (int32_t ch = 0; ch < out_c; ch++)
+            {
+                uint32_t wr[ESC2C_CONV_SMALL_MAX_WORDS];
+                for (int32_t j = 0; j < nw; j++)
+                {
+                    wr[j] = w[j];
+                }
+                const uint32_t *x = k->cols;
+                int32_t best = dot(wr, x, nw);
+                for (int32_t p = 1; p < n_pool; p++)
+                {
+                    x += nw;
+                    const int32_t a = dot(wr, x, nw);
+                    best = a > best ? a : best;
+                }
+                const chan_t cc = *c++;
+                dst[ch] = clamp8(chan_requant(&cc, best) + out_offset, act_min, act_max);
+                w += nw;
+            }
+            dst += out_c;
+        }
+        if (k->rowbuf != NULL)
+        {
+            memcpy(orow, k->rowbuf, (size_t)row_bytes);
+        }
+    }
+}
+
+int32_t esc2c_conv_small_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t kernel_w, int32_t out_c,
+                                        int32_t pool_h, int32_t pool_w, int32_t out_w)
+{
+    return ESC2C_CONV_SMALL_BUFFER_SIZE(in_c, kernel_h, kernel_w, out_c, pool_h, pool_w, out_w);
+}
+
+/* The checks, the widened weights in the scratch and the requantization table: what every copy does before
+ * its loops. Returns the words per channel, or -1 on bad arguments. */
+__attribute__((noinline)) static int32_t setup(small_t *k, chan_t *tab, ESC2C_CONV_SMALL_PARAMS)
+{
+    if (in == NULL || weights == NULL || out == NULL || mult == NULL || shift == NULL || scratch == NULL ||
+        in_h <= 0 || in_w <= 0 || in_c <= 0 || out_h < 0 || out_w < 0 || out_c <= 0 ||
+        out_c > ESC2C_CONV_SMALL_MAX_OUT || kernel_h <= 0 || kernel_w <= 0 || stride_h <= 0 || stride_w <= 0 ||
+        pool_h <= 0 || pool_w <= 0 || pool_stride_h <= 0 || pool_stride_w <= 0 || act_min > act_max ||
+        act_max > 127 || act_min < -128)
+    {
+        return -1;
+    }
+    const int32_t nw = ESC2C_CONV_SMALL_WORDS(in_c, kernel_h, kernel_w);
+    if (nw > ESC2C_CONV_SMALL_MAX_WORDS)
+    {
+        return -1;
+    }
+    k->in = in;
+    k->in_size = in_h * in_w * in_c;
+    k->in_h = in_h;
+    k->in_w = in_w;
+    k->in_c = in_c;
+    k->kh = kernel_h;
+    k->kw = kernel_w;
+    k->sh = stride_h;
+    k->sw = stride_w;
+    k->pad_h = pad_h;
+    k->pad_w = pad_w;
+    k->rq = (kernel_w * in_c + 3) / 4;
+    k->off = in_offset;
+    k->off2 = pack16(in_offset, in_offset);
+    k->out_h = out_h;
+    k->out_w = out_w;
+    k->out_c = out_c;
+    k->pool_h = pool_h;
+    k->pool_w = pool_w;
+    k->psh = pool_stride_h;
+    k->psw = pool_stride_w;
+    k->n_pool = pool_h * pool_w;
+    k->out_offset = out_offset;
+    k->act_min = act_min;
+    k->act_max = act_max;
+    k->out = out;
+
+    /* scratch: widened weights, the columns, the pooled row */
+    uint32_t *const wide = (uint32_t *)(void *)((int8_t *)scratch + ((4u - ((uintptr_t)scratch & 3u)) & 3u));
+    k->wide = wide;
+    k->cols = wide + out_c * nw;
+    k->rowbuf = k->n_pool > 1 ? (int8_t *)(k->cols + k->n_pool * nw) : NULL;
+    const int32_t row_taps = kernel_w * in_c;
+    uint32_t *wc = wide;
+    for (int32_t ch = 0; ch < out_c; ch++)
+    {
+        for (int32_t dy = 0; dy < kernel_h; dy++)
+        {
+            const int8_t *src = weights + (ch * kernel_h + dy) * row_taps;
+            for (int32_t q = 0; q < k->rq; q++)
+            {
+                int32_t t[4];
+                for (int32_t s = 0; s < 4; s++)
+                {
+                    t[s] = 4 * q + s < row_taps ? src[4 * q + s] : 0;
+                }
+                wc[0] = pack16(t[0], t[2]);
+                wc[1] = pack16(t[1], t[3]);
+                wc += 2;
+            }
+        }
+    }
+    for (int32_t ch = 0; ch < out_c; ch++)
+    {
+        chan_setup(&tab[ch], bias != NULL ? bias[ch] : 0, mult[ch], shift[ch]);
+    }
+    k->tab = tab;
+    return nw;
+}
+
+/* One function per words-per-channel count N and window: p1 no pooling, p4 a 2x2 window, pn any window.
+ * Each is its own section, so firmware links only the copies its layers call. */
+#define ESC2C_SMALL_VARIANT(N, P, NP)                                                                       \
+    int esc2c_conv_small_s8_w##N##_##P(ESC2C_CONV_SMALL_PARAMS)                                             \
+    {                                                                                                      \
+        small_t k;                                                                                         \
+        chan_t tab[ESC2C_CONV_SMALL_MAX_OUT];                                                              \
+        if (setup(&k, tab, ESC2C_CONV_SMALL_ARGS) != N || (NP != 0 && k.n_pool != NP))                     \
+        {                                                                                                  \
+            return -1;                                                                                     \
+        }                                                                                                  \
+        layer(&k, N, NP);                                                                                  \
+        return 0;                                                                                          \
+    }
+#define ESC2C_SMALL_VARIANTS(N)                                                                             \
+    ESC2C_SMALL_VARIANT(N, p1, 1)                                                                          \
+    ESC2C_SMALL_VARIANT(N, p4, 4)                                                                          \
+    ESC2C_SMALL_VARIANT(N, pn, 0)
+ESC2C_SMALL_VARIANTS(2)
+ESC2C_SMALL_VARIANTS(4)
+ESC2C_SMALL_VARIANTS(6)
+ESC2C_SMALL_VARIANTS(8)
+ESC2C_SMALL_VARIANTS(10)
+ESC2C_SMALL_VARIANTS(12)
+
+int esc2c_conv_small_s8(ESC2C_CONV_SMALL_PARAMS)
+{
+    const int32_t nw = ESC2C_CONV_SMALL_WORDS(in_c, kernel_h, kernel_w);
+    const int32_t n_pool = pool_h * pool_w;
+#define ESC2C_SMALL_CASE(N)                                                                                 \
+    case N:                                                                                                \
+        return n_pool == 1   ? esc2c_conv_small_s8_w##N##_p1(ESC2C_CONV_SMALL_ARGS)                        \
+               : n_pool == 4 ? esc2c_conv_small_s8_w##N##_p4(ESC2C_CONV_SMALL_ARGS)                        \
+                             : esc2c_conv_small_s8_w##N##_pn(ESC2C_CONV_SMALL_ARGS);
+    switch (nw)
+    {
+        ESC2C_SMALL_CASE(2)
+        ESC2C_SMALL_CASE(4)
+        ESC2C_SMALL_CASE(6)
+        ESC2C_SMALL_CASE(8)
+        ESC2C_SMALL_CASE(10)
+        ESC2C_SMALL_CASE(12)
+    default:
+        return -1;
+    }
+#undef ESC2C_SMALL_CASE
+}
