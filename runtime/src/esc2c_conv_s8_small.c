@@ -101,25 +101,82 @@ static void column(const small_t *k, uint32_t *col, int32_t y0, int32_t x0)
     }
 }
 
+static inline int32_t smuad(uint32_t w, uint32_t x)
+{
+#if defined(__ARM_FEATURE_DSP)
+    int32_t r;
+    __asm__("smuad %0, %1, %2" : "=r"(r) : "r"(w), "r"(x));
+    return r;
+#else
+    return (int16_t)(w & 0xFFFFu) * (int16_t)(x & 0xFFFFu) + (int16_t)(w >> 16) * (int16_t)(x >> 16);
+#endif
+}
+
 static inline __attribute__((always_inline)) int32_t dot(const uint32_t *w, const uint32_t *x, const int32_t nw)
 {
-    int32_t acc = 0;
-    for (int32_t j = 0; j < nw; j++)
+    int32_t acc = smuad(w[0], x[0]);
+    for (int32_t j = 1; j < nw; j++)
     {
         acc = smlad(w[j], x[j], acc);
     }
     return acc;
 }
 
-static inline int8_t clamp8(int32_t v, int32_t act_min, int32_t act_max)
+#if defined(__ARM_FEATURE_DSP) && defined(__OPTIMIZE__)
+/* best[c] = the largest of the 4 dot products of channel c's 6 weight words with the 4 columns, for n
+ * channels: per channel one LDM of its weights into r0-r5, then per column 3 LDRD and 6 SMUAD/SMLAD, the
+ * maximum by compare and conditional move (50 instructions for 4 x 12 taps). */
+#define ESC2C_SMALL_PIXEL(FIRST_ACC)                                                                          \
+    "ldrd %[c0], %[c1], [%[x]], #8\n\t"                                                                     \
+    "smuad " FIRST_ACC ", r0, %[c0]\n\t"                                                                     \
+    "smlad " FIRST_ACC ", r1, %[c1], " FIRST_ACC "\n\t"                                                      \
+    "ldrd %[c0], %[c1], [%[x]], #8\n\t"                                                                     \
+    "smlad " FIRST_ACC ", r2, %[c0], " FIRST_ACC "\n\t"                                                      \
+    "smlad " FIRST_ACC ", r3, %[c1], " FIRST_ACC "\n\t"                                                      \
+    "ldrd %[c0], %[c1], [%[x]], #8\n\t"                                                                     \
+    "smlad " FIRST_ACC ", r4, %[c0], " FIRST_ACC "\n\t"                                                      \
+    "smlad " FIRST_ACC ", r5, %[c1], " FIRST_ACC "\n\t"
+#define ESC2C_SMALL_MAX "cmp %[acc], %[best]\n\tit gt\n\tmovgt %[best], %[acc]\n\t"
+static void max_dots_w6_p4(const uint32_t *w, const uint32_t *cols, int32_t n, int32_t *best_out)
+{
+    int32_t acc, best;
+    uint32_t c0, c1;
+    const uint32_t *x = cols;
+    __asm__ volatile("1:\n\t"
+                     "ldm %[w]!, {r0, r1, r2, r3, r4, r5}\n\t"
+                     ESC2C_SMALL_PIXEL("%[best]")
+                     ESC2C_SMALL_PIXEL("%[acc]") ESC2C_SMALL_MAX
+                     ESC2C_SMALL_PIXEL("%[acc]") ESC2C_SMALL_MAX
+                     ESC2C_SMALL_PIXEL("%[acc]") ESC2C_SMALL_MAX
+                     "str %[best], [%[out]], #4\n\t"
+                     "sub %[x], %[x], #96\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b\n\t"
+                     : [w] "+r"(w), [x] "+r"(x), [n] "+r"(n), [out] "+r"(best_out), [acc] "=&r"(acc),
+                       [best] "=&r"(best), [c0] "=&r"(c0), [c1] "=&r"(c1)
+                     :
+                     : "r0", "r1", "r2", "r3", "r4", "r5", "cc", "memory");
+}
+#undef ESC2C_SMALL_PIXEL
+#undef ESC2C_SMALL_MAX
+#define ESC2C_SMALL_ASM_W6_P4 1
+#else
+#define ESC2C_SMALL_ASM_W6_P4 0
+#endif
+
+/* Saturated to int8, then (unless full: the clamp is the int8 range) clamped to [act_min, act_max]. */
+static inline int8_t clamp8(int32_t v, int32_t act_min, int32_t act_max, const int full)
 {
 #if defined(__ARM_FEATURE_DSP)
     __asm__("ssat %0, #8, %1" : "=r"(v) : "r"(v));
 #else
     v = v > 127 ? 127 : (v < -128 ? -128 : v);
 #endif
-    v = v < act_min ? act_min : v;
-    v = v > act_max ? act_max : v;
+    if (!full)
+    {
+        v = v < act_min ? act_min : v;
+        v = v > act_max ? act_max : v;
+    }
     return (int8_t)v;
 }
 
@@ -186,8 +243,9 @@ static inline __attribute__((always_inline)) void columns(const small_t *k, int3
 }
 
 /* The whole layer for nw words per channel and n_pool pixels per window (np: a constant 1 or 4 in the copies
- * for no pooling and 2x2 pooling, 0 for any other window, read from k). */
-static inline __attribute__((always_inline)) void layer(const small_t *k, const int32_t nw, const int32_t np)
+ * for no pooling and 2x2 pooling, 0 for any other window, read from k); full: the clamp is [-128, 127]. */
+static inline __attribute__((always_inline)) void layer(const small_t *k, const int32_t nw, const int32_t np,
+                                                        const int full)
 {
     const int32_t out_c = k->out_c, n_pool = np != 0 ? np : k->n_pool, row_bytes = k->out_w * out_c;
     const int32_t out_offset = k->out_offset, act_min = k->act_min, act_max = k->act_max;
@@ -200,6 +258,21 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
             columns(k, py, px, nw);
             const uint32_t *w = k->wide;
             const chan_t *c = k->tab;
+            if (ESC2C_SMALL_ASM_W6_P4 && nw == 6 && np == 4)
+            {
+                /* the dot products and the maximum in one asm loop, then the requantizations */
+                int32_t best[ESC2C_CONV_SMALL_MAX_OUT];
+#if ESC2C_SMALL_ASM_W6_P4
+                max_dots_w6_p4(w, k->cols, out_c, best);
+#endif
+                for (int32_t ch = 0; ch < out_c; ch++)
+                {
+                    const chan_t cc = *c++;
+                    dst[ch] = clamp8(chan_requant(&cc, best[ch]) + out_offset, act_min, act_max, full);
+                }
+                dst += out_c;
+                continue;
+            }
             for (int32_t ch = 0; ch < out_c; ch++)
             {
                 uint32_t wr[ESC2C_CONV_SMALL_MAX_WORDS];
@@ -216,7 +289,7 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
                     best = a > best ? a : best;
                 }
                 const chan_t cc = *c++;
-                dst[ch] = clamp8(chan_requant(&cc, best) + out_offset, act_min, act_max);
+                dst[ch] = clamp8(chan_requant(&cc, best) + out_offset, act_min, act_max, full);
                 w += nw;
             }
             dst += out_c;
@@ -322,7 +395,14 @@ __attribute__((noinline)) static int32_t setup(small_t *k, chan_t *tab, ESC2C_CO
         {                                                                                                  \
             return -1;                                                                                     \
         }                                                                                                  \
-        layer(&k, N, NP);                                                                                  \
+        if (k.act_min == -128 && k.act_max == 127)                                                         \
+        {                                                                                                  \
+            layer(&k, N, NP, 1);                                                                           \
+        }                                                                                                  \
+        else                                                                                               \
+        {                                                                                                  \
+            layer(&k, N, NP, 0);                                                                           \
+        }                                                                                                  \
         return 0;                                                                                          \
     }
 #define ESC2C_SMALL_VARIANTS(N)                                                                             \
