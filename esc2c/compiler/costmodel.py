@@ -42,18 +42,18 @@ CLOCK_HZ = 216_000_000
 ESTIMATE_NOTE = "estimate: cost model esc2c/compiler/costmodel.py, 1 instruction/cycle"
 
 # instructions per count, fitted by benchmarks/bench_costmodel.py --fit on its seven models (whole-inference
-# error -0.9 % to +0.7 % on each; the small-tap kernel's counts are fitted on 7 first layers only, which the
-# estimate puts 9-15 % too high). Counts a fit cannot tell apart (a 2x2 max pool's window and output) share one.
+# error -0.5 % to +0.4 % on each; 7 of their layers run the small-tap kernel: first layers and a thin
+# 4-channel one). Counts a fit cannot tell apart (a 2x2 max pool's window and output) share one.
 COEFFS: dict[str, float] = {
-    "layer": 255.4,
-    "fast.call": 1319.0, "fast.col": 2.125, "fast.dot": 4.037, "fast.edge": 0.0, "fast.out": 12.07,
-    "fast.pair": 67.49, "fast.step": 718.3, "fast.table": 32.49,
-    "small.call": 0.0, "small.col": 10.78, "small.dot": 3.197, "small.out": 0.0, "small.pix": 0.0,
-    "small.setup": 0.0, "small.win": 0.0,
-    "cmsis.call": 2562.0, "cmsis.col": 2.059, "cmsis.mac": 1.817, "cmsis.out": 43.67, "cmsis.pix": 459.0,
-    "fc.mac": 1.908, "fc.out": 46.04,
-    "pool.call": 457.8, "pool.out": 44.81, "pool.win": 0.0,
-    "avg.call": 0.0, "avg.out": 1.747, "avg.win": 7.235,
+    "layer": 256.6,
+    "fast.call": 29.16, "fast.col": 2.56, "fast.dot": 3.982, "fast.edge": 0.0, "fast.out": 12.99, "fast.pair": 70.55,
+    "fast.step": 595.4, "fast.table": 47.85,
+    "small.call": 0.0, "small.col": 10.62, "small.dot": 3.181, "small.out": 0.0, "small.pix": 0.0,
+    "small.setup": 138.9, "small.win": 0.0,
+    "cmsis.call": 2488.0, "cmsis.col": 2.505, "cmsis.mac": 1.813, "cmsis.out": 42.13, "cmsis.pix": 508.2,
+    "fc.mac": 1.909, "fc.out": 46.0,
+    "pool.call": 785.5, "pool.out": 37.61, "pool.win": 0.0,
+    "avg.call": 0.0, "avg.out": 1.729, "avg.win": 7.235,
     "eltwise.elem": 109.2,
 }
 

@@ -1,6 +1,6 @@
 /* esc2c int8 convolution for few taps per output (NHWC, groups = 1), with an optional max pool in its
- * epilogue: the kernel the compiler picks for first layers (one or two input channels), where the fast kernel
- * (esc2c_conv_fast.h) spends most of its time outside the multiply-accumulates. Bit-exact to the same integer
+ * epilogue: the kernel the compiler picks for first layers and thin ones (up to 4 input channels), where the
+ * fast kernel (esc2c_conv_fast.h) spends most of its time outside the multiply-accumulates. Bit-exact to the same integer
  * contract: per output channel acc = bias + sum((x + in_offset) * w), requantized like arm_nn_requantize
  * (single rounding under CMSIS_NN_USE_SINGLE_ROUNDING; float32 scales under ESC2C_REQUANT_FLOAT), plus
  * out_offset, clamped to [act_min, act_max].
@@ -31,7 +31,7 @@ extern "C" {
 /* Words (2 int16 taps) per channel: kernel_h rows of kernel_w * in_c taps, each padded to a multiple of 4. */
 #define ESC2C_CONV_SMALL_WORDS(in_c, kernel_h, kernel_w) ((kernel_h) * ((((in_c) * (kernel_w)) + 3) / 4) * 2)
 /* The kernel runs layers with at most this many words per channel and this many output channels. */
-#define ESC2C_CONV_SMALL_MAX_WORDS 12
+#define ESC2C_CONV_SMALL_MAX_WORDS 18
 #define ESC2C_CONV_SMALL_MAX_OUT 64
 
 /* Scratch bytes: the widened weights (out_c channels) and one column per pooled pixel, plus a row of
@@ -62,7 +62,7 @@ int32_t esc2c_conv_small_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t 
  * arguments (including layers beyond ESC2C_CONV_SMALL_MAX_WORDS or ESC2C_CONV_SMALL_MAX_OUT).
  *
  * esc2c_conv_small_s8 runs any such layer. The loops are compiled once per words-per-channel count N
- * (ESC2C_CONV_SMALL_WORDS: 2, 4, ..., 12) and window (p1: no pooling, p4: 2x2, pn: any), each copy a function
+ * (ESC2C_CONV_SMALL_WORDS: 2, 4, ..., 18) and window (p1: no pooling, p4: 2x2, pn: any), each copy a function
  * of its own, esc2c_conv_small_s8_w<N>_<p1|p4|pn> (same parameters; -1 for a layer of another N or window):
  * emitted code calls the copy its layer needs, so firmware links only those. */
 int esc2c_conv_small_s8(ESC2C_CONV_SMALL_PARAMS);
@@ -77,6 +77,9 @@ ESC2C_CONV_SMALL_DECLARE(6)
 ESC2C_CONV_SMALL_DECLARE(8)
 ESC2C_CONV_SMALL_DECLARE(10)
 ESC2C_CONV_SMALL_DECLARE(12)
+ESC2C_CONV_SMALL_DECLARE(14)
+ESC2C_CONV_SMALL_DECLARE(16)
+ESC2C_CONV_SMALL_DECLARE(18)
 #undef ESC2C_CONV_SMALL_DECLARE
 
 #ifdef __cplusplus

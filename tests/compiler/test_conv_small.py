@@ -106,6 +106,8 @@ SHAPES = [
     (9, 7, 1, 64, 3, 1, (2, 1), (1, 0), (5, 7), (3, 3)),       # 64 channels, 3x1, 3x3 window
     (5, 6, 4, 3, 2, 2, (1, 1), (0, 0), (4, 5), (2, 2)),        # 2x2 on 4 channels (8 words), no padding
     (4, 16, 1, 8, 3, 3, (1, 2), (1, 1), (4, 8), (2, 2)),       # stride (1, 2)
+    (7, 9, 4, 6, 3, 3, (1, 1), (1, 1), (7, 9), (2, 2)),        # 4 channels (18 words, a thin second layer)
+    (6, 7, 3, 5, 3, 3, (1, 1), (1, 1), (6, 7), (1, 1)),        # 3 channels (18 words: 9 taps per row -> 12)
 ]
 
 
@@ -143,7 +145,7 @@ def test_every_copy_refuses_other_layers_and_bad_arguments(libs):
     limits and bad arguments return -1."""
     lib = libs["double"]
     x = np.zeros(64, np.int8)
-    w = np.zeros(64 * 27, np.int8)
+    w = np.zeros(64 * 45, np.int8)
     m = np.ones(65, np.int32)
     scratch = np.zeros(4096, np.uint32)
     out = np.zeros(256, np.int8)
@@ -159,11 +161,11 @@ def test_every_copy_refuses_other_layers_and_bad_arguments(libs):
     assert lib.esc2c_conv_small_s8_w6_p1(*args()) == -1         # not its window
     assert lib.esc2c_conv_small_s8_w4_p4(*args()) == -1         # not its word count
     assert lib.esc2c_conv_small_s8_w6_pn(*args()) == 0          # any window
-    assert lib.esc2c_conv_small_s8(*args(cin=3)) == -1          # 3x3 on 3 channels: 18 words, too many
+    assert lib.esc2c_conv_small_s8(*args(cin=5)) == -1          # 3x3 on 5 channels: 24 words, too many
     assert lib.esc2c_conv_small_s8(*args(cout=65)) == -1        # more channels than its table
     assert lib.esc2c_conv_small_s8(*args(act=(10, 0))) == -1    # empty clamp
     assert lib.esc2c_conv_small_s8(*args(scr=None)) == -1       # no scratch
-    assert conv_small.words(3, 3, 3) > conv_small.MAX_WORDS and conv_small.words(1, 3, 3) == 6
+    assert conv_small.words(5, 3, 3) > conv_small.MAX_WORDS and conv_small.words(1, 3, 3) == 6
 
 
 def _stem_model(case: str):
@@ -172,15 +174,17 @@ def _stem_model(case: str):
     from torch import nn
 
     torch.manual_seed(3)
-    if case == "p4":      # 1 channel, 3x3, 2x2 max pool in the epilogue (the reference model's first layer)
-        shape, stem = (1, 1, 18, 27), [nn.Conv2d(1, 12, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    if case == "p4":      # 1 channel, 3x3, 2x2 max pool in the epilogue (the reference model's first layer, the
+        # asm copy), then a thin 4-channel layer (18 words, the C copy)
+        shape, stem = (1, 1, 18, 27), [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                       nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
     elif case == "pn":    # 2 channels, 5x1, 3x3 max pool in the epilogue (the any-window copy)
         shape, stem = (1, 2, 16, 20), [nn.Conv2d(2, 6, (5, 1), padding=(2, 0)), nn.ReLU(), nn.MaxPool2d(3)]
     elif case == "p1":    # 1 channel, 3x3 stride 2, no pool
         shape, stem = (1, 1, 17, 23), [nn.Conv2d(1, 5, 3, stride=2, padding=1), nn.ReLU()]
     else:                 # "band": overlapping 3x3 / 2 max pool, band-wise around the kernel
         shape, stem = (1, 1, 15, 22), [nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2)]
-    c = stem[0].out_channels
+    c = [m for m in stem if isinstance(m, nn.Conv2d)][-1].out_channels
     model = nn.Sequential(*stem, nn.Conv2d(c, 10, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(10, 4))
     return model, shape
@@ -214,5 +218,7 @@ def test_small_kernel_on_cortex_m7_every_layer(tmp_path, case):
     assert (stem.kind == "conv_pool") == (case != "p1")
     text = (res.out / "model.c").read_text()
     assert f"{conv_small.SMALL_CONV}_w" + ("6_p4" if case == "p4" else "10_pn" if case == "pn" else "6_p1") in text
+    if case == "p4":
+        assert res.graph.ops[1].kernel == conv_small.SMALL_CONV and f"{conv_small.SMALL_CONV}_w18_p4" in text
     report = run_qemu(res.out, vectors=12, debug_layers=True, echo=lambda s: None)
     assert (report.identical, report.vectors, report.layers_checked) == (12, 12, True)

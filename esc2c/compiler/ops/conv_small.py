@@ -2,7 +2,7 @@
 applies, its scratch size and the copy of it a layer calls. A helper of the conv and conv_pool op kinds
 (ops/conv.py, ops/conv_pool.py), not an op kind itself.
 
-First layers (one or two input channels) have 9-25 taps per output: the fast kernel (ops/conv_fast.py) spends
+First layers (one to four input channels) have 9-36 taps per output: the fast kernel (ops/conv_fast.py) spends
 most of their time outside the multiply-accumulates, in im2col and requantization. This kernel keeps each
 channel's weights in registers while the columns of a window pass by and, fused with a max pool
 (conv_pool), requantizes once per pooled value: requantization and clamping are monotone, so the largest
@@ -14,7 +14,7 @@ from __future__ import annotations
 from esc2c.compiler.ir import Op
 
 SMALL_CONV = "esc2c_conv_small_s8"
-MAX_WORDS = 12   # ESC2C_CONV_SMALL_MAX_WORDS
+MAX_WORDS = 18   # ESC2C_CONV_SMALL_MAX_WORDS
 MAX_OUT = 64     # ESC2C_CONV_SMALL_MAX_OUT
 
 
@@ -35,7 +35,8 @@ MAX_IN = 4       # input channels of the layers the compiler gives it (first lay
 
 def applies(op: Op, c_in: int) -> bool:
     """A plain convolution (one group, no dilation) on at most MAX_IN input channels, with at most MAX_WORDS
-    words per channel and MAX_OUT output channels: the first layer of a log-mel model."""
+    words per channel and MAX_OUT output channels: the first layer of a log-mel model, and thin layers that
+    pruning leaves (4 channels, 3x3)."""
     kh, kw = op.attrs["kernel"]
     return (op.attrs.get("group", 1) == 1 and c_in <= MAX_IN and tuple(op.attrs.get("dilation", (1, 1))) == (1, 1)
             and words(c_in, kh, kw) <= MAX_WORDS and int(op.weights.shape[0]) <= MAX_OUT)
