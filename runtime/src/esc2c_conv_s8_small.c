@@ -324,32 +324,12 @@ __attribute__((noinline)) static int32_t setup(small_t *k, chan_t *tab, ESC2C_CO
     {
         return -1;
     }
-    k->in = in;
-    k->in_size = in_h * in_w * in_c;
-    k->in_h = in_h;
-    k->in_w = in_w;
-    k->in_c = in_c;
-    k->kh = kernel_h;
-    k->kw = kernel_w;
-    k->sh = stride_h;
-    k->sw = stride_w;
-    k->pad_h = pad_h;
-    k->pad_w = pad_w;
-    k->rq = (kernel_w * in_c + 3) / 4;
-    k->off = in_offset;
-    k->off2 = pack16(in_offset, in_offset);
-    k->out_h = out_h;
-    k->out_w = out_w;
-    k->out_c = out_c;
-    k->pool_h = pool_h;
-    k->pool_w = pool_w;
-    k->psh = pool_stride_h;
-    k->psw = pool_stride_w;
-    k->n_pool = pool_h * pool_w;
-    k->out_offset = out_offset;
-    k->act_min = act_min;
-    k->act_max = act_max;
-    k->out = out;
+    *k = (small_t){.in = in, .in_size = in_h * in_w * in_c, .in_h = in_h, .in_w = in_w, .in_c = in_c,
+                   .kh = kernel_h, .kw = kernel_w, .sh = stride_h, .sw = stride_w, .pad_h = pad_h, .pad_w = pad_w,
+                   .rq = (kernel_w * in_c + 3) / 4, .off = in_offset, .off2 = pack16(in_offset, in_offset),
+                   .out_h = out_h, .out_w = out_w, .out_c = out_c, .pool_h = pool_h, .pool_w = pool_w,
+                   .psh = pool_stride_h, .psw = pool_stride_w, .n_pool = pool_h * pool_w, .out_offset = out_offset,
+                   .act_min = act_min, .act_max = act_max, .out = out};
 
     /* scratch: widened weights, the columns, the pooled row */
     uint32_t *const wide = (uint32_t *)(void *)((int8_t *)scratch + ((4u - ((uintptr_t)scratch & 3u)) & 3u));

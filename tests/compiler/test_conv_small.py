@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _conv_ref import conv_acc, random_layer
 
 from esc2c.compiler.ops import conv_small
 from esc2c.quant import intparams as ip
@@ -46,17 +47,9 @@ def _ptr(a):
 def reference(x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, conv_hw, pool, mode):
     """conv by the contract (sum((x - in_zp) * w) + bias, requantize, + out_zp, clamp), then max pool
     (kernel = stride = pool, no padding) of the int8 results."""
-    h, wd, cin = x.shape
-    cout, kh, kw, _ = w.shape
+    cout = w.shape[0]
     oh, ow = conv_hw
-    xp = np.zeros((h + kh + stride[0] * oh, wd + kw + stride[1] * ow, cin), np.int64)
-    xp[pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x.astype(np.int64) - in_zp
-    acc = np.zeros((oh, ow, cout), np.int64)
-    for dy in range(kh):
-        for dx in range(kw):
-            patch = xp[dy:dy + stride[0] * oh:stride[0], dx:dx + stride[1] * ow:stride[1]]
-            acc += patch @ w[:, dy, dx, :].astype(np.int64).T
-    acc += bias
+    acc = conv_acc(x, w, bias, in_zp, stride, pads, conv_hw)
     if mode == "float":
         y = ortparams.requantize(acc, mult) + out_zp
     else:
@@ -118,14 +111,7 @@ def test_small_conv_equals_contract(libs, shape, mode):
     h, wd, cin, cout, kh, kw, stride, pads, conv_hw, pool = shape
     rng = np.random.default_rng(hash(shape) % 2**32)
     for trial in range(3):
-        x = rng.integers(-128, 128, (h, wd, cin))
-        w = rng.integers(-127, 128, (cout, kh, kw, cin))
-        if trial == 0:
-            x[:] = 127 if rng.random() < 0.5 else -128  # extremes: x - zp reaches +-255
-            w[:, ...] = -127
-        bias = rng.integers(-(1 << 14), 1 << 14, cout)
-        reals = rng.uniform(1e-4, 0.05, cout)
-        reals[0] = 1.5 if trial == 1 else reals[0]  # a left shift (multiplier > 1)
+        x, w, bias, reals = random_layer(rng, trial, h, wd, cin, cout, kh, kw)
         if mode == "float":
             mult, shift = reals.astype(np.float32), np.zeros(cout, np.int32)
         else:
