@@ -1,7 +1,7 @@
 """The op registry: every IR op kind, one module each (TFLite Micro style).
 
 A module of this package that defines ``OP`` (an :class:`~esc2c.compiler.ops.base.OpKind`) registers its
-kind; the other modules (base, convlike, pooling, conv_fast) are helpers. Adding a kind is adding its
+kind; the other modules (base, convlike, pooling, conv_fast, conv_small) are helpers. Adding a kind is adding its
 module and its C template (templates/ops/); nothing else in the compiler names kinds. Op modules import
 base, their helpers, sibling op modules, compiler/ir.py and esc2c.quant -- never this package's __init__
 or the generic compiler (passes, emit, the writers), so registration has no import cycle.
