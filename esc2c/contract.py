@@ -14,7 +14,8 @@ DEFAULT_ROUNDING = "double"
 # * "tflite": TFLite / CMSIS-NN int8 arithmetic (integer multiplier + shift, one of ROUNDING_MODES); what
 #   `esc2c compress` trains for, and what TFLite Micro computes;
 # * "onnxruntime": what onnxruntime's CPU execution provider computes for a QDQ model at full optimisation
-#   with session.qdqisint8allowed=1 (QLinearConv / QGemm: float32 scale, round half to even; QLinearAdd,
+#   with session.qdqisint8allowed=1 and session.x64quantprecision=1 (exact u8u8 products for uint8 models on
+#   x86 CPUs without VNNI) (QLinearConv / QGemm: float32 scale, round half to even; QLinearAdd,
 #   QLinearAveragePool, QLinearGlobalAveragePool: their float32 formulas; esc2c.quant.ortparams); its
 #   arithmetic is named ORT_ROUNDING where a rounding mode is expected.
 CONTRACTS = ("tflite", "onnxruntime")

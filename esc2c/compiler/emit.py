@@ -263,9 +263,9 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
         wide = [op.name for op in g.ops if op.weights is not None and int(np.abs(op.weights).max()) > 63]
         if wide and g.metadata.get(META_ACTIVATIONS) == "uint8":
             notes.append(f"uint8 activations with int8 weights beyond +-63 ({', '.join(wide[:4])}"
-                         f"{', ...' if len(wide) > 4 else ''}): onnxruntime's AVX2 u8s8 kernels add products in "
-                         f"saturating 16-bit pairs, so its results there depend on the CPU and differ from exact "
-                         f"integer sums; quantize with reduce_range=True or int8 activations for a bit-exact reference")
+                         f"{', ...' if len(wide) > 4 else ''}): on x86 CPUs without VNNI onnxruntime's default u8s8 "
+                         f"kernels add products in saturating 16-bit pairs; the device computes exact sums, which "
+                         f"onnxruntime gives with the session option session.x64quantprecision=1 (verify uses it)")
     narrowed = [op for op in g.ops if op.attrs.get("narrowed_for_flash")]
     if narrowed:
         notes.append(f"flash: {len(narrowed)} convolution(s) read int8 weights with CMSIS-NN instead of the fast "

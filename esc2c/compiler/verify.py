@@ -27,7 +27,7 @@ from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
 from esc2c.compiler.project import Project
 from esc2c.compiler.tflm import check_tf_reference, check_tflm
-from esc2c.contract import ARITHMETICS, META_FEATURE_SPEC, ONNXRUNTIME, contract_of
+from esc2c.contract import ARITHMETICS, META_ACTIVATIONS, META_FEATURE_SPEC, ONNXRUNTIME, contract_of
 from esc2c.data import synthetic
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec, logmel
@@ -137,11 +137,17 @@ def compare_layers(g: Graph, c: dict[str, np.ndarray], ref: dict[str, np.ndarray
                        f"0 differing elements in {len(g.layer_ops())} layers, {total} elements")
 
 
-def ort_session(model: str | bytes, optimized: Path | None = None) -> ort.InferenceSession:
+def ort_session(model: str | bytes, optimized: Path | None = None, uint8: bool = False) -> ort.InferenceSession:
     """The onnxruntime contract's reference: the CPU execution provider at full graph optimisation with
-    session.qdqisint8allowed=1, so the QDQ groups run as onnxruntime's integer kernels."""
+    session.qdqisint8allowed=1, so the QDQ groups run as onnxruntime's integer kernels; for a model with
+    uint8 activations (``uint8``) also session.x64quantprecision=1, so it runs onnxruntime's exact u8u8
+    products on x86 CPUs without VNNI, where the default u8s8 kernels add products in saturating 16-bit pairs
+    (VNNI and ARM CPUs are exact either way). The option is not given to int8 models: onnxruntime 1.32 then
+    rewrites an int8 QGemm's weights to uint8 and finds no kernel for it."""
     so = ort.SessionOptions()
     so.add_session_config_entry("session.qdqisint8allowed", "1")
+    if uint8:
+        so.add_session_config_entry("session.x64quantprecision", "1")
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     so.intra_op_num_threads = 1
@@ -152,11 +158,16 @@ def ort_session(model: str | bytes, optimized: Path | None = None) -> ort.Infere
 
 def qdq_reference(out: Path, g: Graph, inputs: np.ndarray) -> np.ndarray:
     """Logits of the original QDQ model in onnxruntime, requantized to the int8 output scale."""
-    sess = ort_session(str(out / "model.onnx"))
+    sess = ort_session(str(out / "model.onnx"), uint8=_uint8(g))
     name = sess.get_inputs()[0].name
     res = [_requantized_logits(g, sess.run(None, {name: np.ascontiguousarray(xi[None])})[0]).reshape(-1)
            for xi in _float_inputs(g, inputs)]
     return np.stack(res)
+
+
+def _uint8(g: Graph) -> bool:
+    """Whether the QDQ model has uint8 activations (the importer records it)."""
+    return g.metadata.get(META_ACTIVATIONS) == "uint8"
 
 
 def _requantized_logits(g: Graph, y: np.ndarray) -> np.ndarray:
@@ -204,8 +215,8 @@ def exposed_tensors(model: onnx.ModelProto, g: Graph, work: Path) -> tuple[ort.I
     for name in names:
         if name not in existing:
             extra.graph.output.append(onnx.helper.make_tensor_value_info(name, q_type[name], None))
-    plain = ort_session(model.SerializeToString(), work / "ort_plain.onnx")
-    exposed = ort_session(extra.SerializeToString(), work / "ort_exposed.onnx")
+    plain = ort_session(model.SerializeToString(), work / "ort_plain.onnx", uint8=_uint8(g))
+    exposed = ort_session(extra.SerializeToString(), work / "ort_exposed.onnx", uint8=_uint8(g))
     if _op_types(work / "ort_plain.onnx") != _op_types(work / "ort_exposed.onnx"):
         return plain, [], ("the model's outputs only: exposing its QuantizeLinear outputs changed onnxruntime's "
                            "fused graph")

@@ -1,7 +1,8 @@
 """The onnxruntime contract's arithmetic, in one place (contract.ONNXRUNTIME; DESIGN.md section 3).
 
 What onnxruntime's CPU execution provider computes for the QDQ groups it fuses into integer kernels at full
-graph optimisation with ``session.qdqisint8allowed=1``. Every executor of a project emitted under this
+graph optimisation with ``session.qdqisint8allowed=1`` (and ``session.x64quantprecision=1``: exact u8u8
+products for uint8 models on x86 CPUs without VNNI). Every executor of a project emitted under this
 contract -- the integer ONNX lowering, the emitted C (runtime/: ESC2C_REQUANT_FLOAT) -- follows these
 formulas; every float operation is IEEE single precision, in the order written, with no contraction except
 the explicit fused multiply-adds (the C build passes -ffp-contract=off):
