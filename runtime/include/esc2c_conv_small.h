@@ -61,26 +61,16 @@ int32_t esc2c_conv_small_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t 
  * input bytes already consumed (pixels are read and written in raster order). Returns 0, or -1 on bad
  * arguments (including layers beyond ESC2C_CONV_SMALL_MAX_WORDS or ESC2C_CONV_SMALL_MAX_OUT).
  *
- * esc2c_conv_small_s8 runs any such layer. The loops are compiled once per words-per-channel count N
- * (ESC2C_CONV_SMALL_WORDS: 2, 4, ..., 18) and window (p1: no pooling, p4: 2x2, pn: any), each copy a function
- * of its own, esc2c_conv_small_s8_w<N>_<p1|p4|pn> (same parameters; -1 for a layer of another N or window):
- * emitted code calls the copy its layer needs, so firmware links only those. */
+ * esc2c_conv_small_s8 runs any such layer. Its loops are compiled as copies, each a function of its own (same
+ * parameters; -1 for a layer it does not run): esc2c_conv_small_s8_w<N>_p4 for a 2x2 window at N = 6, 12, 18
+ * words per channel (ESC2C_CONV_SMALL_WORDS: 3x3 on 1, 2, 3-4 channels), straight-line dot products, and
+ * esc2c_conv_small_s8_any for every layer. Emitted code calls the copy its layer needs, so firmware links
+ * only those. */
 int esc2c_conv_small_s8(ESC2C_CONV_SMALL_PARAMS);
-
-#define ESC2C_CONV_SMALL_DECLARE(N)                                                                            \
-    int esc2c_conv_small_s8_w##N##_p1(ESC2C_CONV_SMALL_PARAMS);                                                \
-    int esc2c_conv_small_s8_w##N##_p4(ESC2C_CONV_SMALL_PARAMS);                                                \
-    int esc2c_conv_small_s8_w##N##_pn(ESC2C_CONV_SMALL_PARAMS);
-ESC2C_CONV_SMALL_DECLARE(2)
-ESC2C_CONV_SMALL_DECLARE(4)
-ESC2C_CONV_SMALL_DECLARE(6)
-ESC2C_CONV_SMALL_DECLARE(8)
-ESC2C_CONV_SMALL_DECLARE(10)
-ESC2C_CONV_SMALL_DECLARE(12)
-ESC2C_CONV_SMALL_DECLARE(14)
-ESC2C_CONV_SMALL_DECLARE(16)
-ESC2C_CONV_SMALL_DECLARE(18)
-#undef ESC2C_CONV_SMALL_DECLARE
+int esc2c_conv_small_s8_w6_p4(ESC2C_CONV_SMALL_PARAMS);
+int esc2c_conv_small_s8_w12_p4(ESC2C_CONV_SMALL_PARAMS);
+int esc2c_conv_small_s8_w18_p4(ESC2C_CONV_SMALL_PARAMS);
+int esc2c_conv_small_s8_any(ESC2C_CONV_SMALL_PARAMS);
 
 #ifdef __cplusplus
 }

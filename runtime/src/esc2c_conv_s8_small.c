@@ -7,8 +7,8 @@
  *   2. per output channel, its weight words in registers: a dot product with every column (SMLAD, 2 MACs per
  *      instruction), the largest kept;
  *   3. one requantization of that accumulator, + out_offset, clamped, stored.
- * The loops are compiled once per words-per-channel count (2, 4, ..., ESC2C_CONV_SMALL_MAX_WORDS), so every dot
- * product is straight-line code.
+ * The loops are compiled for 2x2 windows at 6, 12 and 18 words per channel, so those dot products are
+ * straight-line code, and once for any layer.
  */
 #include "esc2c_conv_small.h"
 
@@ -28,7 +28,7 @@ typedef struct
     const int8_t *in;
     int32_t in_size, in_h, in_w, in_c, kh, kw, sh, sw, pad_h, pad_w, rq, off;
     uint32_t off2;
-    int32_t out_h, out_w, out_c, pool_h, pool_w, psh, psw, n_pool, out_offset, act_min, act_max;
+    int32_t out_h, out_w, out_c, pool_h, pool_w, psh, psw, n_pool, out_offset, act_min, act_max, nw;
     const uint32_t *wide; /* out_c x NW words */
     uint32_t *cols;       /* n_pool x NW words */
     int8_t *rowbuf;       /* a pooled output row (NULL without pooling) */
@@ -165,7 +165,7 @@ static void max_dots_w6_p4(const uint32_t *w, const uint32_t *cols, int32_t n, i
 #endif
 
 /* Saturated to int8, then (unless full: the clamp is the int8 range) clamped to [act_min, act_max]. */
-static inline int8_t clamp8(int32_t v, int32_t act_min, int32_t act_max, const int full)
+static inline int8_t clamp8(int32_t v, int32_t act_min, int32_t act_max, int full)
 {
 #if defined(__ARM_FEATURE_DSP)
     __asm__("ssat %0, #8, %1" : "=r"(v) : "r"(v));
@@ -242,13 +242,14 @@ static inline __attribute__((always_inline)) void columns(const small_t *k, int3
     }
 }
 
-/* The whole layer for nw words per channel and n_pool pixels per window (np: a constant 1 or 4 in the copies
- * for no pooling and 2x2 pooling, 0 for any other window, read from k); full: the clamp is [-128, 127]. */
-static inline __attribute__((always_inline)) void layer(const small_t *k, const int32_t nw, const int32_t np,
-                                                        const int full)
+/* The whole layer for nw words per channel and n_pool pixels per window: constants in the 2x2-window copies
+ * (nw = 6, 12 or 18, np = 4), read from k in the copy for any layer (nw = np = 0). */
+static inline __attribute__((always_inline)) void layer(const small_t *k, const int32_t nw_c, const int32_t np)
 {
+    const int32_t nw = nw_c != 0 ? nw_c : k->nw;
     const int32_t out_c = k->out_c, n_pool = np != 0 ? np : k->n_pool, row_bytes = k->out_w * out_c;
     const int32_t out_offset = k->out_offset, act_min = k->act_min, act_max = k->act_max;
+    const int full = act_min == -128 && act_max == 127;
     for (int32_t py = 0; py < k->out_h; py++)
     {
         int8_t *const orow = k->out + py * row_bytes;
@@ -258,7 +259,7 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
             columns(k, py, px, nw);
             const uint32_t *w = k->wide;
             const chan_t *c = k->tab;
-            if (ESC2C_SMALL_ASM_W6_P4 && nw == 6 && np == 4)
+            if (ESC2C_SMALL_ASM_W6_P4 && nw_c == 6 && np == 4)
             {
                 /* the dot products and the maximum in one asm loop, then the requantizations */
                 int32_t best[ESC2C_CONV_SMALL_MAX_OUT];
@@ -275,10 +276,16 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
             }
             for (int32_t ch = 0; ch < out_c; ch++)
             {
-                uint32_t wr[ESC2C_CONV_SMALL_MAX_WORDS];
-                for (int32_t j = 0; j < nw; j++)
+                /* a constant count: the channel's words copied to locals (registers); else read in place */
+                uint32_t wr_words[ESC2C_CONV_SMALL_MAX_WORDS];
+                const uint32_t *wr = w;
+                if (nw_c != 0)
                 {
-                    wr[j] = w[j];
+                    for (int32_t j = 0; j < nw_c; j++)
+                    {
+                        wr_words[j] = w[j];
+                    }
+                    wr = wr_words;
                 }
                 const uint32_t *x = k->cols;
                 int32_t best = dot(wr, x, nw);
@@ -329,7 +336,7 @@ __attribute__((noinline)) static int32_t setup(small_t *k, chan_t *tab, ESC2C_CO
                    .rq = (kernel_w * in_c + 3) / 4, .off = in_offset, .off2 = pack16(in_offset, in_offset),
                    .out_h = out_h, .out_w = out_w, .out_c = out_c, .pool_h = pool_h, .pool_w = pool_w,
                    .psh = pool_stride_h, .psw = pool_stride_w, .n_pool = pool_h * pool_w, .out_offset = out_offset,
-                   .act_min = act_min, .act_max = act_max, .out = out};
+                   .act_min = act_min, .act_max = act_max, .nw = nw, .out = out};
 
     /* scratch: widened weights, the columns, the pooled row */
     uint32_t *const wide = (uint32_t *)(void *)((int8_t *)scratch + ((4u - ((uintptr_t)scratch & 3u)) & 3u));
@@ -364,63 +371,48 @@ __attribute__((noinline)) static int32_t setup(small_t *k, chan_t *tab, ESC2C_CO
     return nw;
 }
 
-/* One function per words-per-channel count N and window: p1 no pooling, p4 a 2x2 window, pn any window.
- * Each is its own section, so firmware links only the copies its layers call. */
-#define ESC2C_SMALL_VARIANT(N, P, NP)                                                                       \
-    int esc2c_conv_small_s8_w##N##_##P(ESC2C_CONV_SMALL_PARAMS)                                             \
+/* The copies: 2x2 windows at 6, 12 and 18 words per channel (3x3 on 1, 2 and 3-4 channels), each its own
+ * function and section, so firmware links only the copies its layers call; and one for any layer. */
+#define ESC2C_SMALL_P4(N)                                                                                   \
+    int esc2c_conv_small_s8_w##N##_p4(ESC2C_CONV_SMALL_PARAMS)                                              \
     {                                                                                                      \
         small_t k;                                                                                         \
         chan_t tab[ESC2C_CONV_SMALL_MAX_OUT];                                                              \
-        if (setup(&k, tab, ESC2C_CONV_SMALL_ARGS) != N || (NP != 0 && k.n_pool != NP))                     \
+        if (setup(&k, tab, ESC2C_CONV_SMALL_ARGS) != N || k.n_pool != 4)                                   \
         {                                                                                                  \
             return -1;                                                                                     \
         }                                                                                                  \
-        if (k.act_min == -128 && k.act_max == 127)                                                         \
-        {                                                                                                  \
-            layer(&k, N, NP, 1);                                                                           \
-        }                                                                                                  \
-        else                                                                                               \
-        {                                                                                                  \
-            layer(&k, N, NP, 0);                                                                           \
-        }                                                                                                  \
+        layer(&k, N, 4);                                                                                   \
         return 0;                                                                                          \
     }
-#define ESC2C_SMALL_VARIANTS(N)                                                                             \
-    ESC2C_SMALL_VARIANT(N, p1, 1)                                                                          \
-    ESC2C_SMALL_VARIANT(N, p4, 4)                                                                          \
-    ESC2C_SMALL_VARIANT(N, pn, 0)
-ESC2C_SMALL_VARIANTS(2)
-ESC2C_SMALL_VARIANTS(4)
-ESC2C_SMALL_VARIANTS(6)
-ESC2C_SMALL_VARIANTS(8)
-ESC2C_SMALL_VARIANTS(10)
-ESC2C_SMALL_VARIANTS(12)
-ESC2C_SMALL_VARIANTS(14)
-ESC2C_SMALL_VARIANTS(16)
-ESC2C_SMALL_VARIANTS(18)
+ESC2C_SMALL_P4(6)
+ESC2C_SMALL_P4(12)
+ESC2C_SMALL_P4(18)
+
+int esc2c_conv_small_s8_any(ESC2C_CONV_SMALL_PARAMS)
+{
+    small_t k;
+    chan_t tab[ESC2C_CONV_SMALL_MAX_OUT];
+    if (setup(&k, tab, ESC2C_CONV_SMALL_ARGS) < 0)
+    {
+        return -1;
+    }
+    layer(&k, 0, 0);
+    return 0;
+}
 
 int esc2c_conv_small_s8(ESC2C_CONV_SMALL_PARAMS)
 {
     const int32_t nw = ESC2C_CONV_SMALL_WORDS(in_c, kernel_h, kernel_w);
-    const int32_t n_pool = pool_h * pool_w;
-#define ESC2C_SMALL_CASE(N)                                                                                 \
-    case N:                                                                                                \
-        return n_pool == 1   ? esc2c_conv_small_s8_w##N##_p1(ESC2C_CONV_SMALL_ARGS)                        \
-               : n_pool == 4 ? esc2c_conv_small_s8_w##N##_p4(ESC2C_CONV_SMALL_ARGS)                        \
-                             : esc2c_conv_small_s8_w##N##_pn(ESC2C_CONV_SMALL_ARGS);
-    switch (nw)
+    if (pool_h * pool_w == 4)
     {
-        ESC2C_SMALL_CASE(2)
-        ESC2C_SMALL_CASE(4)
-        ESC2C_SMALL_CASE(6)
-        ESC2C_SMALL_CASE(8)
-        ESC2C_SMALL_CASE(10)
-        ESC2C_SMALL_CASE(12)
-        ESC2C_SMALL_CASE(14)
-        ESC2C_SMALL_CASE(16)
-        ESC2C_SMALL_CASE(18)
-    default:
-        return -1;
+        switch (nw)
+        {
+        case 6: return esc2c_conv_small_s8_w6_p4(ESC2C_CONV_SMALL_ARGS);
+        case 12: return esc2c_conv_small_s8_w12_p4(ESC2C_CONV_SMALL_ARGS);
+        case 18: return esc2c_conv_small_s8_w18_p4(ESC2C_CONV_SMALL_ARGS);
+        default: break;
+        }
     }
-#undef ESC2C_SMALL_CASE
+    return esc2c_conv_small_s8_any(ESC2C_CONV_SMALL_ARGS);
 }

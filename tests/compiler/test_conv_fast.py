@@ -190,7 +190,7 @@ def test_kernel_choice_selection_scratch_and_flash(tmp_path, capsys):
     assert cli_main(["emit", str(model), "-o", str(tmp_path / "f")]) == 0
     text = (tmp_path / "f" / "model.c").read_text()
     assert text.count("esc2c_conv_fast_s8(") == sum(op.kernel == conv_fast.FAST_CONV for op in fast.ops)
-    assert n_small == 1 and text.count("esc2c_conv_small_s8_w") == n_small  # the 1-channel first conv
+    assert n_small == 1 and text.count("esc2c_conv_small_s8_any(") == n_small  # the 1-channel first conv (no pool)
     weights = (tmp_path / "f" / "weights.c").read_text()
     assert "const int8_t esc2c_w0" in weights and "const int16_t esc2c_w1" in weights  # small, then fast
     with pytest.raises(Esc2cError, match="kernels must be one of"):

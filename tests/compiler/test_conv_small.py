@@ -127,8 +127,8 @@ def test_small_conv_equals_contract(libs, shape, mode):
 
 
 def test_every_copy_refuses_other_layers_and_bad_arguments(libs):
-    """Each per-shape copy runs only its own words-per-channel count and window; layers beyond the kernel's
-    limits and bad arguments return -1."""
+    """Each 2x2-window copy runs only its own words-per-channel count and window, the copy for any layer runs
+    both; layers beyond the kernel's limits and bad arguments return -1."""
     lib = libs["double"]
     x = np.zeros(64, np.int8)
     w = np.zeros(64 * 45, np.int8)
@@ -144,9 +144,10 @@ def test_every_copy_refuses_other_layers_and_bad_arguments(libs):
 
     assert lib.esc2c_conv_small_s8(*args()) == 0
     assert lib.esc2c_conv_small_s8_w6_p4(*args()) == 0          # 3x3 on 1 channel: 6 words, 2x2 window
-    assert lib.esc2c_conv_small_s8_w6_p1(*args()) == -1         # not its window
-    assert lib.esc2c_conv_small_s8_w4_p4(*args()) == -1         # not its word count
-    assert lib.esc2c_conv_small_s8_w6_pn(*args()) == 0          # any window
+    assert lib.esc2c_conv_small_s8_w6_p4(*args(pool=1)) == -1   # not its window
+    assert lib.esc2c_conv_small_s8_w12_p4(*args()) == -1        # not its word count
+    assert lib.esc2c_conv_small_s8_any(*args()) == 0            # any layer
+    assert lib.esc2c_conv_small_s8_any(*args(pool=1)) == 0
     assert lib.esc2c_conv_small_s8(*args(cin=5)) == -1          # 3x3 on 5 channels: 24 words, too many
     assert lib.esc2c_conv_small_s8(*args(cout=65)) == -1        # more channels than its table
     assert lib.esc2c_conv_small_s8(*args(act=(10, 0))) == -1    # empty clamp
@@ -164,7 +165,7 @@ def _stem_model(case: str):
         # asm copy), then a thin 4-channel layer (18 words, the C copy)
         shape, stem = (1, 1, 18, 27), [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-    elif case == "pn":    # 2 channels, 5x1, 3x3 max pool in the epilogue (the any-window copy)
+    elif case == "pn":    # 2 channels, 5x1, 3x3 max pool in the epilogue (the copy for any layer)
         shape, stem = (1, 2, 16, 20), [nn.Conv2d(2, 6, (5, 1), padding=(2, 0)), nn.ReLU(), nn.MaxPool2d(3)]
     elif case == "p1":    # 1 channel, 3x3 stride 2, no pool
         shape, stem = (1, 1, 17, 23), [nn.Conv2d(1, 5, 3, stride=2, padding=1), nn.ReLU()]
@@ -203,7 +204,7 @@ def test_small_kernel_on_cortex_m7_every_layer(tmp_path, case):
     assert bool(stem.attrs.get("pool_in_kernel")) == (case in ("p4", "pn"))
     assert (stem.kind == "conv_pool") == (case != "p1")
     text = (res.out / "model.c").read_text()
-    assert f"{conv_small.SMALL_CONV}_w" + ("6_p4" if case == "p4" else "10_pn" if case == "pn" else "6_p1") in text
+    assert f"{conv_small.SMALL_CONV}_" + ("w6_p4" if case == "p4" else "any") in text
     if case == "p4":
         assert res.graph.ops[1].kernel == conv_small.SMALL_CONV and f"{conv_small.SMALL_CONV}_w18_p4" in text
     report = run_qemu(res.out, vectors=12, debug_layers=True, echo=lambda s: None)

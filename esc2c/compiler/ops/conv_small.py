@@ -49,8 +49,11 @@ def pool_fusable(pool_attrs: dict) -> bool:
             and tuple(pool_attrs["stride"]) == tuple(pool_attrs["kernel"]))
 
 
+P4_WORDS = (6, 12, 18)  # the 2x2-window copies (esc2c_conv_small_s8_w<N>_p4)
+
+
 def function(c_in: int, kh: int, kw: int, pool: tuple[int, int] = (1, 1)) -> str:
-    """The copy of the kernel a layer calls: esc2c_conv_small_s8_w<words>_<p1|p4|pn>."""
-    n_pool = pool[0] * pool[1]
-    window = "p1" if n_pool == 1 else "p4" if n_pool == 4 else "pn"
-    return f"{SMALL_CONV}_w{words(c_in, kh, kw)}_{window}"
+    """The copy of the kernel a layer calls: esc2c_conv_small_s8_w<words>_p4 for a 2x2 window at 6, 12 or 18
+    words per channel, else esc2c_conv_small_s8_any."""
+    nw = words(c_in, kh, kw)
+    return f"{SMALL_CONV}_w{nw}_p4" if pool[0] * pool[1] == 4 and nw in P4_WORDS else f"{SMALL_CONV}_any"
