@@ -259,19 +259,34 @@ def is_stale(holder: dict) -> bool:
 
 
 def _reclaim(path: Path, stale: dict) -> bool:
-    """Remove a stale lock; False if it turned out to be a fresh one (which is put back)."""
-    aside = path.with_name(f"{path.name}.stale.{socket.gethostname()}.{os.getpid()}")
+    """Remove a stale lock; False when it could not be done now (another worker is reclaiming it, or the lock
+    is no longer the stale one). Reclaimers take turns through a second lock (``<lock>.reclaim``), and only a
+    reclaimer removes a lock it has not written: so the stale holder read under that lock is still the file's
+    content when it is removed, and a fresh lock is never moved (moving one aside, even to put it back, would
+    let a third worker claim the cell in between)."""
+    guard = path.with_name(f"{path.name}.reclaim")
+    tmp = path.with_name(f".{guard.name}.{socket.gethostname()}.{os.getpid()}")
+    tmp.write_text(json.dumps(holder_info()) + "\n")
     try:
-        os.rename(path, aside)                  # only one reclaimer can move it
-    except FileNotFoundError:
-        return True
-    if read_lock(aside) == stale:
-        aside.unlink(missing_ok=True)
-        return True
-    with contextlib.suppress(FileExistsError):  # another worker took it meanwhile: restore, never overwrite
-        os.link(aside, path)
-    aside.unlink(missing_ok=True)
-    return False
+        try:
+            os.link(tmp, guard)
+        except FileExistsError:
+            held = read_lock(guard)
+            if held and is_stale(held):  # a reclaimer died holding it: the next turn may take it
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(guard, guard.with_name(f"{guard.name}.stale.{socket.gethostname()}.{os.getpid()}"))
+            return False
+        try:
+            if read_lock(path) == stale:
+                path.unlink(missing_ok=True)
+                return True
+            return False
+        finally:
+            guard.unlink(missing_ok=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+        for aside in path.parent.glob(f"{guard.name}.stale.{socket.gethostname()}.{os.getpid()}"):
+            aside.unlink(missing_ok=True)
 
 
 def try_claim(path) -> bool:
@@ -290,8 +305,9 @@ def try_claim(path) -> bool:
                 holder = read_lock(path)
                 if holder is None:              # released meanwhile
                     continue
-                if not is_stale(holder) or not _reclaim(path, holder):
+                if not is_stale(holder):
                     return False
+                _reclaim(path, holder)          # then try again: whoever links first wins
         return False
     finally:
         tmp.unlink(missing_ok=True)
