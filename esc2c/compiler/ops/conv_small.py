@@ -42,11 +42,13 @@ def applies(op: Op, c_in: int) -> bool:
             and words(c_in, kh, kw) <= MAX_WORDS and int(op.weights.shape[0]) <= MAX_OUT)
 
 
-def pool_fusable(pool_attrs: dict) -> bool:
-    """A pool the kernel does in its epilogue: max, no padding, stride equal to the window (every window
-    inside the conv output; the conv rows and columns past the last window are not computed)."""
-    return (tuple(pool_attrs["pads"]) == (0, 0, 0, 0)
-            and tuple(pool_attrs["stride"]) == tuple(pool_attrs["kernel"]))
+def pools_in_epilogue(conv: Op, pool: Op) -> bool:
+    """Whether the kernel runs ``conv`` and does ``pool`` in its epilogue: a max pool, no padding, stride
+    equal to the window (every window inside the conv output; the conv rows and columns past the last window
+    are not computed)."""
+    a = pool.attrs
+    return (conv.kernel == SMALL_CONV and pool.kind == "max_pool" and tuple(a["pads"]) == (0, 0, 0, 0)
+            and tuple(a["stride"]) == tuple(a["kernel"]))
 
 
 P4_WORDS = (6, 12, 18)  # the 2x2-window copies (esc2c_conv_small_s8_w<N>_p4)

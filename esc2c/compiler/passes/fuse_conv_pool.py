@@ -8,8 +8,9 @@ height cut to the rows read, the top padding what is left of the conv's own -- i
 and the pool kernel reduces the band to pooled row r (its top padding likewise adjusted). Conv rows shared
 by consecutive windows (pool kernel taller than its stride) are moved to the band's front, not recomputed;
 conv rows no window reads are not computed. Every conv output row, and every pooled row, is computed by
-the same integer arithmetic as in the unfused graph, so results are bit-identical. On the small-tap kernel (ops/conv_small.py) a max pool whose windows tile the conv output
-runs in the kernel's epilogue instead, one call for the layer.
+the same integer arithmetic as in the unfused graph, so results are bit-identical. On the small-tap kernel
+(ops/conv_small.py) a max pool whose windows tile the conv output runs in the kernel's epilogue instead, one
+call for the layer.
 
 IR: the two ops become one op of kind ``conv_pool`` (see ir.py): the conv's fields (weights, bias,
 multiplier/shift, act_min/act_max, kernel = the conv's C function, attrs kernel/stride/pads/...), input the
@@ -118,8 +119,7 @@ def fuse_all(g: Graph) -> Graph:
         if pool is None:
             ops.append(op)
             continue
-        in_kernel = op.kernel == conv_small.SMALL_CONV and pool.kind == "max_pool" and conv_small.pool_fusable(pool.attrs)
-        ops.append(_fuse_small(g, op, pool) if in_kernel else _fuse(g, op, pool))
+        ops.append(_fuse_small(g, op, pool) if conv_small.pools_in_epilogue(op, pool) else _fuse(g, op, pool))
         skip.add(id(pool))
         del tensors[op.output]
     fused = Graph(tensors=tensors, ops=ops, inputs=list(g.inputs), outputs=list(g.outputs), layout=g.layout,
