@@ -13,7 +13,7 @@ Each kernel's work is described by a few counts that follow its loop structure (
   arm_convolve_wrapper_s8 MACs, output pixels x taps (im2col), output values, output pixels, calls
                           (also per-channel fully connected layers, run as 1x1 convolutions)
   arm_fully_connected_s8  MACs, output values
-  arm_max_pool_s8 / arm_avgpool_s8 / esc2c_avgpool_rescale_s8
+  arm_max_pool_s8 / esc2c_max_pool_2x2_s8 / arm_avgpool_s8 / esc2c_avgpool_rescale_s8
                           output values x window (the reduction), output values, calls
   esc2c_add_s8 / esc2c_requantize_s8   elements
   every layer             one constant (the call, its parameter set-up and the per-layer hook)
@@ -42,18 +42,19 @@ CLOCK_HZ = 216_000_000
 ESTIMATE_NOTE = "estimate: cost model esc2c/compiler/costmodel.py, 1 instruction/cycle"
 
 # instructions per count, fitted by benchmarks/bench_costmodel.py --fit on its seven models (whole-inference
-# error -0.5 % to +0.4 % on each; 7 of their layers run the small-tap kernel: first layers and a thin
+# error -0.5 % to +0.6 % on each; 7 of their layers run the small-tap kernel: first layers and a thin
 # 4-channel one). Counts a fit cannot tell apart (a 2x2 max pool's window and output) share one.
 COEFFS: dict[str, float] = {
-    "layer": 256.6,
-    "fast.call": 29.16, "fast.col": 2.56, "fast.dot": 3.982, "fast.edge": 0.0, "fast.out": 12.99, "fast.pair": 70.55,
-    "fast.step": 595.4, "fast.table": 47.85,
-    "small.call": 0.0, "small.col": 10.62, "small.dot": 3.181, "small.out": 0.0, "small.pix": 0.0,
-    "small.setup": 138.9, "small.win": 0.0,
-    "cmsis.call": 2488.0, "cmsis.col": 2.505, "cmsis.mac": 1.813, "cmsis.out": 42.13, "cmsis.pix": 508.2,
-    "fc.mac": 1.909, "fc.out": 46.0,
-    "pool.call": 785.5, "pool.out": 37.61, "pool.win": 0.0,
-    "avg.call": 0.0, "avg.out": 1.729, "avg.win": 7.235,
+    "layer": 252.3,
+    "fast.call": 0.0, "fast.col": 2.53, "fast.dot": 3.989, "fast.edge": 0.0, "fast.out": 12.06,
+    "fast.pair": 75.85, "fast.step": 598.4, "fast.table": 47.94,
+    "small.call": 0.0, "small.col": 10.85, "small.dot": 3.14, "small.out": 0.0, "small.pix": 0.0,
+    "small.setup": 132.3, "small.win": 0.0,
+    "cmsis.call": 2409.0, "cmsis.col": 3.018, "cmsis.mac": 1.809, "cmsis.out": 40.09, "cmsis.pix": 566.7,
+    "fc.mac": 1.905, "fc.out": 46.28,
+    "pool.call": 0.0, "pool.out": 31.0, "pool.win": 0.0,
+    "pool2.call": 679.2, "pool2.out": 2.701, "pool2.win": 0.0,
+    "avg.call": 0.0, "avg.out": 1.935, "avg.win": 7.234,
     "eltwise.elem": 109.2,
 }
 

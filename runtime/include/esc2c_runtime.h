@@ -91,6 +91,15 @@ int esc2c_avgpool_rescale_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32
 
 #endif /* tflite-only kernels */
 
+/* Max pool (NHWC) with 2x2 windows, stride 2 and no padding: out[y][x][c] = the largest of in[2y + i][2x + j][c]
+ * (i, j in 0..1), clamped to [act_min, act_max]. Needs 2 * out_h <= in_h and 2 * out_w <= in_w (a last odd row
+ * or column is not read). Max and clamp commute with any monotone requantization, so it serves both contracts;
+ * 4 channels at a time (SSUB8 and SEL on DSP targets). out may alias in (each output is stored after the
+ * inputs it and every earlier output read, at or before the first of them). Returns 0, or -1 on bad
+ * arguments. */
+int esc2c_max_pool_2x2_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t ch,
+                          int8_t *out, int32_t out_h, int32_t out_w, int32_t act_min, int32_t act_max);
+
 /* Grouped convolution (NHWC), 1 <= groups <= channels: weights [C_out][KH][KW][C_in / groups], output channel
  * o reads input channels of group o / (C_out / groups); int32 bias; per-channel requantization. Also the
  * onnxruntime contract's plain, depthwise (groups = C_in) and fully connected (1x1 on 1x1xK) layers. */

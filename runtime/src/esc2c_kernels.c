@@ -2,6 +2,7 @@
 #include "esc2c_runtime.h"
 
 #include <stddef.h>
+#include <string.h>
 
 static int32_t clamp_i32(int32_t v, int32_t lo, int32_t hi)
 {
@@ -167,6 +168,81 @@ int esc2c_group_conv_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in
                 }
                 const int32_t v = esc2c_requantize(acc, mult[o], shift[o]) + out_offset;
                 dst[o] = (int8_t)clamp_i32(v, act_min, act_max);
+            }
+        }
+    }
+    return 0;
+}
+
+/* 4 signed bytes at once: the larger of a and b in each byte lane */
+static inline uint32_t max_s8x4(uint32_t a, uint32_t b)
+{
+#if defined(__ARM_FEATURE_DSP)
+    uint32_t r;
+    __asm__("ssub8 %0, %1, %2\n\t"
+            "sel %0, %1, %2"
+            : "=&r"(r)
+            : "r"(a), "r"(b)
+            : "cc");
+    return r;
+#else
+    uint32_t r = 0;
+    for (int k = 0; k < 32; k += 8)
+    {
+        const int8_t x = (int8_t)(a >> k), y = (int8_t)(b >> k);
+        r |= (uint32_t)(uint8_t)(x > y ? x : y) << k;
+    }
+    return r;
+#endif
+}
+
+static inline uint32_t load4(const int8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4); /* one LDR on Cortex-M7, aligned or not */
+    return v;
+}
+
+int esc2c_max_pool_2x2_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t ch,
+                          int8_t *out, int32_t out_h, int32_t out_w, int32_t act_min, int32_t act_max)
+{
+    if (in == NULL || out == NULL || ch <= 0 || out_h < 0 || out_w < 0 || 2 * out_h > in_h || 2 * out_w > in_w ||
+        act_min < -128 || act_max > 127 || act_min > act_max)
+    {
+        return -1;
+    }
+    const int clamp = act_min > -128 || act_max < 127;
+    const uint32_t lo4 = 0x01010101u * (uint8_t)act_min;
+    const uint32_t hi4 = 0x01010101u * (uint8_t)act_max;
+    const int32_t quads = ch / 4;
+    const int32_t row = in_w * ch;
+    for (int32_t y = 0; y < out_h; y++)
+    {
+        const int8_t *r0 = in + 2 * y * row;
+        int8_t *dst = out + y * out_w * ch;
+        for (int32_t x = 0; x < out_w; x++)
+        {
+            const int8_t *a = r0 + 2 * x * ch;
+            for (int32_t q = 0; q < quads; q++)
+            {
+                uint32_t m = max_s8x4(max_s8x4(load4(a), load4(a + ch)), max_s8x4(load4(a + row), load4(a + row + ch)));
+                if (clamp)
+                {
+                    m = max_s8x4(m, lo4);
+                    m = ~max_s8x4(~m, ~hi4); /* min(m, hi): bytewise ~ reverses the signed order */
+                }
+                memcpy(dst, &m, 4);
+                a += 4;
+                dst += 4;
+            }
+            for (int32_t c = 4 * quads; c < ch; c++)
+            {
+                int32_t m = a[0];
+                m = a[ch] > m ? a[ch] : m;
+                m = a[row] > m ? a[row] : m;
+                m = a[row + ch] > m ? a[row + ch] : m;
+                *dst++ = (int8_t)clamp_i32(m, act_min, act_max);
+                a++;
             }
         }
     }

@@ -26,8 +26,9 @@ from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "conv_pool"
 CONV_KERNELS = (conv.CONV, conv_fast.FAST_CONV, conv_small.SMALL_CONV)
-POOL_KERNELS = (max_pool.MAX_POOL, avg_pool.AVG_POOL)
-POOL_COST_KEYS = {max_pool.KIND: max_pool.COST_KEY, avg_pool.KIND: avg_pool.COST_KEY}
+POOL_KERNELS = (*max_pool.KERNELS, avg_pool.AVG_POOL)
+POOL_COST_KEYS = {max_pool.MAX_POOL: max_pool.COST_KEY, max_pool.MAX_POOL_2X2: max_pool.COST_KEY_2X2,
+                  avg_pool.AVG_POOL: avg_pool.COST_KEY}
 
 
 def windows(op_or_attrs, conv_h: int, pooled_h: int) -> list[tuple[int, int, int]]:
@@ -101,6 +102,7 @@ def layer_context(op: Op, g: Graph) -> dict:
         "in_h": x.shape[1], "in_w": x.shape[2], "in_c": x.shape[3],
         "mid_h": mid[1], "mid_w": mid[2], "mid_c": mid[3],
         "fast": op.kernel == conv_fast.FAST_CONV, "avg": p["fn"] == avg_pool.AVG_POOL,
+        "pool_2x2": p["fn"] == max_pool.MAX_POOL_2X2,
         "small": (conv_small.function(x.shape[3], *a["kernel"]) if op.kernel == conv_small.SMALL_CONV else None),
         "pool_fn": p["fn"], "pool_kernel": p["kernel"], "pool_stride": p["stride"], "pool_pad": p["pads"][:2],
         "pool_act_min": p["act_min"], "pool_act_max": p["act_max"],
@@ -152,7 +154,7 @@ class ConvPool(OpKind):
             return
         rows = [hi - lo + 1 for lo, hi in schedule(windows(p, mid_h, ph)) if hi >= lo]
         convlike.conv_counts(f, op.kernel, cin, int(op.weights.shape[0]), kh, kw, mid_w, rows, pad_w)
-        pooling.pool_counts(f, POOL_COST_KEYS[p["kind"]], ph * pw * pc, p["kernel"][0] * p["kernel"][1], ph)
+        pooling.pool_counts(f, POOL_COST_KEYS[p["fn"]], ph * pw * pc, p["kernel"][0] * p["kernel"][1], ph)
 
 
 OP = ConvPool()

@@ -1,4 +1,5 @@
-"""``max_pool``: ONNX MaxPool, CMSIS-NN's arm_max_pool_s8.
+"""``max_pool``: ONNX MaxPool, CMSIS-NN's arm_max_pool_s8; under ``kernels="fast"`` a pool whose 2x2 windows
+tile its input at stride 2 runs on the runtime's esc2c_max_pool_2x2_s8 (4 channels per SSUB8/SEL pair).
 
 Fields: attrs kernel, stride, pads; act_min/act_max; input and output share scale and zero point (an ONNX
 max pool with its own output scale imports as a max pool and a ``requantize`` after it: max commutes with
@@ -13,7 +14,19 @@ from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "max_pool"
 MAX_POOL = "arm_max_pool_s8"
+MAX_POOL_2X2 = "esc2c_max_pool_2x2_s8"
+KERNELS = (MAX_POOL, MAX_POOL_2X2)
 COST_KEY = "pool"
+COST_KEY_2X2 = "pool2"
+
+
+def tiles_2x2(op: Op, g: Graph) -> bool:
+    """True when the pool is esc2c_max_pool_2x2_s8's: 2x2 windows, stride 2, no padding, every window inside
+    the input (not ceil_mode's last partial one)."""
+    a = op.attrs
+    (_, h, w, _), (_, oh, ow, _) = g.tensors[op.inputs[0]].shape, g.tensors[op.output].shape
+    return (tuple(a["kernel"]) == (2, 2) and tuple(a["stride"]) == (2, 2) and not any(a["pads"])
+            and (oh, ow) == (h // 2, w // 2))
 
 
 class MaxPool(OpKind):
@@ -44,14 +57,19 @@ class MaxPool(OpKind):
             raise ValueError(f"max pool {op.name}: input and output quantization differ")
 
     def select_kernel(self, op: Op, g: Graph, options: dict):
+        if options["kernels"] == "fast" and tiles_2x2(op, g):
+            return MAX_POOL_2X2, dict(NO_SCRATCH)
         return MAX_POOL, dict(NO_SCRATCH)
+
+    def template(self, op: Op) -> str:
+        return "ops/max_pool_2x2.c.j2" if op.kernel == MAX_POOL_2X2 else super().template(op)
 
     def macs(self, op: Op, g: Graph) -> int:
         kh, kw = op.attrs["kernel"]
         return g.tensors[op.output].size * kh * kw
 
     def raster_ordered(self, op: Op, g: Graph) -> bool:
-        return op.kernel == MAX_POOL
+        return op.kernel in KERNELS
 
     def lower_onnx(self, op: Op, g: Graph, B) -> None:
         x = op.inputs[0]
@@ -70,7 +88,8 @@ class MaxPool(OpKind):
 
     def cost_counts(self, op: Op, g: Graph, f: dict) -> None:
         kh, kw = op.attrs["kernel"]
-        pooling.pool_counts(f, COST_KEY, g.tensors[op.output].size, kh * kw, 1)
+        key = COST_KEY_2X2 if op.kernel == MAX_POOL_2X2 else COST_KEY
+        pooling.pool_counts(f, key, g.tensors[op.output].size, kh * kw, 1)
 
 
 OP = MaxPool()
