@@ -61,7 +61,14 @@ def reference_onnx(tmp: Path) -> Path:
     return q
 
 
-POOL_FUNCTIONS = ("arm_max_pool_s8", "arm_avgpool_s8")
+def pool_functions() -> tuple[str, ...]:
+    """The C functions of pooling layers (taken out of the conv layers' MAC/instruction)."""
+    from esc2c.compiler.ops import avg_pool, max_pool
+
+    return (*max_pool.KERNELS, avg_pool.AVG_POOL)
+
+
+POOL_FUNCTIONS = pool_functions()
 
 
 def conv_only(p, graph=None) -> tuple[int, int]:
