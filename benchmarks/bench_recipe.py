@@ -1,10 +1,11 @@
-"""Teacher accuracy under two training recipes, cross-validated over UrbanSound8K folds 1-3 and several seeds.
+"""Teacher accuracy under training recipes, cross-validated over UrbanSound8K folds 1-3 and several seeds.
 
 For every (seed, test fold) cell the teacher (M_Ori, eq. 4 loss) is trained on the other folds with each recipe
 (``augment``: time shift, SpecAugment, mixup, label smoothing, warm-up + cosine; ``paper``: plain Adam at a
 constant rate), picking its best epoch on recordings held out of the training folds, and scored on the test fold, which
-neither training nor epoch selection sees. Prints every cell, mean +- std per recipe and the paired difference
-with its 95 % t interval.
+neither training nor epoch selection sees. Prints every cell, mean +- std per recipe and each recipe's paired
+difference from the first with its 95 % t interval. A recipe is a preset with config fields over it
+(``paper+gain_db=6+eq_db=6``).
 
     .venv/bin/python benchmarks/bench_recipe.py [--seeds 0,1] [--folds 1,2,3] [--test-folds 2] [--epochs 20]
         [-o runs/bench_recipe]
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from esc2c.compress.config import load_config
 from esc2c.compress.pipeline import load_data
@@ -32,25 +34,38 @@ from esc2c.models.registry import build_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def recipe_fields(recipe: str) -> dict:
+    """'augment+gain_db=6+eq_db=6' -> {"preset": "augment", "gain_db": 6, "eq_db": 6}: a preset and config fields
+    over it."""
+    preset, *sets = recipe.split("+")
+    out = {"preset": preset}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"recipe {recipe!r}: {item!r} is not FIELD=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def cell(args, recipe: str, seed: int, test_fold: int, model_path: Path) -> dict:
     folds = [f for f in args.folds if f != test_fold]
     cfg = load_config(None, {"dataset": "urbansound8k", "data_dir": args.data_dir, "train_folds": folds,
-                             "val_folds": [test_fold], "holdout": args.holdout, "seed": seed, "preset": recipe,
+                             "val_folds": [test_fold], "holdout": args.holdout, "seed": seed,
                              "arch": args.arch, "width": args.width, "threads": args.threads,
-                             "features": {"hop_length": args.hop} if args.hop else None})
+                             "features": {"hop_length": args.hop} if args.hop else None, **recipe_fields(recipe)})
     torch.set_num_threads(args.threads)
     tr, sel, te, spec = load_data(cfg, log=lambda s: None)
     torch.manual_seed(seed)
     m = build_model(cfg.arch, len(tr.class_names), cfg.width, tuple(tr.x.shape[1:]), aux=True)
     t0 = time.time()
     tc = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                     seed=seed, progress=False, verbose=False, augment=cfg.augment(), schedule=cfg.lr_schedule,
-                     warmup_epochs=cfg.warmup_epochs)
+                     seed=seed, progress=False, verbose=False, augment=cfg.augment(spec), schedule=cfg.lr_schedule,
+                     warmup_epochs=cfg.warmup_epochs, select=cfg.epoch_selection)
     res = train(m, tr, sel, "ce_aux", cfg=tc)
     r = {"recipe": recipe, "seed": seed, "test_fold": test_fold, "train_folds": folds,
             "test_acc": evaluate(res.model, te)["acc"], "select_acc": res.best_val_acc,
             "train_acc": res.history[res.best_epoch - 1]["train_acc"], "best_epoch": res.best_epoch,
-            "seconds": time.time() - t0, "spec": spec.to_dict(), "augment": cfg.augment().to_dict(),
+            "seconds": time.time() - t0, "spec": spec.to_dict(), "augment": cfg.augment(spec).to_dict(),
             "lr_schedule": cfg.lr_schedule}
     save_model(model_path, res.model, metrics=r, spec=spec.to_dict())
     return r
@@ -84,7 +99,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "urbansound8k"))
     ap.add_argument("-o", "--output", default=str(ROOT / "runs" / "bench_recipe"))
-    ap.add_argument("--recipes", default="paper,augment")
+    ap.add_argument("--recipes", default="paper,augment",
+                    help="comma-separated recipes, each a preset with optional config fields over it: "
+                         "paper,paper+gain_db=6+eq_db=6")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--folds", default="1,2,3")
     ap.add_argument("--test-folds", default=None,
@@ -132,10 +149,10 @@ def main() -> None:
     for rc in recipes:
         d = describe(acc[rc].values())
         print(f"{rc:<6} test accuracy {d['mean']:.2f} +- {d['std'] or 0:.2f} % over {d['n']} cells")
-    if len(recipes) == 2:
-        d = paired(acc[recipes[1]], acc[recipes[0]])
+    for rc in recipes[1:]:
+        d = paired(acc[rc], acc[recipes[0]])
         lo, hi = d["ci"] if d["ci"] else (float("nan"), float("nan"))
-        print(f"{recipes[1]} - {recipes[0]}: {d['mean']:+.2f} points, 95 % interval [{lo:+.2f}, {hi:+.2f}] "
+        print(f"{rc} - {recipes[0]}: {d['mean']:+.2f} points, 95 % interval [{lo:+.2f}, {hi:+.2f}] "
               f"over {d['n']} paired cells ({verdict(d)})")
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from esc2c.compress import distributed, pipeline
-from esc2c.compress.config import DATASET_CHOICES, PRESETS, load_config, parse_folds
+from esc2c.compress.config import DATASET_CHOICES, NO_INPUT_AUGMENT, PRESETS, load_config, parse_folds
 from esc2c.compress.report import format_table
 from esc2c.compress.schedule import SCHEDULES, SELECT
 from esc2c.contract import ROUNDING_MODES
@@ -38,7 +38,7 @@ from esc2c.contract import ROUNDING_MODES
                    "(the paper's settings exactly) or augment (time shift, SpecAugment, mixup, label smoothing, "
                    "warm-up + cosine).")
 @click.option("--no-augment", is_flag=True, default=False,
-              help="No time shift, SpecAugment masks or mixup (label smoothing and the schedule stay).")
+              help="No time shift, level or equaliser changes, SpecAugment masks or mixup (label smoothing and the schedule stay).")
 @click.option("--mixup-alpha", type=float, default=None, help="mixup Beta(alpha, alpha); 0 turns mixup off.")
 @click.option("--label-smoothing", type=float, default=None)
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=None)
@@ -79,7 +79,7 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
                  "preset": preset, "mixup_alpha": mixup_alpha, "label_smoothing": label_smoothing,
                  "lr_schedule": lr_schedule, "epoch_selection": epoch_selection}
     if no_augment:
-        overrides.update(time_shift=0.0, freq_masks=0, time_masks=0, mixup_alpha=0.0)
+        overrides.update(NO_INPUT_AUGMENT)
     overrides.update({"target_params": target_params, "board": board, "max_flash": max_flash, "max_ram": max_ram,
                       "max_latency_ms": max_latency_ms, "channel_multiple": channel_multiple,
                       "min_channels": min_channels})

@@ -7,10 +7,15 @@ normalised log-mel ``x [B, 1, n_mels, frames]``:
    (both directions). Sounds in UrbanSound8K / ESC-50 start anywhere in the clip, and short clips are
    zero-padded at their end, so a roll is a plausible clip. The model ends in a global average pool, so the
    roll changes only what the convolutions see at the wrap point.
-2. SpecAugment (Park et al. 2019, without time warping): ``freq_masks`` bands of up to ``freq_mask`` of the mel
+2. level and colour (recording conditions): each clip's whole log-mel is shifted by a random gain of up to
+   ``gain_db`` dB either way (the microphone's distance and gain), and by a random smooth equaliser of up to
+   ``eq_db`` dB either way (the microphone's and the room's response, after FilterAugment, Nam et al. 2022):
+   gains drawn at ``eq_points`` random mel positions plus both edges, linearly interpolated between them.
+   dB become normalised units through ``db_scale`` (``1 / spec.std``, set from the feature spec).
+3. SpecAugment (Park et al. 2019, without time warping): ``freq_masks`` bands of up to ``freq_mask`` of the mel
    bins and ``time_masks`` spans of up to ``time_mask`` of the frames are set to 0, the training mean of the
    normalised features.
-3. mixup (Zhang et al. 2018): the batch is mixed with a shuffled copy of itself, ``lam ~ Beta(alpha, alpha)``
+4. mixup (Zhang et al. 2018): the batch is mixed with a shuffled copy of itself, ``lam ~ Beta(alpha, alpha)``
    per batch (``lam >= 0.5``, so the first clip dominates), inputs and targets alike.
 
 Targets become class distributions: one-hot labels smoothed by ``label_smoothing`` (``1 - eps`` on the class,
@@ -42,6 +47,10 @@ class AugmentConfig:
     time_mask: float = 0.0       # max width of each, as a fraction of the frames
     mixup_alpha: float = 0.0     # Beta(alpha, alpha) mixing (0 = off)
     label_smoothing: float = 0.0
+    gain_db: float = 0.0         # random level change per clip, up to this many dB either way (0 = off)
+    eq_db: float = 0.0           # random smooth equaliser per clip, up to this many dB either way (0 = off)
+    eq_points: int = 3           # the equaliser's random inner control points along the mel axis
+    db_scale: float = 1.0        # normalised feature units per dB (1 / the feature spec's std)
 
     def __post_init__(self):
         for name in ("time_shift", "freq_mask", "time_mask"):
@@ -54,6 +63,14 @@ class AugmentConfig:
                 raise Esc2cError(f"augmentation field {name!r} must be an integer >= 0 (got {v!r})")
         if not 0.0 <= float(self.mixup_alpha) <= 10.0:
             raise Esc2cError(f"augmentation field 'mixup_alpha' must be in [0, 10] (got {self.mixup_alpha})")
+        for name in ("gain_db", "eq_db"):
+            v = getattr(self, name)
+            if not 0.0 <= float(v) <= 40.0:
+                raise Esc2cError(f"augmentation field {name!r} must be in [0, 40] dB (got {v})")
+        if not isinstance(self.eq_points, int) or isinstance(self.eq_points, bool) or not 0 <= self.eq_points <= 16:
+            raise Esc2cError(f"augmentation field 'eq_points' must be an integer in [0, 16] (got {self.eq_points!r})")
+        if not (math.isfinite(float(self.db_scale)) and float(self.db_scale) > 0):
+            raise Esc2cError(f"augmentation field 'db_scale' must be a positive number (got {self.db_scale})")
         if not 0.0 <= float(self.label_smoothing) < 1.0:
             raise Esc2cError(f"augmentation field 'label_smoothing' must be in [0, 1) (got {self.label_smoothing})")
 
@@ -61,7 +78,8 @@ class AugmentConfig:
     def active(self) -> bool:
         """True when the inputs change (then a teacher must see each augmented batch, not a cache)."""
         return bool(self.time_shift > 0 or (self.freq_masks and self.freq_mask > 0)
-                    or (self.time_masks and self.time_mask > 0) or self.mixup_alpha > 0)
+                    or (self.time_masks and self.time_mask > 0) or self.mixup_alpha > 0
+                    or self.gain_db > 0 or self.eq_db > 0)
 
     @property
     def soft_targets(self) -> bool:
@@ -98,6 +116,27 @@ def _roll(x: torch.Tensor, max_frac: float, gen: torch.Generator) -> torch.Tenso
     return torch.gather(x, 3, idx.view(n, 1, 1, frames).expand(-1, x.shape[1], x.shape[2], -1))
 
 
+def _level(x: torch.Tensor, gain: float, eq: float, points: int, scale: float,
+           gen: torch.Generator) -> torch.Tensor:
+    """x plus a per-clip gain (uniform in [-gain, gain] dB) and a per-clip piecewise-linear equaliser over the
+    mel axis (uniform in [-eq, eq] dB at both edges and at ``points`` random inner positions)."""
+    n, mels = x.shape[0], x.shape[2]
+    off = torch.zeros(n, mels)
+    if gain > 0:
+        off += (torch.rand(n, 1, generator=gen) * 2 - 1) * gain
+    if eq > 0 and mels > 1:
+        inner = torch.sort(torch.rand(n, points, generator=gen), dim=1).values * (mels - 1)
+        knots = torch.cat([torch.zeros(n, 1), inner, torch.full((n, 1), float(mels - 1))], 1)   # [n, points + 2]
+        gains = (torch.rand(n, points + 2, generator=gen) * 2 - 1) * eq
+        pos = torch.arange(mels, dtype=torch.float32).view(1, mels).expand(n, -1).contiguous()
+        hi = torch.searchsorted(knots, pos, right=True).clamp(1, points + 1)          # knots[hi-1] <= pos < knots[hi]
+        k0, k1 = knots.gather(1, hi - 1), knots.gather(1, hi)
+        g0, g1 = gains.gather(1, hi - 1), gains.gather(1, hi)
+        t = ((pos - k0) / (k1 - k0).clamp_min(1e-6)).clamp(0, 1)
+        off += g0 + t * (g1 - g0)
+    return x + (off * scale).view(n, 1, mels, 1).to(x.dtype)
+
+
 def soft_labels(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     t = F.one_hot(y, num_classes).float()
     return t * (1.0 - smoothing) + smoothing / num_classes
@@ -114,6 +153,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     """The augmented training batch (on the CPU) and its mixup, if any (pass it to :func:`targets`)."""
     if cfg.time_shift > 0:
         x = _roll(x, cfg.time_shift, gen)
+    if cfg.gain_db > 0 or cfg.eq_db > 0:
+        x = _level(x, cfg.gain_db, cfg.eq_db, cfg.eq_points, cfg.db_scale, gen)
     x = _masks(x, 2, cfg.freq_masks, cfg.freq_mask, gen)
     x = _masks(x, 3, cfg.time_masks, cfg.time_mask, gen)
     if cfg.mixup_alpha <= 0 or len(x) < 2:

@@ -7,7 +7,7 @@ cores. ``configs/`` holds the paper's settings (Adam, batch 64, lr 1e-3, weight 
 Features follow the dataset: ``features`` lists only what differs from :data:`DATASET_FEATURES` (whole 4 s
 UrbanSound8K clips, whole 5 s ESC-50 clips, 40 mels; short clips for the synthetic set).
 
-The training recipe (every stage): optional time shift, SpecAugment masks, mixup and label smoothing
+The training recipe (every stage): optional time shift, level and equaliser changes, SpecAugment masks, mixup and label smoothing
 (:mod:`esc2c.compress.augment`) and a warm-up + cosine learning-rate schedule (:mod:`esc2c.compress.schedule`).
 A preset names a set of field values applied before the config file and the command line (:data:`PRESETS`):
 ``esc2c`` the defaults, ``paper`` the paper's settings exactly, ``augment`` the augmented recipe.
@@ -48,6 +48,11 @@ PRESETS = {
     "augment": {"time_shift": 0.25, "freq_masks": 2, "freq_mask": 0.15, "time_masks": 2, "time_mask": 0.1,
                 "mixup_alpha": 0.2, "label_smoothing": 0.1, "lr_schedule": "cosine", "warmup_epochs": 1.0},
 }
+
+
+# What ``--no-augment`` sets: every change to the training inputs off (label smoothing and the schedule stay).
+NO_INPUT_AUGMENT = {"time_shift": 0.0, "freq_masks": 0, "time_masks": 0, "mixup_alpha": 0.0, "gain_db": 0.0,
+                    "eq_db": 0.0}
 
 
 @dataclass
@@ -92,6 +97,9 @@ class CompressConfig:
     time_mask: float = 0.1
     mixup_alpha: float = 0.0       # mixup Beta(alpha, alpha); 0 = off
     label_smoothing: float = 0.0
+    gain_db: float = 0.0           # random level change per clip, up to this many dB either way
+    eq_db: float = 0.0             # random smooth equaliser per clip (FilterAugment), up to this many dB either way
+    eq_points: int = 3             # the equaliser's random inner control points along the mel axis
     lr_schedule: str = "constant"  # "cosine" (linear warm-up, then cosine) or "constant"
     warmup_epochs: float = 0.0
     epoch_selection: str = "best"  # each stage keeps its "best" epoch on the selection set, or its "last"
@@ -124,10 +132,12 @@ class CompressConfig:
         except TypeError as e:
             raise Esc2cError(f"config field 'features': {e}") from None
 
-    def augment(self) -> AugmentConfig:
+    def augment(self, spec: FeatureSpec | None = None) -> AugmentConfig:
+        """The training recipe's augmentation; ``spec`` (the normalised feature spec) turns dB into feature units."""
         return AugmentConfig(time_shift=self.time_shift, freq_masks=self.freq_masks, freq_mask=self.freq_mask,
                              time_masks=self.time_masks, time_mask=self.time_mask, mixup_alpha=self.mixup_alpha,
-                             label_smoothing=self.label_smoothing)
+                             label_smoothing=self.label_smoothing, gain_db=self.gain_db, eq_db=self.eq_db,
+                             eq_points=self.eq_points, db_scale=1.0 / spec.std if spec is not None else 1.0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

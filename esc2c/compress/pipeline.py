@@ -289,7 +289,7 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
     in_shape = tuple(tr.x.shape[1:])
     log(f"data: {len(tr.y)} training clips, {len(va.y)} validation clips, {n_cls} classes, input {in_shape}")
 
-    augment = cfg.augment()
+    augment = cfg.augment(spec)
     log(f"recipe: {cfg.preset}; augmentation {augment.to_dict()}; lr schedule {cfg.lr_schedule} "
         f"(warm-up {cfg.warmup_epochs:g} epochs); each stage keeps its {cfg.epoch_selection} epoch")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from esc2c.compress.augment import AugmentConfig, augment_batch, soft_labels, targets
-from esc2c.compress.config import DATASET_FEATURES, load_config
+from esc2c.compress.config import DATASET_FEATURES, NO_INPUT_AUGMENT, load_config
 from esc2c.compress.schedule import lr_factor, make_scheduler
 from esc2c.compress.train import TrainConfig, evaluate, train
 from esc2c.errors import Esc2cError
@@ -58,6 +58,47 @@ def test_specaugment_masks_zero_bounded_spans(dim, field):
     assert max(widths) <= math.floor(0.25 * size) and max(widths) > 0
 
 
+def test_gain_shifts_each_clip_by_one_bounded_level():
+    x = _x(64)
+    cfg = AugmentConfig(gain_db=6.0, db_scale=0.05)             # 6 dB = 0.3 feature units
+    xa, mix = augment_batch(x, cfg, torch.Generator().manual_seed(4))
+    assert mix is None
+    d = xa - x
+    per_clip = d.mean(dim=(1, 2, 3))
+    torch.testing.assert_close(d, per_clip.view(-1, 1, 1, 1).expand_as(d))   # one offset per clip, everywhere
+    assert per_clip.abs().max() <= 0.3 + 1e-6 and per_clip.abs().max() > 0.2
+    assert per_clip.min() < 0 < per_clip.max() and len(set(per_clip.tolist())) == 64
+
+
+def test_equaliser_is_smooth_bounded_and_per_clip():
+    x = _x(64)
+    cfg = AugmentConfig(eq_db=10.0, eq_points=2, db_scale=0.1)   # up to 1 feature unit either way
+    xa, _ = augment_batch(x, cfg, torch.Generator().manual_seed(5))
+    d = xa - x
+    torch.testing.assert_close(d, d[..., :1].expand_as(d))     # the same curve in every frame of a clip
+    curve = d[:, 0, :, 0]                                        # [clips, mels]
+    assert curve.abs().max() <= 1.0 + 1e-5
+    # piecewise linear through 4 knots: at most 3 slopes per clip, so the second difference is zero almost
+    # everywhere (nonzero only next to the 2 inner knots)
+    second = (curve[:, 2:] - 2 * curve[:, 1:-1] + curve[:, :-2]).abs() > 1e-4
+    assert second.sum(1).max() <= 4
+    assert (curve.max(1).values - curve.min(1).values).mean() > 0.3   # it does colour the spectrum
+    assert len({round(float(c[0]), 5) for c in curve}) == 64           # one curve per clip
+    # seeded like the rest: the same generator state gives the same batch
+    xb, _ = augment_batch(x, cfg, torch.Generator().manual_seed(5))
+    assert torch.equal(xa, xb)
+
+
+def test_level_augmentation_follows_the_feature_spec_and_no_augment():
+    from esc2c.features import FeatureSpec
+    c = load_config(None, {"gain_db": 6, "eq_db": 3})
+    a = c.augment(FeatureSpec().with_stats(-40.0, 20.0))
+    assert a.active and a.db_scale == pytest.approx(1 / 20.0) and (a.gain_db, a.eq_db) == (6.0, 3.0)
+    assert c.augment().db_scale == 1.0
+    off = load_config(None, {"preset": "augment", "gain_db": 6, "eq_db": 3, **NO_INPUT_AUGMENT}).augment()
+    assert not off.active and off.label_smoothing == 0.1          # --no-augment: inputs untouched
+
+
 def test_mixup_and_label_smoothing_targets():
     x, y = _x(16), torch.arange(16) % 4
     cfg = AugmentConfig(mixup_alpha=0.4, label_smoothing=0.1)
@@ -76,7 +117,8 @@ def test_mixup_and_label_smoothing_targets():
 
 
 @pytest.mark.parametrize("field, value", [("time_shift", 1.5), ("freq_masks", -1), ("mixup_alpha", -0.1),
-                                          ("label_smoothing", 1.0)])
+                                          ("label_smoothing", 1.0), ("gain_db", -1.0), ("eq_db", 50.0),
+                                          ("eq_points", 17)])
 def test_bad_augmentation_is_named(field, value):
     with pytest.raises(Esc2cError, match=field):
         AugmentConfig(**{field: value})
