@@ -45,15 +45,21 @@ def parse_methods(text: str | None) -> list[str] | None:
 @click.option("--summarize", "summarize_dir", type=click.Path(file_okay=False), default=None,
               help="Rebuild experiment.json/.md/.png of this experiment directory from its finished cells, "
                    "without training.")
+@click.option("--against", "against_dir", type=click.Path(file_okay=False), default=None,
+              help="Another experiment directory (e.g. the same grid under the previous recipe): every model is "
+                   "also compared with itself there, paired over the cells both finished.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Experiment directory (cells resume from it; several invocations may share it).")
-def experiment(config_path, seeds, folds, jobs, cell_procs, threads, methods, data_dir, device, summarize_dir, output):
+def experiment(config_path, seeds, folds, jobs, cell_procs, threads, methods, data_dir, device, summarize_dir,
+               against_dir, output):
     """Run CONFIG's compression over seeds x test folds into OUTPUT/cells/, then write OUTPUT/experiment.json,
     experiment.md and experiment.png: per model mean +- std over the cells and paired differences with 95 %
     t intervals. Launched by torchrun, every rank runs cells (OUTPUT on a filesystem all nodes share) and
     rank 0 writes the summary."""
 
     launch = ranks.launched()        # under torchrun every rank is a grid worker; rank 0 writes the report
+    if against_dir is not None:
+        grid.read_grid(against_dir)  # not an experiment directory: say so now, not after the grid has run
     if summarize_dir is not None:
         if config_path is not None or output is not None:
             raise Esc2cError("--summarize DIR takes no CONFIG or -o (it only reads DIR's finished cells)")
@@ -78,6 +84,6 @@ def experiment(config_path, seeds, folds, jobs, cell_procs, threads, methods, da
         out = output
     if launch is not None and launch.rank != 0:
         return
-    exp = report.write(out)
+    exp = report.write(out, against=against_dir)
     click.echo(report.format_console(exp))
     click.echo(f"wrote {out}/experiment.json, experiment.md and experiment.png")

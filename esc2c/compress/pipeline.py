@@ -70,7 +70,8 @@ def load_data(cfg: CompressConfig, log: Callable[[str], None] = print):
     if not cfg.holdout:
         return tr, va, va, spec
     tr, sel = holdout_split(tr, cfg.dataset, cfg.holdout, cfg.seed)
-    log(f"holdout: {len(sel.y)} clips of the training folds (whole recordings) pick the best epochs")
+    use = "pick the best epochs" if cfg.epoch_selection == "best" else "are scored each epoch (the last is kept)"
+    log(f"holdout: {len(sel.y)} clips of the training folds (whole recordings) {use}")
     return tr, sel, va, spec
 
 

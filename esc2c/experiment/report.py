@@ -5,6 +5,11 @@ standard deviation and 95 % t interval over the cells, and every cell's value. P
 cells for both models) carry the 95 % t interval of their mean and a verdict: a claim holds only when that
 whole interval lies above its margin (0 for "a beats b"; -1.5 points for "M_QaKD stays within 1.5 points of
 M_Ori").
+
+With ``against`` (another experiment directory, e.g. the same grid under the previous recipe), every model is
+also compared with itself there: this experiment minus the other on the cells both finished (same seed, same
+test fold), with the config fields that differ between the two named, so a recipe change carries its own
+interval.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import numpy as np
 
 from esc2c.errors import Esc2cError
 from esc2c.experiment import stats
-from esc2c.experiment.grid import CELL_RE, CELLS_DIR, REPORT, Cell, lock_path, read_grid, read_lock
+from esc2c.experiment.grid import CELL_RE, CELLS_DIR, REPORT, Cell, comparable, lock_path, read_grid, read_lock
 from esc2c.fsutil import atomic_path, atomic_write_text
 
 DEPLOYED = "M_QaKD integer"
@@ -65,8 +70,28 @@ def collect(out_dir) -> dict:
     return {"cells": cells, "unfinished": unfinished}
 
 
-def summarize(out_dir) -> dict:
-    """The experiment summary dict (what experiment.json holds) from the finished cells."""
+def compare(exp: dict, other_dir) -> dict:
+    """Per model of ``exp``: its accuracy minus the same model's in the experiment at ``other_dir``, paired
+    over the cells both finished; and the config fields that differ (this experiment's value, the other's)."""
+    other_cfg = read_grid(other_dir)
+    other = collect(other_dir)["cells"]
+    mine, theirs = comparable(exp["config"]), comparable(other_cfg)
+    fields = {k: [mine.get(k), theirs.get(k)] for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)}
+    rows = []
+    for r in exp["rows"]:
+        m = r["model"]
+        b = {k: c["acc"][m] for k, c in other.items() if m in c["acc"]}
+        d = stats.paired(r["values"], b)
+        if d["n"]:
+            rows.append({"model": m, **d, "verdict": stats.verdict(d, 0.0)})
+    if not rows:
+        raise Esc2cError(f"{Path(other_dir)}: no finished cell in common with this experiment to compare")
+    return {"dir": str(other_dir), "fields": fields, "rows": rows}
+
+
+def summarize(out_dir, against=None) -> dict:
+    """The experiment summary dict (what experiment.json holds) from the finished cells; ``against``: another
+    experiment directory to compare every model with (:func:`compare`)."""
     config = read_grid(out_dir)
     got = collect(out_dir)
     cells = got["cells"]
@@ -91,9 +116,12 @@ def summarize(out_dir) -> dict:
     for name in got["unfinished"]:
         holder = read_lock(lock_path(out_dir, Cell.parse(name)))
         held.append({"cell": name, "lock": holder})
-    return {"unit": "accuracy on the test fold, %; differences in percentage points",
-            "level": stats.LEVEL, "config": config, "cells": cells, "unfinished": held,
-            "rows": rows, "differences": diffs}
+    exp = {"unit": "accuracy on the test fold, %; differences in percentage points",
+           "level": stats.LEVEL, "config": config, "cells": cells, "unfinished": held,
+           "rows": rows, "differences": diffs}
+    if against is not None:
+        exp["against"] = compare(exp, against)
+    return exp
 
 
 def _fmt(v, signed: bool = False) -> str:
@@ -116,12 +144,26 @@ def claim_lines(exp: dict) -> list[str]:
     return out
 
 
+def against_lines(exp: dict) -> list[str]:
+    """One plain sentence per model compared with the ``against`` experiment (none without one)."""
+    a = exp.get("against")
+    if a is None:
+        return []
+    fields = "; ".join(f"{k} {v[0]!r} (there {v[1]!r})" for k, v in a["fields"].items()) or "none"
+    out = [f"against {a['dir']} (config fields that differ: {fields}):"]
+    for d in a["rows"]:
+        out.append(f"{d['model']}: {_fmt(d['mean'], True)} points, 95 % interval {_ci(d, True)} over {d['n']} "
+                   f"cells ({d['verdict']})")
+    return out
+
+
 def format_console(exp: dict) -> str:
     """The per-model means and the claims, for the terminal."""
     lines = [f"{'model':<16} {'mean %':>7} {'std':>6} {'95 % interval':>17} {'cells':>5}"]
     for r in exp["rows"]:
         lines.append(f"{r['model']:<16} {_fmt(r['mean']):>7} {_fmt(r['std']):>6} {_ci(r):>17} {r['n']:>5}")
-    return "\n".join(lines + [""] + claim_lines(exp))
+    extra = against_lines(exp)
+    return "\n".join(lines + [""] + claim_lines(exp) + ([""] + extra if extra else []))
 
 
 def format_markdown(exp: dict) -> str:
@@ -160,6 +202,16 @@ def format_markdown(exp: dict) -> str:
                   f"{d['claim']} (interval above {d['margin']:+.1f}) | {VERDICT_WORDS[d['verdict']]} |")
     md += ["", "A claim holds only when the whole 95 % t interval of the paired difference lies above its margin.",
            ""] + [f"- {line}" for line in claim_lines(exp)] + ["", "![per-model accuracy](experiment.png)", ""]
+    a = exp.get("against")
+    if a is not None:
+        md += [f"## Against {a['dir']} (this experiment minus that one, same cells)", "",
+               "Config fields that differ: " + ("; ".join(f"`{k}` {v[0]!r} here, {v[1]!r} there"
+                                                          for k, v in a["fields"].items()) or "none") + ".", "",
+               "| model | mean | std | 95 % interval | cells | verdict (interval above 0) |", "|---|---:|---:|---:|---:|---|"]
+        for d in a["rows"]:
+            md.append(f"| {d['model']} | {_fmt(d['mean'], True)} | {_fmt(d['std'])} | {_ci(d, True)} | {d['n']} | "
+                      f"{d['verdict']} |")
+        md.append("")
     return "\n".join(md)
 
 
@@ -200,10 +252,11 @@ def plot(exp: dict, path) -> None:
     plt.close(fig)
 
 
-def write(out_dir) -> dict:
-    """Summarize the finished cells into experiment.json / .md / .png; returns the summary."""
+def write(out_dir, against=None) -> dict:
+    """Summarize the finished cells into experiment.json / .md / .png; returns the summary. ``against``:
+    another experiment directory every model is compared with (:func:`compare`)."""
     out = Path(out_dir)
-    exp = summarize(out)
+    exp = summarize(out, against)
     plot(exp, out / "experiment.png")
     atomic_write_text(out / "experiment.json", json.dumps(exp, indent=1) + "\n")
     atomic_write_text(out / "experiment.md", format_markdown(exp))

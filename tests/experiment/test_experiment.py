@@ -355,3 +355,31 @@ def test_grid_with_last_epoch_selection(tiny, tmp_path, capsys):
     md = (out / "experiment.md").read_text()
     assert "keeps every stage's last epoch" in md
     assert "target 20,000 kept parameters (a budget, not a ratio" in md and "prune ratio 0.6" not in md
+
+
+def test_against_another_experiment(tiny, tmp_path, capsys):
+    """--against DIR: every model minus itself in another experiment, paired over the cells both finished,
+    with the config fields that differ; a DIR that is not an experiment is refused before anything trains."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["experiment", tiny(), "--seeds", "0", "--folds", "1,2", "-o", str(a)]) == 0
+    cfg_b = tiny(gain_db=6.0, eq_db=3.0)
+    assert main(["experiment", cfg_b, "--seeds", "0", "--folds", "1", "-o", str(b), "--against", str(tmp_path / "x")]) == 1
+    assert "not an experiment directory" in capsys.readouterr().err and not (b / "cells").exists()
+    assert main(["experiment", cfg_b, "--seeds", "0", "--folds", "1", "-o", str(b), "--against", str(a)]) == 0
+    log = capsys.readouterr().out
+    exp = json.loads((b / "experiment.json").read_text())
+    ra = {r["model"]: r for r in json.loads((a / "experiment.json").read_text())["rows"]}
+    rb = {r["model"]: r for r in exp["rows"]}
+    vs = exp["against"]
+    assert vs["dir"] == str(a) and vs["fields"] == {"eq_db": [3.0, 0.0], "gain_db": [6.0, 0.0]}
+    rows = {r["model"]: r for r in vs["rows"]}
+    assert set(rows) == set(rb) and "M_QaKD integer" in rows
+    for m, r in rows.items():                        # only the common cell, seed0-fold1
+        assert r["n"] == 1 and r["values"] == {"seed0-fold1": pytest.approx(rb[m]["values"]["seed0-fold1"]
+                                                                            - ra[m]["values"]["seed0-fold1"])}
+        assert r["verdict"] == "too few cells"
+    assert "against " + str(a) in log and "gain_db 6.0 (there 0.0)" in log
+    md = (b / "experiment.md").read_text()
+    assert f"## Against {a}" in md and "`gain_db` 6.0 here, 0.0 there" in md
+    assert main(["experiment", "--summarize", str(a), "--against", str(b)]) == 0    # the other way round
+    assert json.loads((a / "experiment.json").read_text())["against"]["fields"]["gain_db"] == [0.0, 6.0]
