@@ -383,3 +383,10 @@ def test_against_another_experiment(tiny, tmp_path, capsys):
     assert f"## Against {a}" in md and "`gain_db` 6.0 here, 0.0 there" in md
     assert main(["experiment", "--summarize", str(a), "--against", str(b)]) == 0    # the other way round
     assert json.loads((a / "experiment.json").read_text())["against"]["fields"]["gain_db"] == [0.0, 6.0]
+    # a grid written before a field existed had its default there
+    doc = json.loads((a / "grid.json").read_text())
+    for k in ("gain_db", "eq_db", "eq_points"):
+        del doc["config"][k]
+    (a / "grid.json").write_text(json.dumps(doc))
+    assert main(["experiment", "--summarize", str(b), "--against", str(a)]) == 0
+    assert json.loads((b / "experiment.json").read_text())["against"]["fields"] == vs["fields"]
