@@ -34,9 +34,10 @@ from esc2c.contract import ROUNDING_MODES
               help="Requantization rounding the deployed model is checked with (CMSIS-NN default: double).")
 @click.option("--no-baselines", is_flag=True, default=False, help="Skip the M_Qua and DirectKD baselines.")
 @click.option("--preset", type=click.Choice(tuple(PRESETS)), default=None,
-              help="Training recipe: esc2c (the default: the paper's plain Adam, pruned students at 3x lr), paper "
-                   "(the paper's settings exactly) or augment (time shift, SpecAugment, mixup, label smoothing, "
-                   "warm-up + cosine).")
+              help="Training recipe (default: robust for UrbanSound8K and ESC-50, esc2c for the synthetic set): "
+                   "robust (random level and equaliser changes per clip, cosine schedule, last epoch kept), esc2c "
+                   "(the paper's plain Adam, pruned students at 3x lr), paper (the paper's settings exactly) or "
+                   "augment (time shift, SpecAugment, mixup, label smoothing, warm-up + cosine).")
 @click.option("--no-augment", is_flag=True, default=False,
               help="No time shift, level or equaliser changes, SpecAugment masks or mixup (label smoothing and the schedule stay).")
 @click.option("--mixup-alpha", type=float, default=None, help="mixup Beta(alpha, alpha); 0 turns mixup off.")

@@ -47,7 +47,10 @@ PRESETS = {
     "paper": {"student_lr_factor": 1.0},
     "augment": {"time_shift": 0.25, "freq_masks": 2, "freq_mask": 0.15, "time_masks": 2, "time_mask": 0.1,
                 "mixup_alpha": 0.2, "label_smoothing": 0.1, "lr_schedule": "cosine", "warmup_epochs": 1.0},
+    "robust": {"gain_db": 6.0, "eq_db": 6.0, "lr_schedule": "cosine", "epoch_selection": "last"},
 }
+# The preset a run gets when neither its config file nor its command line names one.
+DATASET_PRESETS = {"synthetic": "esc2c", "urbansound8k": "robust", "esc50": "robust"}
 
 
 # What ``--no-augment`` sets: every change to the training inputs off (label smoothing and the schedule stay).
@@ -279,7 +282,7 @@ def _coerce(name: str, value, where: str):
 def load_config(path: str | None = None, overrides: dict | None = None) -> CompressConfig:
     """Defaults <- preset <- config file (YAML/TOML, optional) <- overrides (CLI; None values are ignored).
 
-    The preset is the one the overrides name, else the file's, else ``esc2c``. A ``features`` mapping from the
+    The preset is the one the overrides name, else the file's, else the dataset's (:data:`DATASET_PRESETS`). A ``features`` mapping from the
     command line updates the file's (both only list what differs from the dataset's defaults)."""
     values: dict = {}
     if path is not None:
@@ -297,10 +300,11 @@ def load_config(path: str | None = None, overrides: dict | None = None) -> Compr
         cli[k] = _coerce(k, v, "command line")
     if "features" in cli and "features" in values:
         cli["features"] = {**values["features"], **cli["features"]}
-    preset = cli.get("preset", values.get("preset", "esc2c"))
+    dataset = cli.get("dataset", values.get("dataset", CompressConfig.dataset))
+    preset = cli.get("preset", values.get("preset", DATASET_PRESETS.get(dataset, "esc2c")))
     if preset not in PRESETS:
         raise Esc2cError(f"config field 'preset': unknown preset {preset!r} (choose {', '.join(PRESETS)})")
-    return CompressConfig(**{**PRESETS[preset], **values, **cli}).validate()
+    return CompressConfig(**{**PRESETS[preset], **values, **cli, "preset": preset}).validate()
 
 
 def parse_folds(text: str | None) -> list[int] | None:

@@ -50,6 +50,9 @@ REPORT = "report.json"
 CELL_LOG = ".log"
 # settings that may differ between the machines or invocations sharing one grid without changing a result
 RUNTIME_FIELDS = ("threads", "device", "cache_dir", "data_dir")
+# fields two runs may differ in and still be the same experiment: where and how fast it runs, and the preset's
+# name (it only sets other fields, which are compared)
+SAME_EXPERIMENT_FIELDS = RUNTIME_FIELDS + ("preset",)
 CELL_RE = re.compile(r"^seed(\d+)-fold(\d+)$")
 
 
@@ -138,7 +141,10 @@ def check_base(cfg: CompressConfig) -> CompressConfig:
 
 
 def comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+    """The fields that make an experiment (a config dict as JSON holds it); a field newer than the dict has its
+    default value."""
+    full = {**json.loads(json.dumps(CompressConfig().to_dict())), **config}
+    return {k: v for k, v in full.items() if k not in SAME_EXPERIMENT_FIELDS}
 
 
 def _first_difference(a: dict, b: dict) -> str:

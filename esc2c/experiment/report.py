@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from esc2c.compress.config import CompressConfig
 from esc2c.errors import Esc2cError
 from esc2c.experiment import stats
 from esc2c.experiment.grid import CELL_RE, CELLS_DIR, REPORT, Cell, comparable, lock_path, read_grid, read_lock
@@ -76,8 +75,7 @@ def compare(exp: dict, other_dir) -> dict:
     over the cells both finished; and the config fields that differ (this experiment's value, the other's)."""
     other_cfg = read_grid(other_dir)
     other = collect(other_dir)["cells"]
-    defaults = CompressConfig().to_dict()        # a field newer than a grid had its default value there
-    mine, theirs = comparable({**defaults, **exp["config"]}), comparable({**defaults, **other_cfg})
+    mine, theirs = comparable(exp["config"]), comparable(other_cfg)
     fields = {k: [mine.get(k), theirs.get(k)] for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)}
     rows = []
     for r in exp["rows"]:

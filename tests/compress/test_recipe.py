@@ -157,6 +157,16 @@ def test_dataset_feature_defaults_and_presets(tmp_path):
     a = load_config(None, {"preset": "augment"})
     assert a.augment().active and a.augment().soft_targets and a.lr_schedule == "cosine"
     assert load_config(None, {"preset": "paper"}).student_lr_factor == 1.0
+    # real audio defaults to the robust recipe: level + equaliser changes, cosine, last epoch
+    for ds in ("urbansound8k", "esc50"):
+        r = load_config(None, {"dataset": ds, "data_dir": "x"})
+        assert r.preset == "robust" and (r.gain_db, r.eq_db, r.lr_schedule, r.epoch_selection) == (
+            6.0, 6.0, "cosine", "last") and r.augment().active
+        assert load_config(None, {"dataset": ds, "data_dir": "x", "preset": "esc2c"}).gain_db == 0.0
+    g = tmp_path / "us.yaml"
+    g.write_text("dataset: urbansound8k\ndata_dir: x\npreset: paper\n")
+    assert load_config(str(g)).preset == "paper" and load_config(str(g)).gain_db == 0.0   # the file's preset
+    assert d.preset == "esc2c"
     f = tmp_path / "c.yaml"
     f.write_text("preset: augment\nmixup_alpha: 0.3\n")
     c = load_config(str(f))                                       # the file overrides its preset
