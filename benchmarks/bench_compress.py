@@ -35,6 +35,7 @@ def main() -> None:
                          "so fold 3 is only tested; 0 picks on fold 3 as the paper does")
     ap.add_argument("--qat-ta-lr", type=float, default=None,
                     help="learning rate of the INT8 teacher assistant (config default)")
+    ap.add_argument("--preset", default=None, help="training recipe (default: the dataset's, robust)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -46,7 +47,7 @@ def main() -> None:
         "features": {"n_mels": args.n_mels, "clip_seconds": 4.0, "n_fft": args.hop, "win_length": args.hop,
                      "hop_length": args.hop},
         "ratio_sweep": [0.5, 0.7, 0.85, 0.9, 0.95], "holdout": args.holdout, "qat_ta_lr": args.qat_ta_lr,
-        "threads": args.threads, "seed": args.seed,
+        "threads": args.threads, "seed": args.seed, "preset": args.preset,
     }
     cfg = load_config(None, overrides)
     t0 = time.time()
@@ -55,8 +56,12 @@ def main() -> None:
 
     ori = rep["table"][0]
     print()
-    sel = (f"best epochs picked on {100 * cfg.holdout:.0f} % of folds 1-2 held out by recording" if cfg.holdout
-           else "best epochs picked on fold 3")
+    if cfg.epoch_selection == "last":
+        sel = "each stage's last epoch kept"
+    else:
+        sel = (f"best epochs picked on {100 * cfg.holdout:.0f} % of folds 1-2 held out by recording" if cfg.holdout
+               else "best epochs picked on fold 3")
+    sel += f"; recipe {cfg.preset}"
     print(f"UrbanSound8K, train folds 1-2 ({rep['data']['train_clips']} clips), test fold 3 "
           f"({rep['data']['val_clips']} clips); {cfg.arch} width {cfg.width}, input {cfg.features['n_mels']} mels; "
           + sel)
