@@ -39,7 +39,8 @@ from esc2c.contract import ROUNDING_MODES
                    "(the paper's plain Adam, pruned students at 3x lr), paper (the paper's settings exactly) or "
                    "augment (time shift, SpecAugment, mixup, label smoothing, warm-up + cosine).")
 @click.option("--no-augment", is_flag=True, default=False,
-              help="No time shift, level or equaliser changes, SpecAugment masks or mixup (label smoothing and the schedule stay).")
+              help="No time shift, level or equaliser changes, SpecAugment masks or mixup (label smoothing and "
+                   "the schedule stay).")
 @click.option("--mixup-alpha", type=float, default=None, help="mixup Beta(alpha, alpha); 0 turns mixup off.")
 @click.option("--label-smoothing", type=float, default=None)
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=None)

@@ -7,10 +7,12 @@ cores. ``configs/`` holds the paper's settings (Adam, batch 64, lr 1e-3, weight 
 Features follow the dataset: ``features`` lists only what differs from :data:`DATASET_FEATURES` (whole 4 s
 UrbanSound8K clips, whole 5 s ESC-50 clips, 40 mels; short clips for the synthetic set).
 
-The training recipe (every stage): optional time shift, level and equaliser changes, SpecAugment masks, mixup and label smoothing
-(:mod:`esc2c.compress.augment`) and a warm-up + cosine learning-rate schedule (:mod:`esc2c.compress.schedule`).
-A preset names a set of field values applied before the config file and the command line (:data:`PRESETS`):
-``esc2c`` the defaults, ``paper`` the paper's settings exactly, ``augment`` the augmented recipe.
+The training recipe (every stage): optional time shift, level and equaliser changes, SpecAugment masks, mixup
+and label smoothing (:mod:`esc2c.compress.augment`) and a warm-up + cosine learning-rate schedule
+(:mod:`esc2c.compress.schedule`). A preset names a set of field values applied before the config file and the
+command line (:data:`PRESETS`): ``esc2c`` the defaults, ``paper`` the paper's settings exactly, ``augment`` the
+augmented recipe, ``robust`` level and equaliser changes with a cosine schedule (the default for real audio,
+:data:`DATASET_PRESETS`).
 """
 from __future__ import annotations
 
@@ -285,8 +287,9 @@ def _coerce(name: str, value, where: str):
 def load_config(path: str | None = None, overrides: dict | None = None) -> CompressConfig:
     """Defaults <- preset <- config file (YAML/TOML, optional) <- overrides (CLI; None values are ignored).
 
-    The preset is the one the overrides name, else the file's, else the dataset's (:data:`DATASET_PRESETS`). A ``features`` mapping from the
-    command line updates the file's (both only list what differs from the dataset's defaults)."""
+    The preset is the one the overrides name, else the file's, else the dataset's (:data:`DATASET_PRESETS`). A
+    ``features`` mapping from the command line updates the file's (both only list what differs from the
+    dataset's defaults)."""
     values: dict = {}
     if path is not None:
         p = Path(path)

@@ -207,7 +207,8 @@ def format_markdown(exp: dict) -> str:
         md += [f"## Against {a['dir']} (this experiment minus that one, same cells)", "",
                "Config fields that differ: " + ("; ".join(f"`{k}` {v[0]!r} here, {v[1]!r} there"
                                                           for k, v in a["fields"].items()) or "none") + ".", "",
-               "| model | mean | std | 95 % interval | cells | verdict (interval above 0) |", "|---|---:|---:|---:|---:|---|"]
+               "| model | mean | std | 95 % interval | cells | verdict (interval above 0) |",
+               "|---|---:|---:|---:|---:|---|"]
         for d in a["rows"]:
             md.append(f"| {d['model']} | {_fmt(d['mean'], True)} | {_fmt(d['std'])} | {_ci(d, True)} | {d['n']} | "
                       f"{d['verdict']} |")

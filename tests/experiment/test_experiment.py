@@ -363,7 +363,8 @@ def test_against_another_experiment(tiny, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["experiment", tiny(), "--seeds", "0", "--folds", "1,2", "-o", str(a)]) == 0
     cfg_b = tiny(gain_db=6.0, eq_db=3.0)
-    assert main(["experiment", cfg_b, "--seeds", "0", "--folds", "1", "-o", str(b), "--against", str(tmp_path / "x")]) == 1
+    assert main(["experiment", cfg_b, "--seeds", "0", "--folds", "1", "-o", str(b),
+                 "--against", str(tmp_path / "x")]) == 1
     assert "not an experiment directory" in capsys.readouterr().err and not (b / "cells").exists()
     assert main(["experiment", cfg_b, "--seeds", "0", "--folds", "1", "-o", str(b), "--against", str(a)]) == 0
     log = capsys.readouterr().out
