@@ -42,8 +42,8 @@ DATASET_FEATURES = {
 # Training recipes. esc2c is the paper's plain recipe with the pruned students at 3x the rate; augment adds
 # on-the-fly augmentation, label smoothing and a warm-up + cosine schedule; robust changes each clip's level
 # and colour (random gain and equaliser), with a cosine schedule and the last epoch kept. Measured on
-# UrbanSound8K (configs/experiment_us8k_cpu_robust.yaml against experiment_us8k_cpu_150k.yaml, the same 6
-# cells): robust lifts the teacher by 7.3 points (95 % interval [+2.1, +12.6]) and the students by 4.5-11.6;
+# UrbanSound8K (configs/experiment_us8k_cpu_robust.yaml against experiment_us8k_cpu_150k.yaml, the same 9
+# cells): robust lifts the teacher by 7.0 points (95 % interval [+2.9, +11.0]) and the students by 4.8-9.4;
 # augment lost 5.6 points on the teacher at 20 epochs (benchmarks/bench_recipe.py). On the synthetic set the
 # cosine schedule with the last epoch kept cost the 97 %-pruned students 22 points (one run; the level and
 # equaliser changes alone cost 1), so that set keeps esc2c (DATASET_PRESETS).
