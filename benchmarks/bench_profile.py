@@ -61,22 +61,15 @@ def reference_onnx(tmp: Path) -> Path:
     return q
 
 
-def pool_functions() -> tuple[str, ...]:
-    """The C functions of pooling layers (taken out of the conv layers' MAC/instruction)."""
-    from esc2c.compiler.ops import avg_pool, max_pool
-
-    return (*max_pool.KERNELS, avg_pool.AVG_POOL)
-
-
-POOL_FUNCTIONS = pool_functions()
-
-
 def conv_only(p, graph=None) -> tuple[int, int]:
     """(MACs, instructions) of the convolution layers without the pooling of fused conv + pool layers."""
+    from esc2c.compiler.ops import avg_pool, max_pool
+
+    pool_functions = (*max_pool.KERNELS, avg_pool.AVG_POOL)
     conv = [L for L in p.layers if L.op in ("conv", "conv_pool")]
     instr = sum(L.instructions for L in conv)
-    pool_fn = sum(f["instructions"] for f in p.functions if f["name"] in POOL_FUNCTIONS)
-    pool_layers = sum(L.instructions for L in p.layers if L.kernel in POOL_FUNCTIONS)
+    pool_fn = sum(f["instructions"] for f in p.functions if f["name"] in pool_functions)
+    pool_layers = sum(L.instructions for L in p.layers if L.kernel in pool_functions)
     instr -= max(0, pool_fn - pool_layers)  # pooling inside conv_pool layers
     if graph is not None:
         macs = sum(op.attrs["conv"]["macs"] if op.kind == "conv_pool" else op.macs

@@ -2,8 +2,8 @@
 
 For every (seed, test fold) cell the teacher (M_Ori, eq. 4 loss) is trained on the other folds with each recipe
 (``augment``: time shift, SpecAugment, mixup, label smoothing, warm-up + cosine; ``paper``: plain Adam at a
-constant rate), picking its best epoch on recordings held out of the training folds, and scored on the test fold, which
-neither training nor epoch selection sees. Prints every cell, mean +- std per recipe and each recipe's paired
+constant rate), keeping its best epoch on recordings held out of the training folds (or its last, when the recipe's
+epoch_selection says so), and scored on the test fold, which neither training nor epoch selection sees. Prints every cell, mean +- std per recipe and each recipe's paired
 difference from the first with its 95 % t interval. A recipe is a preset with config fields over it
 (``paper+gain_db=6+eq_db=6``).
 

@@ -24,6 +24,7 @@ boot, pid gone or reused) is stale and reclaimed; a lock of another host is left
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -140,10 +141,15 @@ def check_base(cfg: CompressConfig) -> CompressConfig:
     return cfg
 
 
+@functools.cache
+def _default_config() -> dict:
+    return json.loads(json.dumps(CompressConfig().to_dict()))
+
+
 def comparable(config: dict) -> dict:
     """The fields that make an experiment (a config dict as JSON holds it); a field newer than the dict has its
     default value."""
-    full = {**json.loads(json.dumps(CompressConfig().to_dict())), **config}
+    full = {**_default_config(), **config}
     return {k: v for k, v in full.items() if k not in SAME_EXPERIMENT_FIELDS}
 
 

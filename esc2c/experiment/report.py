@@ -76,7 +76,8 @@ def compare(exp: dict, other_dir) -> dict:
     other_cfg = read_grid(other_dir)
     other = collect(other_dir)["cells"]
     mine, theirs = comparable(exp["config"]), comparable(other_cfg)
-    fields = {k: [mine.get(k), theirs.get(k)] for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)}
+    fields = {k: [mine.get(k), theirs.get(k)] for k in sorted(set(mine) | set(theirs))
+              if mine.get(k) != theirs.get(k)}
     rows = []
     for r in exp["rows"]:
         m = r["model"]

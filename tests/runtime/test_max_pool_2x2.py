@@ -38,9 +38,9 @@ def reference(x, out_hw, act):
     return np.clip(y, act[0], act[1]).astype(np.int8)
 
 
-def call(lib, x, out, out_hw, act, in_ptr=None, out_ptr=None):
+def call(lib, x, out, out_hw, act):
     h, w, c = x.shape
-    return lib.esc2c_max_pool_2x2_s8(in_ptr or _ptr(x), I32(h), I32(w), I32(c), out_ptr or _ptr(out),
+    return lib.esc2c_max_pool_2x2_s8(_ptr(x), I32(h), I32(w), I32(c), _ptr(out),
                                      I32(out_hw[0]), I32(out_hw[1]), I32(act[0]), I32(act[1]))
 
 

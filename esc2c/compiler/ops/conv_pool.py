@@ -27,8 +27,7 @@ from esc2c.contract import ONNXRUNTIME, TFLITE
 KIND = "conv_pool"
 CONV_KERNELS = (conv.CONV, conv_fast.FAST_CONV, conv_small.SMALL_CONV)
 POOL_KERNELS = (*max_pool.KERNELS, avg_pool.AVG_POOL)
-POOL_COST_KEYS = {max_pool.MAX_POOL: max_pool.COST_KEY, max_pool.MAX_POOL_2X2: max_pool.COST_KEY_2X2,
-                  avg_pool.AVG_POOL: avg_pool.COST_KEY}
+POOL_COST_KEYS = {**max_pool.COST_KEYS, avg_pool.AVG_POOL: avg_pool.COST_KEY}
 
 
 def windows(op_or_attrs, conv_h: int, pooled_h: int) -> list[tuple[int, int, int]]:

@@ -16,8 +16,7 @@ KIND = "max_pool"
 MAX_POOL = "arm_max_pool_s8"
 MAX_POOL_2X2 = "esc2c_max_pool_2x2_s8"
 KERNELS = (MAX_POOL, MAX_POOL_2X2)
-COST_KEY = "pool"
-COST_KEY_2X2 = "pool2"
+COST_KEYS = {MAX_POOL: "pool", MAX_POOL_2X2: "pool2"}  # cost-model counts per kernel (costmodel.COEFFS)
 
 
 def tiles_2x2(op: Op, g: Graph) -> bool:
@@ -88,8 +87,7 @@ class MaxPool(OpKind):
 
     def cost_counts(self, op: Op, g: Graph, f: dict) -> None:
         kh, kw = op.attrs["kernel"]
-        key = COST_KEY_2X2 if op.kernel == MAX_POOL_2X2 else COST_KEY
-        pooling.pool_counts(f, key, g.tensors[op.output].size, kh * kw, 1)
+        pooling.pool_counts(f, COST_KEYS[op.kernel], g.tensors[op.output].size, kh * kw, 1)
 
 
 OP = MaxPool()
