@@ -30,6 +30,8 @@ from esc2c.compiler import costmodel  # noqa: E402
 
 IN_SHAPE = (1, 40, 173)
 MODELS = ("reference", "reference-cmsis", "vgg11-p97", "vgg11-p90m4", "resnet18-p80", "small", "vgg11-p80")
+# also measurable: NAME-int8, the fast convolutions reading int8 weights (emit under a flash limit none of
+# their int16 weights fit), e.g. reference-int8, vgg11-p90m4-int8
 
 
 def escnet(name: str):
@@ -51,6 +53,7 @@ def escnet(name: str):
 
 
 def onnx_for(name: str, tmp: Path) -> tuple[Path, str]:
+    name = name.removesuffix("-int8")
     if name.startswith("reference"):
         from bench_profile import reference_onnx
 
@@ -85,8 +88,10 @@ def measure(name: str, tmp: Path, firmware: bool = False) -> dict:
     path, kernels = onnx_for(name, tmp)
     # the tflite contract for every model: the reference is onnxruntime-quantized, and under the onnxruntime
     # contract "--kernels cmsis" convolutions run the runtime's grouped conv instead of CMSIS-NN's
+    from esc2c.compiler.emit import CODE_RESERVE
+
     res = emit(path, tmp / f"out_{name}", n_vectors=1, kernels=kernels, board="stm32f746zg" if firmware else None,
-               contract="tflite")
+               contract="tflite", max_flash=CODE_RESERVE + 1 if name.endswith("-int8") else None)
     if firmware:
         firmware_overhead(name, res)
     t0 = time.perf_counter()
@@ -134,9 +139,9 @@ def main(argv=None) -> int:
         tables(rows)
     else:
         names = [n.strip() for n in args.models.split(",") if n.strip()]
-        bad = [n for n in names if n not in MODELS]
+        bad = [n for n in names if n.removesuffix("-int8") not in MODELS]
         if bad:
-            ap.error(f"unknown models {bad}; choose from {', '.join(MODELS)}")
+            ap.error(f"unknown models {bad}; choose from {', '.join(MODELS)} (each also as NAME-int8)")
         with tempfile.TemporaryDirectory(prefix="esc2c-cost-") as tmp:
             rows = [measure(n, Path(tmp), args.firmware) for n in names]
     if args.save:

@@ -2,7 +2,10 @@
 
     python benchmarks/bench_profile.py OUT [OUT ...]     profile projects written by `esc2c emit`
     python benchmarks/bench_profile.py --reference       also build + profile the paper-size reference model
-                                                         with both conv kernel choices (--kernels fast,cmsis)
+                                                         with both conv kernel choices (--kernels fast,cmsis;
+                                                         fast-int8: the fast kernel reading int8 weights in every
+                                                         layer, as a flash limit at the code reserve makes emit
+                                                         choose; fast-max=N: under `emit --max-flash N`)
 
 The reference model (issue 6): input 1x64x128 int8, conv3x3 (same padding, ReLU) with 16, 32, 48, 48, 64,
 64, 96 filters, 2x2 max pool after the 1st, 2nd, 4th and 6th conv, global average pool, FC to 10 classes
@@ -117,7 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", action="store_true", help="build and profile the paper-size reference model")
     ap.add_argument("--vectors", type=int, default=2, help="inputs checked bit-exact on QEMU per project")
     ap.add_argument("--kernels", default="fast,cmsis",
-                    help="conv kernel choices for the reference model, comma-separated (fast, cmsis)")
+                    help="conv kernel choices for the reference model, comma-separated (fast, cmsis, fast-int8, "
+                         "fast-max=BYTES)")
     ap.add_argument("--contracts", default="tflite,onnxruntime",
                     help="integer contracts for the reference model, comma-separated (tflite, onnxruntime)")
     args = ap.parse_args(argv)
@@ -126,12 +130,19 @@ def main(argv=None) -> int:
     for out in args.projects:
         profile_project(out, "project", args.vectors)
     if args.reference:
-        from esc2c.compiler.emit import emit
+        from esc2c.compiler.emit import CODE_RESERVE, emit
+
+        def max_flash(kind: str) -> int | None:
+            """The emit --max-flash of a --kernels choice (None: the board's)."""
+            if kind == "fast-int8":
+                return CODE_RESERVE + 1
+            return int(kind.partition("=")[2]) if kind.startswith("fast-max=") else None
 
         kinds = [k.strip() for k in args.kernels.split(",") if k.strip()]
-        bad = [k for k in kinds if k not in ("fast", "cmsis")]
+        bad = [k for k in kinds if k not in ("fast", "cmsis", "fast-int8")
+               and not (k.startswith("fast-max=") and k.partition("=")[2].isdigit())]
         if bad or not kinds:
-            ap.error(f"--kernels: choose from fast, cmsis (got {args.kernels!r})")
+            ap.error(f"--kernels: choose from fast, cmsis, fast-int8, fast-max=BYTES (got {args.kernels!r})")
         contracts = [c.strip() for c in args.contracts.split(",") if c.strip()]
         if not contracts or any(c not in ("tflite", "onnxruntime") for c in contracts):
             ap.error(f"--contracts: choose from tflite, onnxruntime (got {args.contracts!r})")
@@ -142,16 +153,20 @@ def main(argv=None) -> int:
             for c in contracts:
                 for k in kinds:
                     t0 = time.perf_counter()
-                    res = emit(model, tmp / f"out_{c}_{k}", board="stm32f746zg", n_vectors=2, kernels=k, contract=c)
+                    res = emit(model, tmp / f"out_{c}_{len(rows)}", board="stm32f746zg", n_vectors=2,
+                               kernels="cmsis" if k == "cmsis" else "fast", contract=c, max_flash=max_flash(k))
+                    for note in res.notes:
+                        if note.startswith("flash:"):
+                            print(f"note: {note}")
                     print(f"\nreference model, --contract {c} --kernels {k}: emitted in {time.perf_counter() - t0:.1f} s "
                           f"(arena {res.arena_bytes:,} B, weights {res.weight_bytes:,} B)")
                     rows[f"{c}/{k}"] = profile_project(res.out, f"reference --contract {c} --kernels {k}", args.vectors,
                                                        res.graph) | {"weights": res.weight_bytes}
         print(f"\nreference model (38.3 M MACs), one inference on QEMU mps2-an500, firmware at -O3:")
-        print(f"{'contract/kernels':<20} {'instructions':>13} {'vs 91.5 M':>9} {'MAC/instr':>9} {'conv MAC/instr':>14} "
+        print(f"{'contract/kernels':<24} {'instructions':>13} {'vs 91.5 M':>9} {'MAC/instr':>9} {'conv MAC/instr':>14} "
               f"{'weights B':>10} {'flash B':>10} {'RAM B':>9} {'arena B':>9}")
         for k, r in rows.items():
-            print(f"{k:<20} {r['instructions']:>13,} {BASELINE_INSTRUCTIONS / r['instructions']:>8.2f}x "
+            print(f"{k:<24} {r['instructions']:>13,} {BASELINE_INSTRUCTIONS / r['instructions']:>8.2f}x "
                   f"{r['mac_per_instr']:>9.2f} {r['conv_mac_per_instr']:>14.2f} {r['weights']:>10,} {r['flash']:>10,} "
                   f"{r['ram']:>9,} {r['arena']:>9,}")
     return 0

@@ -32,18 +32,25 @@ from esc2c.errors import Esc2cError
 @click.option("--audio", "audio", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="audio file compiled in as a PCM test clip of the front end (repeatable)")
 @click.option("--kernels", type=click.Choice(["fast", "cmsis"]), default="fast", show_default=True,
-              help="convolution kernels: fast = the project's (int16 weights in flash, ~2x fewer instructions "
+              help="convolution kernels: fast = the project's (int16 weights in flash unless --max-flash or the "
+                   "board asks for int8 ones, ~2x fewer instructions "
                    "on Cortex-M7), cmsis = CMSIS-NN's arm_convolve_wrapper_s8 (the reference path)")
 @click.option("--fuse", type=click.Choice(["auto", "all", "none"]), default="auto", show_default=True,
               help="conv -> pool pairs run band-wise, never storing the conv's whole output: auto = when the "
                    "arena gets smaller, all = every such pair, none = every op as in the model")
+@click.option("--max-flash", type=click.IntRange(min=1), default=None,
+              help="bytes of flash the firmware may take [default: the board's]: fast convolutions read int8 "
+                   "weights (2 more instructions per 12 MACs) where their int16 ones do not fit, the least "
+                   "speed per byte first")
 @click.option("--force", is_flag=True, default=False,
               help="replace OUT even when another esc2c command wrote it (never a directory of other files)")
-def emit_cmd(model, out, board, contract, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse, force):
+def emit_cmd(model, out, board, contract, rounding, n_vectors, cmsis_nn, frontend, audio, kernels, fuse, max_flash,
+             force):
     """Compile an INT8 QDQ ONNX MODEL to C calling CMSIS-NN, with a CMake project in OUT."""
 
     r = emit(model, out, board=board, rounding=rounding, n_vectors=n_vectors, cmsis_nn_path=cmsis_nn,
-             frontend=frontend, audio=audio, kernels=kernels, fuse=fuse, force=force, contract=contract)
+             frontend=frontend, audio=audio, kernels=kernels, fuse=fuse, force=force, contract=contract,
+             max_flash=max_flash)
     meta_contract = "onnxruntime" if r.rounding == "float" else f"tflite, {r.rounding} rounding"
     click.echo(f"contract: {meta_contract} ({r.rounding_source})")
     click.echo(r.summary())

@@ -232,8 +232,11 @@ def model_arithmetic(onnx_path: Path, meta: dict, contract: str | None,
 def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, rounding: str | None = None,
          n_vectors: int = 8, seed: int = 0, cmsis_nn_path: str | Path | None = None,
          frontend: bool | None = None, audio: tuple = (), kernels: str = DEFAULT_KERNELS,
-         fuse: str = "auto", force: bool = False, contract: str | None = None) -> EmitResult:
-    """``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
+         fuse: str = "auto", force: bool = False, contract: str | None = None,
+         max_flash: int | None = None) -> EmitResult:
+    """``max_flash``: bytes of flash the firmware may take (default: the board's, if one is named); the
+    model's constants get that less CODE_RESERVE, and the fast convolutions whose int16 weights do not fit
+    read int8 ones (passes/fit_flash.py; a note names them). ``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
     ``audio``: PCM test clips for it (esc2c/logmel/project_files.py); ``kernels``: "fast" runs plain
     convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's;
     ``contract``: "tflite" or "onnxruntime" (None: from the model, :func:`model_arithmetic`);
@@ -245,10 +248,13 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
     t0 = time.perf_counter()
     onnx_path = Path(onnx_path)
     inputs = (onnx_path, *audio, *((cmsis_nn_path,) if cmsis_nn_path else ()))
+    if max_flash is not None and max_flash <= CODE_RESERVE:
+        raise Esc2cError(f"max_flash must be more than the {CODE_RESERVE} B kept for code and stack, got {max_flash}")
     claim_output_dir(out, "emit", force, inputs, looks_like_project)
     if rounding is not None and rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
-    budget = board_limits(board)[0] - CODE_RESERVE if board else None
+    limits = [x for x in (board_limits(board)[0] if board else None, max_flash) if x is not None]
+    budget = min(limits) - CODE_RESERVE if limits else None
     g = load_ir(onnx_path)
     rounding, rounding_source, note = model_arithmetic(onnx_path, g.metadata, contract, rounding)
     contract = contract_of(rounding)
@@ -268,9 +274,10 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
                          f"onnxruntime gives with the session option session.x64quantprecision=1 (verify uses it)")
     narrowed = [op for op in g.ops if op.attrs.get("narrowed_for_flash")]
     if narrowed:
-        notes.append(f"flash: {len(narrowed)} convolution(s) read int8 weights with CMSIS-NN instead of the fast "
-                     f"kernel's int16 ones, saving {sum(op.attrs['narrowed_for_flash'] for op in narrowed)} B to fit "
-                     f"{board} ({budget} B for constants): {', '.join(op.name for op in narrowed)}")
+        notes.append(f"flash: {len(narrowed)} convolution(s) read int8 weights (esc2c_conv_fast_s8_w8, 2 more "
+                     f"instructions per 12 MACs) instead of the fast kernel's int16 ones, saving {sum(op.attrs['narrowed_for_flash'] for op in narrowed)} B to fit "
+                     f"{board or 'the flash limit'} ({budget} B for constants): "
+                     f"{', '.join(op.name for op in narrowed)}")
     fit = check_fit(g, board) if board else None
     nn_path, core_path = cmsis_paths()
     if cmsis_nn_path is not None:

@@ -10,8 +10,8 @@ OIHW); the passes (``compiler/passes``, run by run_passes) then rewrite it in pl
                   flatten reordered from CHW to HWC order
   qparams         integer parameters from esc2c.quant.intparams (multiplier/shift, act_min/max, add params)
   kernel_select   the C function for each op and its scratch-buffer size
-  fit_flash       (with a flash budget: emit --board) int8-weight kernels for the layers that must give
-                  back the fast kernel's int16 weights
+  fit_flash       (with a flash budget: emit --board) the fast kernel's int8-weight entry point for the
+                  layers that must give back its int16 weights
   fuse_conv_pool  conv -> pool pairs into one band-wise ``conv_pool`` op (optional: ``run_passes(fuse=...)``)
   memplan         arena offsets for every activation tensor and the scratch buffer
 

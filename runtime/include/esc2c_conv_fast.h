@@ -15,6 +15,10 @@
  *   for pair p < P, for word j < NW (quad q = j / 2, s = j % 2), for channel c in (2p, 2p + 1):
  *     W[c][4q + s], W[c][4q + s + 2]
  * i.e. esc2c_conv_fast_s8_weights_len() = P * NW * 4 int16 values.
+ *
+ * esc2c_conv_fast_s8_w8 reads the same values as int8, half the flash, each word j of a pair ordered
+ *     W[2p][4q + s], W[2p + 1][4q + s], W[2p][4q + s + 2], W[2p + 1][4q + s + 2]
+ * (SXTB16 and SXTB16 ROR 8 widen it into the two int16 words above): 2 more instructions per 12 MACs.
  */
 #ifndef ESC2C_CONV_FAST_H
 #define ESC2C_CONV_FAST_H
@@ -41,7 +45,7 @@ extern "C" {
 
 int32_t esc2c_conv_fast_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t kernel_w);
 
-/* Number of int16 values in the packed weights. */
+/* Number of weight values in the packed weights (int16 values, or int8 ones for esc2c_conv_fast_s8_w8). */
 int32_t esc2c_conv_fast_s8_weights_len(int32_t in_c, int32_t out_c, int32_t kernel_h, int32_t kernel_w);
 
 /* Convolution NHWC, no dilation. weights: packed as above (4-byte aligned); bias may be NULL; scratch:
@@ -54,6 +58,16 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
                        int32_t pad_h, int32_t pad_w, int32_t in_offset,
                        const esc2c_mult_t *mult, const int32_t *shift, int32_t out_offset,
                        int32_t act_min, int32_t act_max, void *scratch);
+
+/* The same convolution reading int8 weights (the W8 layout above, esc2c_conv_fast_s8_weights_len() bytes,
+ * 4-byte aligned); same arguments, result and bits. */
+int esc2c_conv_fast_s8_w8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c,
+                          const int8_t *weights, const int32_t *bias,
+                          int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c,
+                          int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                          int32_t pad_h, int32_t pad_w, int32_t in_offset,
+                          const esc2c_mult_t *mult, const int32_t *shift, int32_t out_offset,
+                          int32_t act_min, int32_t act_max, void *scratch);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
  *   1. im2col: each pixel's receptive field, plus in_offset, widened to int16 and stored as words of two
  *      taps (tap 4q+s, tap 4q+s+2), the 3 pixels' words interleaved so one load fetches all three;
  *   2. for every pair of output channels, 6 dot products over NW words (SMLAD: 2 MACs per instruction);
+ *      esc2c_conv_fast_s8_w8 reads int8 weights instead, one word per step, widened by two SXTB16;
  *   3. requantization of the 6 accumulators (arm_nn_requantize arithmetic, both rounding modes).
  */
 #include "esc2c_conv_fast.h"
@@ -34,8 +35,9 @@ typedef struct
 } geom_t;
 
 /* One pixel's column (window origin y0, x0) into col[0], col[NPIX], col[2 * NPIX], ...: per kernel row,
- * KW * C_in taps padded to row_quads quads. */
-static void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0, int32_t x0)
+ * KW * C_in taps padded to row_quads quads. Inlined into each entry point (a call per pixel costs ~1 %). */
+static inline __attribute__((always_inline)) void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0,
+                                                               int32_t x0)
 {
     const int32_t cin = g->in_c;
     const int32_t rq = g->row_quads;
@@ -132,6 +134,19 @@ static void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0, int32_t x0)
     "smlad %[a10], %[wb], %[x0], %[a10]\n\t"           \
     "smlad %[a11], %[wb], %[x1], %[a11]\n\t"           \
     "smlad %[a12], %[wb], %[x2], %[a12]\n\t"
+/* The int8-weight step: one word holds both channels' taps (c0 t, c1 t, c0 t+2, c1 t+2); SXTB16 takes bytes 0
+ * and 2 (channel c0's pair), SXTB16 ROR 8 bytes 1 and 3 (c1's). 12 MACs in 10 instructions (40 bytes). */
+#define ESC2C_DOT_STEP8                                \
+    "ldmia.w %[xp]!, {%[x0], %[x1], %[x2]}\n\t"        \
+    "ldr.w %[wb], [%[wp]], #4\n\t"                     \
+    "sxtb16 %[wa], %[wb]\n\t"                          \
+    "sxtb16 %[wb], %[wb], ror #8\n\t"                  \
+    "smlad %[a00], %[wa], %[x0], %[a00]\n\t"           \
+    "smlad %[a01], %[wa], %[x1], %[a01]\n\t"           \
+    "smlad %[a02], %[wa], %[x2], %[a02]\n\t"           \
+    "smlad %[a10], %[wb], %[x0], %[a10]\n\t"           \
+    "smlad %[a11], %[wb], %[x1], %[a11]\n\t"           \
+    "smlad %[a12], %[wb], %[x2], %[a12]\n\t"
 /* Steps unrolled in one straight run (one copy: not inlined, so all 14 registers are free for the asm); a
  * call with n <= ESC2C_DOT_RUN steps jumps to the n-th step from the
  * end (no loop counter, no compare and branch per step). 96 steps = 3 KB of code, reachable by ADR.W. */
@@ -144,133 +159,170 @@ static void im2col_pixel(const geom_t *g, uint32_t *col, int32_t y0, int32_t x0)
  * are stored with one STM; the loop state lives in memory operands, leaving 13 registers to the run. */
 #define ESC2C_DOT_LONG 288
 #if ESC2C_FAST_DSP
-__attribute__((noinline)) static void dot_pairs_long(const uint32_t *cols, const int16_t *weights, int32_t nw,
-                                                     int32_t n_pairs, int32_t *acc)
-{
-    register int32_t a00 __asm__("r0");
-    register int32_t a01 __asm__("r1");
-    register int32_t a02 __asm__("r2");
-    register int32_t a10 __asm__("r3");
-    register int32_t a11 __asm__("r4");
-    register int32_t a12 __asm__("r5");
-    register uint32_t x0 __asm__("r10");
-    register uint32_t x1 __asm__("r11");
-    register uint32_t x2 __asm__("r12");
-    const uint32_t *wp = (const uint32_t *)(const void *)weights;
-    const uint32_t *xp;
-    uint32_t wa, wb;
-    uint32_t entry;
-    int32_t count = n_pairs;
-    int32_t *accp = acc;
-    const uint32_t *colsm = cols;
-    const int32_t nwm = nw;
-    __asm__ volatile(
-        "b 5f\n\t"
-        "1:\n\t"
-        "movs %[a00], #0\n\t"
-        "movs %[a01], #0\n\t"
-        "movs %[a02], #0\n\t"
-        "movs %[a10], #0\n\t"
-        "movs %[a11], #0\n\t"
-        "movs %[a12], #0\n\t"
-        "ldr %[xp], %[colsm]\n\t"
-        "ldr %[wa], %[entry]\n\t"
-        "bx %[wa]\n\t"
-        ".p2align 2\n\t"
-        ".rept " ESC2C_STR(ESC2C_DOT_LONG) "\n\t" ESC2C_DOT_STEP ".endr\n"
-        "3:\n\t"
-        "ldr %[wa], %[accp]\n\t"
-        "stmia %[wa]!, {r0, r1, r2, r3, r4, r5}\n\t"
-        "str %[wa], %[accp]\n\t"
-        "ldr %[wa], %[count]\n\t"
-        "subs %[wa], %[wa], #1\n\t"
-        "str %[wa], %[count]\n\t"
-        "bne 1b\n\t"
-        "b 6f\n\t"
-        "5:\n\t"
-        "adr %[wa], 3b\n\t"
-        "ldr %[wb], %[nwm]\n\t"
-        "sub %[wa], %[wa], %[wb], lsl #5\n\t"
-        "orr %[wa], %[wa], #1\n\t"
-        "str %[wa], %[entry]\n\t"
-        "b 1b\n\t"
-        "6:\n\t"
-        : [a00] "=&r"(a00), [a01] "=&r"(a01), [a02] "=&r"(a02), [a10] "=&r"(a10), [a11] "=&r"(a11),
-          [a12] "=&r"(a12), [xp] "=&r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
-          [wa] "=&r"(wa), [wb] "=&r"(wb), [entry] "=m"(entry), [count] "+m"(count), [accp] "+m"(accp)
-        : [colsm] "m"(colsm), [nwm] "m"(nwm)
-        : "cc", "memory");
+#define ESC2C_DOT_PAIRS_LONG(NAME, STEP, EXTRA) \
+__attribute__((noinline)) static void NAME(const uint32_t *cols, const void *weights, int32_t nw, \
+                                                     int32_t n_pairs, int32_t *acc) \
+{ \
+    register int32_t a00 __asm__("r0"); \
+    register int32_t a01 __asm__("r1"); \
+    register int32_t a02 __asm__("r2"); \
+    register int32_t a10 __asm__("r3"); \
+    register int32_t a11 __asm__("r4"); \
+    register int32_t a12 __asm__("r5"); \
+    register uint32_t x0 __asm__("r10"); \
+    register uint32_t x1 __asm__("r11"); \
+    register uint32_t x2 __asm__("r12"); \
+    const uint32_t *wp = (const uint32_t *)(const void *)weights; \
+    const uint32_t *xp; \
+    uint32_t wa, wb; \
+    uint32_t entry; \
+    int32_t count = n_pairs; \
+    int32_t *accp = acc; \
+    const uint32_t *colsm = cols; \
+    const int32_t nwm = nw; \
+    __asm__ volatile( \
+        "b 5f\n\t" \
+        "1:\n\t" \
+        "movs %[a00], #0\n\t" \
+        "movs %[a01], #0\n\t" \
+        "movs %[a02], #0\n\t" \
+        "movs %[a10], #0\n\t" \
+        "movs %[a11], #0\n\t" \
+        "movs %[a12], #0\n\t" \
+        "ldr %[xp], %[colsm]\n\t" \
+        "ldr %[wa], %[entry]\n\t" \
+        "bx %[wa]\n\t" \
+        ".p2align 2\n\t" \
+        ".rept " ESC2C_STR(ESC2C_DOT_LONG) "\n\t" STEP ".endr\n" \
+        "3:\n\t" \
+        "ldr %[wa], %[accp]\n\t" \
+        "stmia %[wa]!, {r0, r1, r2, r3, r4, r5}\n\t" \
+        "str %[wa], %[accp]\n\t" \
+        "ldr %[wa], %[count]\n\t" \
+        "subs %[wa], %[wa], #1\n\t" \
+        "str %[wa], %[count]\n\t" \
+        "bne 1b\n\t" \
+        "b 6f\n\t" \
+        "5:\n\t" \
+        "adr %[wa], 3b\n\t" \
+        "ldr %[wb], %[nwm]\n\t" \
+        "sub %[wa], %[wa], %[wb], lsl #5\n\t" EXTRA \
+        "orr %[wa], %[wa], #1\n\t" \
+        "str %[wa], %[entry]\n\t" \
+        "b 1b\n\t" \
+        "6:\n\t" \
+        : [a00] "=&r"(a00), [a01] "=&r"(a01), [a02] "=&r"(a02), [a10] "=&r"(a10), [a11] "=&r"(a11), \
+          [a12] "=&r"(a12), [xp] "=&r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), \
+          [wa] "=&r"(wa), [wb] "=&r"(wb), [entry] "=m"(entry), [count] "+m"(count), [accp] "+m"(accp) \
+        : [colsm] "m"(colsm), [nwm] "m"(nwm) \
+        : "cc", "memory"); \
 }
+/* int16 weights: 32-byte steps; int8 weights: 40-byte steps (the entry goes back 32 + 8 bytes per step) */
+ESC2C_DOT_PAIRS_LONG(dot_pairs_long, ESC2C_DOT_STEP, "")
+ESC2C_DOT_PAIRS_LONG(dot_pairs_long8, ESC2C_DOT_STEP8, "sub %[wa], %[wa], %[wb], lsl #3\n\t")
 #endif
 
 /* acc[6 * pair + 3 * c + p] = dot product of channel c of the pair with column p, for n_pairs consecutive
- * channel pairs; nw words per column. One call per step of 3 pixels. */
-__attribute__((noinline)) static void dot_pairs(const uint32_t *cols, const int16_t *weights, int32_t nw,
-                                                int32_t n_pairs, int32_t *acc)
-{
+ * channel pairs; nw words per column. One call per step of 3 pixels. W8: int8 weights (one word per column
+ * word j: c0 t, c1 t, c0 t+2, c1 t+2), else int16 (two words: c0's taps t, t+2, then c1's). */
 #if ESC2C_FAST_DSP
-    const uint32_t *wp = (const uint32_t *)(const void *)weights;
-    register uint32_t x0 __asm__("r10");
-    register uint32_t x1 __asm__("r11");
-    register uint32_t x2 __asm__("r12");
-    uint32_t wa, wb;
-    for (int32_t pc = 0; pc < n_pairs; pc++)
-    {
-        int32_t a00 = 0, a01 = 0, a02 = 0, a10 = 0, a11 = 0, a12 = 0;
-        const uint32_t *xp = cols;
-        int32_t left = nw;
-        while (left > 0)
-        {
-            int32_t n = left < ESC2C_DOT_RUN ? left : ESC2C_DOT_RUN;
-            left -= n;
-            /* wa holds the entry address until the first step loads it */
-            __asm__ volatile("adr.w %[wa], 3f\n\t"
-                             "sub.w %[wa], %[wa], %[n], lsl #5\n\t"
-                             "orr.w %[wa], %[wa], #1\n\t"
-                             "bx %[wa]\n\t"
-                             ".p2align 2\n\t"
-                             ".rept " ESC2C_STR(ESC2C_DOT_RUN) "\n\t" ESC2C_DOT_STEP ".endr\n"
-                             "3:\n\t"
-                             : [a00] "+r"(a00), [a01] "+r"(a01), [a02] "+r"(a02), [a10] "+r"(a10),
-                               [a11] "+r"(a11), [a12] "+r"(a12), [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0),
-                               [x1] "=&r"(x1), [x2] "=&r"(x2), [wa] "=&r"(wa), [wb] "=&r"(wb), [n] "+r"(n)
-                             :
-                             : "memory");
-        }
-        acc[0] = a00;
-        acc[1] = a01;
-        acc[2] = a02;
-        acc[3] = a10;
-        acc[4] = a11;
-        acc[5] = a12;
-        acc += 6;
-    }
+#define ESC2C_DOT_PAIRS(NAME, STEP, EXTRA, RUN) \
+__attribute__((noinline)) static void NAME(const uint32_t *cols, const void *weights, int32_t nw, \
+                                           int32_t n_pairs, int32_t *acc) \
+{ \
+    const uint32_t *wp = (const uint32_t *)weights; \
+    register uint32_t x0 __asm__("r10"); \
+    register uint32_t x1 __asm__("r11"); \
+    register uint32_t x2 __asm__("r12"); \
+    uint32_t wa, wb; \
+    for (int32_t pc = 0; pc < n_pairs; pc++) \
+    { \
+        int32_t a00 = 0, a01 = 0, a02 = 0, a10 = 0, a11 = 0, a12 = 0; \
+        const uint32_t *xp = cols; \
+        int32_t left = nw; \
+        while (left > 0) \
+        { \
+            int32_t n = left < RUN ? left : RUN; \
+            left -= n; \
+            /* wa holds the entry address until the first step loads it */ \
+            __asm__ volatile("adr.w %[wa], 3f\n\t" \
+                             "sub.w %[wa], %[wa], %[n], lsl #5\n\t" EXTRA \
+                             "orr.w %[wa], %[wa], #1\n\t" \
+                             "bx %[wa]\n\t" \
+                             ".p2align 2\n\t" \
+                             ".rept " ESC2C_STR(RUN) "\n\t" STEP ".endr\n" \
+                             "3:\n\t" \
+                             : [a00] "+r"(a00), [a01] "+r"(a01), [a02] "+r"(a02), [a10] "+r"(a10), \
+                               [a11] "+r"(a11), [a12] "+r"(a12), [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), \
+                               [x1] "=&r"(x1), [x2] "=&r"(x2), [wa] "=&r"(wa), [wb] "=&r"(wb), [n] "+r"(n) \
+                             : \
+                             : "memory"); \
+        } \
+        acc[0] = a00; \
+        acc[1] = a01; \
+        acc[2] = a02; \
+        acc[3] = a10; \
+        acc[4] = a11; \
+        acc[5] = a12; \
+        acc += 6; \
+    } \
+}
+/* the int8 run is shorter: it only serves layers past ESC2C_DOT_LONG words, and int8 weights are chosen to
+ * save flash (32 steps: 1.3 KB, ~2 % more instructions on such layers than 96) */
+#define ESC2C_DOT_RUN8 32
+ESC2C_DOT_PAIRS(dot_pairs, ESC2C_DOT_STEP, "", ESC2C_DOT_RUN)
+ESC2C_DOT_PAIRS(dot_pairs8, ESC2C_DOT_STEP8, "sub.w %[wa], %[wa], %[n], lsl #3\n\t", ESC2C_DOT_RUN8)
 #else
+/* Portable C, the same sums: weight k of channel c of the pair, for column word j's low (tap t) and high
+ * (tap t + 2) halves, at wi(j, c, half) in the packed layout. */
+static inline int32_t w_at(const void *weights, int w8, int32_t i)
+{
+    return w8 ? ((const int8_t *)weights)[i] : ((const int16_t *)weights)[i];
+}
+
+static void dot_pairs_c(const uint32_t *cols, const void *weights, int w8, int32_t nw, int32_t n_pairs,
+                        int32_t *acc)
+{
     for (int32_t pc = 0; pc < n_pairs; pc++)
     {
-        const int16_t *w = weights + (size_t)pc * 4 * nw;
+        const int32_t base = pc * 4 * nw;
         int32_t a[2][NPIX] = {{0}};
         for (int32_t j = 0; j < nw; j++)
         {
             const uint32_t *x = cols + NPIX * j;
+            /* int16: c0 lo, c0 hi, c1 lo, c1 hi; int8: c0 lo, c1 lo, c0 hi, c1 hi */
+            const int32_t w0l = w_at(weights, w8, base + 4 * j), w0h = w_at(weights, w8, base + 4 * j + (w8 ? 2 : 1));
+            const int32_t w1l = w_at(weights, w8, base + 4 * j + (w8 ? 1 : 2)), w1h = w_at(weights, w8, base + 4 * j + 3);
             for (int p = 0; p < NPIX; p++)
             {
                 const int32_t lo = (int16_t)(x[p] & 0xFFFF);
                 const int32_t hi = (int16_t)(x[p] >> 16);
-                a[0][p] += w[4 * j] * lo + w[4 * j + 1] * hi;
-                a[1][p] += w[4 * j + 2] * lo + w[4 * j + 3] * hi;
+                a[0][p] += w0l * lo + w0h * hi;
+                a[1][p] += w1l * lo + w1h * hi;
             }
         }
         memcpy(acc + 6 * pc, a, sizeof(a));
     }
-#endif
 }
+
+__attribute__((noinline)) static void dot_pairs(const uint32_t *cols, const void *weights, int32_t nw,
+                                                int32_t n_pairs, int32_t *acc)
+{
+    dot_pairs_c(cols, weights, 0, nw, n_pairs, acc);
+}
+
+__attribute__((noinline)) static void dot_pairs8(const uint32_t *cols, const void *weights, int32_t nw,
+                                                 int32_t n_pairs, int32_t *acc)
+{
+    dot_pairs_c(cols, weights, 1, nw, n_pairs, acc);
+}
+#endif
 
 #define ESC2C_FAST_TABLE 128 /* channels per table (3 KB of stack, and 1.5 KB of accumulators) */
 
 typedef struct
 {
-    const int16_t *weights; /* first channel pair of the block */
+    const void *weights;    /* first channel pair of the block (int16 or int8) */
     const chan_t *chan;     /* its table */
     int32_t n_ch;           /* channels in the block (even unless it is the last) */
     int32_t *acc;           /* (ESC2C_FAST_TABLE + 1) * NPIX accumulators */
@@ -280,7 +332,8 @@ typedef struct
 /* All output channels of one step: the columns are in place, dst is the first pixel's output. Everything
  * the requantization reads is copied to locals first: the int8 stores could alias any memory. */
 static inline __attribute__((always_inline)) void step_channels(const out_t *o, const uint32_t *cols, int8_t *dst,
-                                                                int32_t n, const int full, const int hi127)
+                                                                int32_t n, const int full, const int hi127,
+                                                                const int w8)
 {
     int32_t *const acc = o->acc;
     const int32_t n_ch = o->n_ch, out_c = o->out_c, out_offset = o->out_offset;
@@ -289,12 +342,12 @@ static inline __attribute__((always_inline)) void step_channels(const out_t *o, 
 #if ESC2C_FAST_DSP
     if (o->nw <= ESC2C_DOT_LONG)
     {
-        dot_pairs_long(cols, o->weights, o->nw, (n_ch + 1) / 2, acc);
+        (w8 ? dot_pairs_long8 : dot_pairs_long)(cols, o->weights, o->nw, (n_ch + 1) / 2, acc);
     }
     else
 #endif
     {
-        dot_pairs(cols, o->weights, o->nw, (n_ch + 1) / 2, acc);
+        (w8 ? dot_pairs8 : dot_pairs)(cols, o->weights, o->nw, (n_ch + 1) / 2, acc);
     }
     const int32_t *a = acc;
     for (int32_t ch = 0; ch < n_ch; ch++)
@@ -323,21 +376,25 @@ static inline __attribute__((always_inline)) void step_channels(const out_t *o, 
 }
 
 /* The steps in their own functions: small stack frames (the table and the accumulators live in the
- * caller's), so spilled values are one load away. */
-__attribute__((noinline)) static void step_full_hi127(const out_t *o, const uint32_t *cols, int8_t *dst)
-{
-    step_channels(o, cols, dst, NPIX, 1, 1);
-}
-
-__attribute__((noinline)) static void step_full(const out_t *o, const uint32_t *cols, int8_t *dst)
-{
-    step_channels(o, cols, dst, NPIX, 1, 0);
-}
-
-__attribute__((noinline)) static void step_part(const out_t *o, const uint32_t *cols, int8_t *dst, int32_t n)
-{
-    step_channels(o, cols, dst, n, 0, 0);
-}
+ * caller's), so spilled values are one load away. One set per weight width, so a firmware links only the
+ * dot loops of the widths its layers use. */
+#define ESC2C_STEPS(SUFFIX, W8)                                                                          \
+    __attribute__((noinline)) static void step_full_hi127##SUFFIX(const out_t *o, const uint32_t *cols, \
+                                                                  int8_t *dst)                          \
+    {                                                                                                    \
+        step_channels(o, cols, dst, NPIX, 1, 1, W8);                                                     \
+    }                                                                                                    \
+    __attribute__((noinline)) static void step_full##SUFFIX(const out_t *o, const uint32_t *cols, int8_t *dst) \
+    {                                                                                                    \
+        step_channels(o, cols, dst, NPIX, 1, 0, W8);                                                     \
+    }                                                                                                    \
+    __attribute__((noinline)) static void step_part##SUFFIX(const out_t *o, const uint32_t *cols, int8_t *dst, \
+                                                            int32_t n)                                  \
+    {                                                                                                    \
+        step_channels(o, cols, dst, n, 0, 0, W8);                                                        \
+    }
+ESC2C_STEPS(16, 0)
+ESC2C_STEPS(8, 1)
 
 int32_t esc2c_conv_fast_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t kernel_w)
 {
@@ -359,13 +416,12 @@ int32_t esc2c_conv_fast_s8_weights_len(int32_t in_c, int32_t out_c, int32_t kern
     return (out_c + 1) / 2 * ESC2C_CONV_FAST_KP(in_c, kernel_h, kernel_w) * 2;
 }
 
-int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c,
-                       const int16_t *weights, const int32_t *bias,
-                       int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c,
-                       int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
-                       int32_t pad_h, int32_t pad_w, int32_t in_offset,
-                       const esc2c_mult_t *mult, const int32_t *shift, int32_t out_offset,
-                       int32_t act_min, int32_t act_max, void *scratch)
+/* Both entry points: W8 (a constant) picks the weight width, and with it the step functions. */
+static inline __attribute__((always_inline)) int conv_fast(
+    const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c, const void *weights, const int32_t *bias,
+    int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c, int32_t kernel_h, int32_t kernel_w,
+    int32_t stride_h, int32_t stride_w, int32_t pad_h, int32_t pad_w, int32_t in_offset, const esc2c_mult_t *mult,
+    const int32_t *shift, int32_t out_offset, int32_t act_min, int32_t act_max, void *scratch, const int w8)
 {
     if (in == NULL || weights == NULL || out == NULL || mult == NULL || shift == NULL || scratch == NULL ||
         ((uintptr_t)weights & 3u) != 0 || in_c <= 0 || out_c <= 0 ||
@@ -438,23 +494,48 @@ int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_
             {
                 out_t ob = oc;
                 ob.n_ch = out_c - c0 < ESC2C_FAST_TABLE ? out_c - c0 : ESC2C_FAST_TABLE;
-                ob.weights = weights + (c0 / 2) * 4 * nw;
+                /* pair c0 / 2 starts 4 * nw weights in (int16 or int8 values) */
+                ob.weights = (const int8_t *)weights + (size_t)(c0 / 2) * 4 * nw * (w8 ? 1 : 2);
                 fill_table(table, c0, ob.n_ch, bias, mult, shift);
-                step_part(&ob, cols, dst + c0, n);
+                (w8 ? step_part8 : step_part16)(&ob, cols, dst + c0, n);
             }
         }
         else if (n != NPIX)
         {
-            step_part(&oc, cols, dst, n);
+            (w8 ? step_part8 : step_part16)(&oc, cols, dst, n);
         }
         else if (hi127)
         {
-            step_full_hi127(&oc, cols, dst);
+            (w8 ? step_full_hi1278 : step_full_hi12716)(&oc, cols, dst);
         }
         else
         {
-            step_full(&oc, cols, dst);
+            (w8 ? step_full8 : step_full16)(&oc, cols, dst);
         }
     }
     return 0;
+}
+
+int esc2c_conv_fast_s8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c,
+                       const int16_t *weights, const int32_t *bias,
+                       int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c,
+                       int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                       int32_t pad_h, int32_t pad_w, int32_t in_offset,
+                       const esc2c_mult_t *mult, const int32_t *shift, int32_t out_offset,
+                       int32_t act_min, int32_t act_max, void *scratch)
+{
+    return conv_fast(in, in_h, in_w, in_c, weights, bias, out, out_h, out_w, out_c, kernel_h, kernel_w, stride_h,
+                     stride_w, pad_h, pad_w, in_offset, mult, shift, out_offset, act_min, act_max, scratch, 0);
+}
+
+int esc2c_conv_fast_s8_w8(const int8_t *in, int32_t in_h, int32_t in_w, int32_t in_c,
+                          const int8_t *weights, const int32_t *bias,
+                          int8_t *out, int32_t out_h, int32_t out_w, int32_t out_c,
+                          int32_t kernel_h, int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                          int32_t pad_h, int32_t pad_w, int32_t in_offset,
+                          const esc2c_mult_t *mult, const int32_t *shift, int32_t out_offset,
+                          int32_t act_min, int32_t act_max, void *scratch)
+{
+    return conv_fast(in, in_h, in_w, in_c, weights, bias, out, out_h, out_w, out_c, kernel_h, kernel_w, stride_h,
+                     stride_w, pad_h, pad_w, in_offset, mult, shift, out_offset, act_min, act_max, scratch, 1);
 }

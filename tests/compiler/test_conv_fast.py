@@ -1,6 +1,6 @@
 """runtime/src/esc2c_conv_s8_fast.c (portable C path, host) against the integer contract: a numpy
-convolution requantized by esc2c.quant.intparams, both rounding modes, odd shapes; weights laid out by
-esc2c.compiler.ops.conv_fast.pack_weights."""
+convolution requantized by esc2c.quant.intparams, both rounding modes, odd shapes, both entry points (int16
+weights, and int8 ones: esc2c_conv_fast_s8_w8); weights laid out by esc2c.compiler.ops.conv_fast.pack_weights."""
 from __future__ import annotations
 
 import ctypes
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _conv_ref import conv_acc, random_layer
 
 from esc2c import contract
@@ -33,6 +34,7 @@ def libs(tmp_path_factory):
                         f"-I{ROOT / 'runtime' / 'include'}", str(SRC), "-o", str(so)], check=True)
         lib = ctypes.CDLL(str(so))
         lib.esc2c_conv_fast_s8.restype = ctypes.c_int
+        lib.esc2c_conv_fast_s8_w8.restype = ctypes.c_int
         lib.esc2c_conv_fast_s8_buffer_size.restype = ctypes.c_int32
         lib.esc2c_conv_fast_s8_weights_len.restype = ctypes.c_int32
         out[mode] = lib
@@ -50,10 +52,11 @@ def reference(x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out_hw,
     return np.clip(y, act[0], act[1]).astype(np.int8)
 
 
-def run_fast(lib, x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out_hw, misalign=0):
+def run_fast(lib, x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out_hw, misalign=0, w8=False):
     h, wd, cin = x.shape
     cout, kh, kw, _ = w.shape
-    packed = conv_fast.pack_weights(w)
+    packed = conv_fast.pack_weights(w, w8=w8)
+    assert packed.dtype == (np.int8 if w8 else np.int16)
     assert packed.size == lib.esc2c_conv_fast_s8_weights_len(cin, cout, kh, kw)
     nbuf = lib.esc2c_conv_fast_s8_buffer_size(cin, kh, kw)
     assert nbuf == conv_fast.buffer_size(cin, kh, kw)
@@ -64,7 +67,8 @@ def run_fast(lib, x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out
     bias32 = np.ascontiguousarray(bias, np.int32)
     m32, s32 = np.ascontiguousarray(mult, np.int32), np.ascontiguousarray(shift, np.int32)
     i32 = ctypes.c_int32
-    rc = lib.esc2c_conv_fast_s8(_ptr(x), i32(h), i32(wd), i32(cin), _ptr(packed), _ptr(bias32), _ptr(out),
+    fn = lib.esc2c_conv_fast_s8_w8 if w8 else lib.esc2c_conv_fast_s8
+    rc = fn(_ptr(x), i32(h), i32(wd), i32(cin), _ptr(packed), _ptr(bias32), _ptr(out),
                                 i32(out_hw[0]), i32(out_hw[1]), i32(cout), i32(kh), i32(kw), i32(stride[0]),
                                 i32(stride[1]), i32(pads[0]), i32(pads[1]), i32(-in_zp), _ptr(m32), _ptr(s32),
                                 i32(out_zp), i32(act[0]), i32(act[1]), ctypes.c_void_p(scratch.ctypes.data + misalign))
@@ -91,7 +95,8 @@ SHAPES = [
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{s[0]}x{s[1]}x{s[2]}-{s[3]}k{s[4]}x{s[5]}s{s[6][0]}{s[6][1]}"
                                                 for s in SHAPES])
 @pytest.mark.parametrize("mode", contract.ROUNDING_MODES)
-def test_fast_conv_equals_contract(libs, shape, mode):
+@pytest.mark.parametrize("w8", [False, True], ids=["int16w", "int8w"])
+def test_fast_conv_equals_contract(libs, shape, mode, w8):
     h, wd, cin, cout, kh, kw, stride, pads, out_hw = shape
     rng = np.random.default_rng(hash(shape) % 2**32)
     for trial in range(3):
@@ -101,7 +106,7 @@ def test_fast_conv_equals_contract(libs, shape, mode):
         act = (out_zp, 127) if trial == 2 else (-128, 127)
         want = reference(x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out_hw, mode)
         got = run_fast(libs[mode], x, w, bias, mult, shift, in_zp, out_zp, act, stride, pads, out_hw,
-                       misalign=trial)  # the memory plan may place the scratch at any byte
+                       misalign=trial, w8=w8)  # the memory plan may place the scratch at any byte
         np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
 
 
@@ -121,6 +126,19 @@ def test_requantization_ties_match_contract(libs, mode):
     np.testing.assert_array_equal(got, want)
 
 
+def test_int8_layout_holds_the_int16_values():
+    """The int8 layout is the int16 one with each word's channels and taps interleaved: (c0 t, c1 t, c0 t+2,
+    c1 t+2) per 4 bytes against (c0 t, c0 t+2), (c1 t, c1 t+2) per two int16 words, extremes included."""
+    rng = np.random.default_rng(7)
+    for shape in [(5, 3, 3, 3), (4, 1, 1, 12), (1, 3, 3, 1), (7, 1, 5, 6)]:
+        w = rng.integers(-128, 128, size=shape)
+        w.flat[0], w.flat[-1] = -128, 127
+        p16, p8 = conv_fast.pack_weights(w), conv_fast.pack_weights(w, w8=True)
+        assert p8.dtype == np.int8 and p8.size == p16.size
+        q16, q8 = p16.reshape(-1, 2, 2), p8.reshape(-1, 2, 2)  # per word: [channel][lo, hi] / [lo, hi][channel]
+        np.testing.assert_array_equal(q8.transpose(0, 2, 1), q16)
+
+
 def test_bad_arguments_are_refused(libs):
     lib = libs["double"]
     x = np.zeros(16, np.int8)
@@ -133,26 +151,69 @@ def test_bad_arguments_are_refused(libs):
             i32(1), i32(1), i32(0), i32(0), i32(0), _ptr(m), _ptr(m), i32(0), i32(-128), i32(127)]
     assert lib.esc2c_conv_fast_s8(*args, _ptr(scratch)) == 0
     assert lib.esc2c_conv_fast_s8(*args, None) == -1  # no scratch
+    assert lib.esc2c_conv_fast_s8_w8(*args, _ptr(scratch)) == 0
+    assert lib.esc2c_conv_fast_s8_w8(*args, None) == -1
     args[4] = ctypes.c_void_p(w.ctypes.data + 2)
     assert lib.esc2c_conv_fast_s8(*args, _ptr(scratch)) == -1  # weights not 4-byte aligned
+    assert lib.esc2c_conv_fast_s8_w8(*args, _ptr(scratch)) == -1
 
 
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("cmake", "arm-none-eabi-gcc", "qemu-system-arm")),
                     reason="needs cmake, gcc-arm-none-eabi and qemu-system-arm")
-@pytest.mark.parametrize("rounding", ["double", "single"])
-def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding):
+@pytest.mark.parametrize("rounding,weights", [("double", "int16"), ("single", "int16"), ("double", "int8")])
+def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding, weights):
     """The DSP (SMLAD) path on QEMU's Cortex-M7 gives the host build's bits on every layer for a model with a 1-channel first conv, stride 2 and (2, 1), 1x3, 3x1, 1x1 kernels, odd channel counts
-    and asymmetric padding; the host build itself equals the integer ONNX vectors (checked by run_qemu)."""
+    and asymmetric padding, with int16 weights and (a flash limit no int16 layer fits) with int8 ones
+    (SXTB16); the host build itself equals the integer ONNX vectors (checked by run_qemu)."""
     from _compiler_models import build
-    from esc2c.compiler.emit import emit
+    from esc2c.compiler.emit import CODE_RESERVE, emit
     from esc2c.device.runner import run_qemu
 
     res = emit(build("vgg_asym", tmp_path), tmp_path / "out", board="stm32f746zg", n_vectors=4, kernels="fast",
-               rounding=rounding)
-    fast = [op for op in res.graph.ops if op.kernel == conv_fast.FAST_CONV]
+               rounding=rounding, max_flash=CODE_RESERVE + 1 if weights == "int8" else None)
+    fn = conv_fast.FAST_CONV if weights == "int16" else conv_fast.FAST_CONV_W8
+    assert not any(op.kernel in conv_fast.KERNELS and op.kernel != fn for op in res.graph.ops)
+    fast = [op for op in res.graph.ops if op.kernel == fn]
     assert len(fast) >= 5 and {op.attrs["kernel"] for op in fast} >= {(3, 3), (1, 3), (3, 1), (1, 1)}
     report = run_qemu(res.out, vectors=20, debug_layers=True, echo=lambda s: None)
     assert (report.identical, report.vectors, report.layers_checked) == (20, 20, True)
+
+
+class _Deep(torch.nn.Module):
+    """A 3x3 conv over 72 channels: 648 padded taps, 324 words per column, past the straight run of
+    ESC2C_DOT_LONG (288) steps, so the chunked dot loops (96 steps for int16 weights, 32 for int8) run."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(1, 72, 3, padding=1)
+        self.b = torch.nn.Conv2d(72, 10, 3, padding=1)
+        self.fc = torch.nn.Linear(10, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.b(torch.relu(self.a(x))))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("cmake", "arm-none-eabi-gcc", "qemu-system-arm")),
+                    reason="needs cmake, gcc-arm-none-eabi and qemu-system-arm")
+@pytest.mark.parametrize("weights", ["int16", "int8"])
+def test_long_columns_on_cortex_m7(tmp_path, weights):
+    """Columns longer than the straight run take the chunked loop on the DSP path: every layer's bits on
+    QEMU's Cortex-M7 equal the host build's (and the host's the integer ONNX vectors)."""
+    from _compiler_models import export_float, quantize
+    from esc2c.compiler.emit import CODE_RESERVE, emit
+    from esc2c.device.runner import run_qemu
+
+    torch.manual_seed(0)
+    shape = (1, 1, 5, 7)
+    q = quantize(export_float(_Deep().eval(), shape, tmp_path / "f.onnx"), tmp_path / "q.onnx", shape, n_cal=4)
+    res = emit(q, tmp_path / "out", board="stm32f746zg", n_vectors=2, kernels="fast",
+               max_flash=CODE_RESERVE + 1 if weights == "int8" else None)
+    fn = conv_fast.FAST_CONV if weights == "int16" else conv_fast.FAST_CONV_W8
+    long_ops = [op for op in res.graph.ops if op.kernel == fn and op.weights.shape[3] == 72]
+    assert len(long_ops) == 1 and conv_fast.padded_taps(72, 3, 3) // 2 == 324
+    report = run_qemu(res.out, vectors=8, debug_layers=True, echo=lambda s: None)
+    assert (report.identical, report.vectors, report.layers_checked) == (8, 8, True)
 
 
 def test_kernel_choice_selection_scratch_and_flash(tmp_path, capsys):

@@ -35,6 +35,26 @@ def test_counts_follow_the_shapes():
     assert f"{est.instructions:,} instructions = {est.latency_ms:.2f} ms at 216 MHz (estimate" in est.table()
 
 
+def test_int8_weights_cost_their_widening(tmp_path):
+    """The same model with every fast convolution on int8 weights (a flash budget of 0) is estimated dearer by
+    exactly the widening's count x its coefficient: two SXTB16 per step of a channel pair, 3 pixels, 2 taps."""
+    from esc2c.compiler.driver import compile_model
+    from esc2c.compiler.ops.conv_fast import FAST_CONV, FAST_CONV_W8
+    from esc2c.compiler.options import CompileOptions
+
+    onnx_path = quantized_onnx(_pruned(ratio=0.4), IN, tmp_path / "m.onnx")
+    wide = compile_model(onnx_path)
+    narrow = compile_model(onnx_path, options=CompileOptions(flash_budget=0))
+    assert any(op.kernel == FAST_CONV for op in wide.layer_ops())
+    assert [op.kernel == FAST_CONV_W8 for op in narrow.layer_ops()] == [op.kernel == FAST_CONV
+                                                                       for op in wide.layer_ops()]
+    extra = sum(costmodel.op_counts(op, narrow).get("fast8.dot", 0.0) for op in narrow.layer_ops())
+    dots = sum(costmodel.op_counts(op, wide).get("fast.dot", 0.0) for op in wide.layer_ops())
+    assert extra == dots > 0 and costmodel.COEFFS["fast8.dot"] == 1.0
+    diff = costmodel.estimate(narrow).instructions - costmodel.estimate(wide).instructions
+    assert abs(diff - extra) <= len(wide.layer_ops())  # per-layer rounding
+
+
 def test_fit_recovers_known_coefficients():
     g = compile_float(_pruned(), IN)
     counts = [costmodel.op_counts(op, g) for op in g.layer_ops()]

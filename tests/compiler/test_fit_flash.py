@@ -1,5 +1,6 @@
 """Weight width per layer against the board's flash: the fast convolution's int16 weights where they fit,
-CMSIS-NN's int8 ones for the layers that give the least speed per byte when they do not (passes/fit_flash)."""
+its int8-weight entry point for the layers that give the least speed per byte saved when they do not
+(passes/fit_flash)."""
 import json
 import shutil
 
@@ -11,7 +12,7 @@ from _compiler_models import build, export_float, quantize
 from esc2c.compiler import ops
 from esc2c.compiler.driver import compile_model
 from esc2c.compiler.emit import CODE_RESERVE, board_limits, check_fit, emit
-from esc2c.compiler.ops.conv_fast import FAST_CONV
+from esc2c.compiler.ops.conv_fast import FAST_CONV, FAST_CONV_W8, narrow_saving, packed_bytes
 from esc2c.compiler.options import CompileOptions
 from esc2c.compiler.passes.fit_flash import constant_bytes
 from esc2c.contract import TFLITE
@@ -28,6 +29,10 @@ def _extra(op):
     return ops.get(op.kind).wide_weight_bytes(op)
 
 
+def _saving(op):
+    return ops.get(op.kind).narrow_saving(op)
+
+
 def test_no_budget_or_room_enough_changes_nothing(vgg):
     fast = compile_model(vgg, fuse="none")
     roomy = compile_model(vgg, options=CompileOptions(fuse="none", flash_budget=constant_bytes(fast)))
@@ -37,22 +42,29 @@ def test_no_budget_or_room_enough_changes_nothing(vgg):
 
 def test_narrows_the_least_speed_per_byte_first_until_it_fits(vgg):
     fast = compile_model(vgg, fuse="none")
-    wide = sorted((op for op in fast.ops if _extra(op)), key=lambda op: (op.macs / _extra(op), op.name))
+    wide = sorted((op for op in fast.ops if _saving(op)), key=lambda op: (op.macs / _saving(op), op.name))
     assert len(wide) >= 3
-    budget = constant_bytes(fast) - _extra(wide[0]) - 1  # one layer is not enough: two must go
+    assert all(_saving(op) == packed_bytes(op) // 2 for op in wide)  # int8 packing: half the int16 bytes
+    budget = constant_bytes(fast) - _saving(wide[0]) - 1  # one layer is not enough: two must go
     g = compile_model(vgg, options=CompileOptions(fuse="none", flash_budget=budget))
     narrowed = [op.name for op in g.ops if op.attrs.get("narrowed_for_flash")]
     assert sorted(narrowed) == sorted([wide[0].name, wide[1].name])
     assert constant_bytes(g) <= budget
+    assert constant_bytes(g) == constant_bytes(fast) - _saving(wide[0]) - _saving(wide[1])
     by_name = {op.name: op for op in g.ops}
-    assert all(by_name[n].kernel != FAST_CONV for n in narrowed)
+    assert all(by_name[n].kernel == FAST_CONV_W8 and narrow_saving(by_name[n]) == 0 for n in narrowed)
     assert sum(op.kernel == FAST_CONV for op in g.ops) == len(wide) - 2
-    assert sum(by_name[n].attrs["narrowed_for_flash"] for n in narrowed) == _extra(wide[0]) + _extra(wide[1])
+    assert sum(by_name[n].attrs["narrowed_for_flash"] for n in narrowed) == _saving(wide[0]) + _saving(wide[1])
 
 
 def test_impossible_budget_narrows_every_layer(vgg):
+    fast = compile_model(vgg, fuse="none")
     g = compile_model(vgg, options=CompileOptions(fuse="none", flash_budget=0))
-    assert not any(op.kernel == FAST_CONV for op in g.ops) and constant_bytes(g) == g.weight_bytes()
+    assert not any(op.kernel == FAST_CONV for op in g.ops)
+    assert [op.kernel == FAST_CONV_W8 for op in g.ops] == [op.kernel == FAST_CONV for op in fast.ops]
+    # what is left beyond plain int8 weights is the packing's zero padding of kernel rows and channel pairs
+    assert constant_bytes(g) == g.weight_bytes() + sum(packed_bytes(op, True) - op.weights.size
+                                                       for op in g.ops if op.kernel == FAST_CONV_W8)
     with pytest.raises(Esc2cError, match="flash budget must be >= 0"):
         CompileOptions(flash_budget=-1)
 
@@ -88,8 +100,23 @@ def test_emit_for_a_board_narrows_layers_and_says_so(tmp_path):
     assert fit["flash"] <= fit["flash_limit"]
     note = next(n for n in r.notes if n.startswith("flash:"))
     assert f"{len(narrowed)} convolution(s) read int8 weights" in note and narrowed[0].name in note
-    assert "esc2c_conv_fast_s8(" in (r.out / "model.c").read_text()
+    code = (r.out / "model.c").read_text()
+    assert "esc2c_conv_fast_s8(" in code and code.count("esc2c_conv_fast_s8_w8(") == len(narrowed)
     assert np.load(r.out / "vectors" / "outputs_double.npy").shape == (1, 4)
     if shutil.which("arm-none-eabi-gcc") and shutil.which("cmake"):  # the firmware really fits the board
         fw = build_firmware(r.out, "stm32f746zg")
         assert fw.flash_bytes <= fw.flash_limit
+
+
+def test_max_flash_narrows_for_emit_and_is_checked(vgg, tmp_path):
+    """`emit --max-flash` gives the constants that flash less the code reserve; a limit inside the reserve is
+    refused before anything is written."""
+    fast = compile_model(vgg, fuse="none")
+    wide = sorted((op for op in fast.ops if _saving(op)), key=lambda op: (op.macs / _saving(op), op.name))
+    limit = constant_bytes(fast) + CODE_RESERVE - 1  # one byte short: the first layer in the order narrows
+    r = emit(vgg, tmp_path / "out", n_vectors=1, max_flash=limit, contract=TFLITE)  # compile_model's contract
+    assert [op.name for op in r.graph.ops if op.attrs.get("narrowed_for_flash")] == [wide[0].name]
+    assert any("the flash limit" in n for n in r.notes)
+    with pytest.raises(Esc2cError, match="max_flash must be more than"):
+        emit(vgg, tmp_path / "bad", max_flash=CODE_RESERVE)
+    assert not (tmp_path / "bad").exists()

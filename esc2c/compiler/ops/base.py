@@ -16,8 +16,9 @@ kernel names. The hooks, in the order the compiler calls them:
   qparams     ``contracts``: the integer contracts the kind supports; ``qparams(op, g)``: its parameters
               under ``g.contract``, from esc2c.quant.intparams or .ortparams (the clamp is generic)
   kernels     ``select_kernel(op, g, options)`` -> (C function, scratch bytes by code path {"dsp", "host"});
-              ``macs(op, g)``; ``wide_weight_bytes(op)`` (flash its kernel spends beyond int8 weights) and
-              ``narrow_weights(op, g)`` (switch to a kernel that reads int8 weights: the fit_flash pass)
+              ``macs(op, g)``; ``wide_weight_bytes(op)`` (flash its kernel spends beyond int8 weights),
+              ``narrow_saving(op)`` and ``narrow_weights(op, g)`` (switch to a kernel that reads int8
+              weights, saving that many bytes: the fit_flash pass)
   memory      ``view`` (the output aliases the input's bytes); ``in_place_inputs(op)`` (inputs whose buffer
               the output may take when they die here); ``raster_ordered(op, g)`` and ``overlap_gap(op, g)``
               (the output may start that many bytes before a dying input); ``hidden_tensor_bytes(op)``
@@ -92,6 +93,10 @@ class OpKind:
         return 0
 
     def wide_weight_bytes(self, op: Op) -> int:
+        return 0
+
+    def narrow_saving(self, op: Op) -> int:
+        """Flash ``narrow_weights`` would save (0: nothing to narrow)."""
         return 0
 
     def narrow_weights(self, op: Op, g: Graph) -> None:

@@ -23,7 +23,8 @@ from esc2c.contract import ONNXRUNTIME, TFLITE
 KIND = "conv"
 CONV = "arm_convolve_wrapper_s8"
 GROUP_CONV = convlike.GROUP_CONV
-TEMPLATES = {CONV: "ops/conv.c.j2", conv_fast.FAST_CONV: "ops/conv_fast.c.j2", conv_small.SMALL_CONV: "ops/conv_small.c.j2",
+TEMPLATES = {CONV: "ops/conv.c.j2", conv_fast.FAST_CONV: "ops/conv_fast.c.j2",
+             conv_fast.FAST_CONV_W8: "ops/conv_fast.c.j2", conv_small.SMALL_CONV: "ops/conv_small.c.j2",
              GROUP_CONV: "ops/group_conv.c.j2"}
 
 
@@ -114,17 +115,21 @@ class Conv(OpKind):
         return y.size * kh * kw * (x.shape[3] // op.attrs.get("group", 1))
 
     def wide_weight_bytes(self, op: Op) -> int:
-        """The fast kernel's int16 weights cost their int8 size again (and its padding) in flash."""
+        """The fast kernel's int16 weights cost their int8 size again (and its padding) in flash; its int8
+        entry point, the padding."""
         return conv_fast.extra_bytes(op)
 
+    def narrow_saving(self, op: Op) -> int:
+        return conv_fast.narrow_saving(op)
+
     def narrow_weights(self, op: Op, g: Graph) -> None:
-        """CMSIS-NN's convolution (the runtime's under the onnxruntime contract), which reads int8 weights."""
-        op.kernel, sizes = self.select_kernel(op, g, {"kernels": "cmsis"})
-        op.attrs["scratch_by_path"] = sizes
-        op.scratch = max(sizes.values())
+        """The fast kernel's int8-weight entry point (same scratch, same bits)."""
+        if op.kernel != conv_fast.FAST_CONV:
+            raise ValueError(f"{op.name}: only the fast kernel's int16 weights narrow (kernel {op.kernel})")
+        op.kernel = conv_fast.FAST_CONV_W8
 
     def raster_ordered(self, op: Op, g: Graph) -> bool:
-        if op.kernel in (GROUP_CONV, conv_fast.FAST_CONV, conv_small.SMALL_CONV):
+        if op.kernel in (GROUP_CONV, *conv_fast.KERNELS, conv_small.SMALL_CONV):
             return True
         if op.kernel == CONV:
             kh, kw = op.attrs["kernel"]

@@ -25,7 +25,7 @@ from esc2c.compiler.ops.base import OpKind, hwc
 from esc2c.contract import ONNXRUNTIME, TFLITE
 
 KIND = "conv_pool"
-CONV_KERNELS = (conv.CONV, conv_fast.FAST_CONV, conv_small.SMALL_CONV)
+CONV_KERNELS = (conv.CONV, *conv_fast.KERNELS, conv_small.SMALL_CONV)
 POOL_KERNELS = (*max_pool.KERNELS, avg_pool.AVG_POOL)
 POOL_COST_KEYS = {**max_pool.COST_KEYS, avg_pool.AVG_POOL: avg_pool.COST_KEY}
 
@@ -100,7 +100,7 @@ def layer_context(op: Op, g: Graph) -> dict:
     return {
         "in_h": x.shape[1], "in_w": x.shape[2], "in_c": x.shape[3],
         "mid_h": mid[1], "mid_w": mid[2], "mid_c": mid[3],
-        "fast": op.kernel == conv_fast.FAST_CONV, "avg": p["fn"] == avg_pool.AVG_POOL,
+        "fast": op.kernel in conv_fast.KERNELS, "avg": p["fn"] == avg_pool.AVG_POOL,
         "pool_2x2": p["fn"] == max_pool.MAX_POOL_2X2,
         "small": (conv_small.function(x.shape[3], *a["kernel"]) if op.kernel == conv_small.SMALL_CONV else None),
         "pool_fn": p["fn"], "pool_kernel": p["kernel"], "pool_stride": p["stride"], "pool_pad": p["pads"][:2],

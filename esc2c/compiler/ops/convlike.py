@@ -40,11 +40,13 @@ def params_ready(op: Op) -> bool:
 
 
 def weight_arrays(op: Op, L: dict, array, weights: np.ndarray | None = None) -> None:
-    """The weights (int16 in the fast kernel's order when it runs the op, else int8; ``weights``: in the
+    """The weights (int16, or int8, in the fast kernel's order when it runs the op, else int8; ``weights``: in the
     layout the kernel reads, when it is not the IR's) and the int32 bias."""
     i = L["index"]
     if op.kernel == conv_fast.FAST_CONV:
         L["weights"] = array(f"esc2c_w{i}", "int16_t", conv_fast.pack_weights(op.weights))
+    elif op.kernel == conv_fast.FAST_CONV_W8:
+        L["weights"] = array(f"esc2c_w{i}", "int8_t", conv_fast.pack_weights(op.weights, w8=True))
     else:
         L["weights"] = array(f"esc2c_w{i}", "int8_t", op.weights if weights is None else weights)
     L["bias"] = array(f"esc2c_b{i}", "int32_t", op.bias)
@@ -107,13 +109,15 @@ def conv_counts(f: dict, kernel: str, cin: int, cout: int, kh: int, kw: int, out
     call), on the fast kernel or CMSIS-NN's (costmodel.py's module doc)."""
     if kernel == conv_small.SMALL_CONV:
         small_counts(f, cin, cout, kh, kw, sum(rows) * out_w, (1, 1))
-    elif kernel == conv_fast.FAST_CONV:
+    elif kernel in conv_fast.KERNELS:
         kp = conv_fast.padded_taps(cin, kh, kw)
         pairs = (cout + 1) // 2
         for r in rows:
             p = r * out_w
             s = math.ceil(p / conv_fast.PIXELS)
             count(f, "fast.dot", s * pairs * kp)
+            if kernel == conv_fast.FAST_CONV_W8:
+                count(f, "fast8.dot", s * pairs * kp)
             count(f, "fast.pair", s * pairs)
             count(f, "fast.col", s * conv_fast.PIXELS * kp)
             edge = r * min(out_w, 2 * math.ceil(pad_w / 1)) if pad_w else 0

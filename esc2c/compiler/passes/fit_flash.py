@@ -1,11 +1,11 @@
 """Per-layer weight width against the board's flash (after kernel_select, before fuse_conv_pool).
 
-The project's fast convolution reads int16 weights (2 bytes per weight in flash) for ~2x fewer
-instructions than CMSIS-NN's, which reads the int8 ones. When the model's constants with the widened
-weights exceed ``budget`` bytes, layers go back to their int8-weight kernel one at a time, those giving
-the fewest MACs per extra byte first (the least speed per byte of flash), until the constants fit or no
-layer is left to narrow. Each narrowed op records the flash it saved in ``attrs['narrowed_for_flash']``
-(bytes); emit reports them.
+The project's fast convolution reads int16 weights (2 bytes per weight in flash), its fastest form; its
+int8-weight entry point (esc2c_conv_fast_s8_w8) reads half the bytes for 2 more instructions per 12 MACs
+(SXTB16 widening). When the model's constants with the widened weights exceed ``budget`` bytes, layers
+switch to int8 weights one at a time, those giving the fewest MACs per byte saved first (the least speed
+per byte of flash), until the constants fit or no layer is left to narrow. Each narrowed op records the
+flash it saved in ``attrs['narrowed_for_flash']`` (bytes); emit reports them.
 A model that does not fit even with int8 weights everywhere is left for emit's board check to refuse.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ def fit_flash(g: Graph, budget: int | None) -> Graph:
     if budget is None:
         return g
     need = constant_bytes(g)
-    wide = [op for op in g.ops if ops.get(op.kind).wide_weight_bytes(op) > 0]
-    wide.sort(key=lambda op: (op.macs / ops.get(op.kind).wide_weight_bytes(op), op.name))
+    wide = [op for op in g.ops if ops.get(op.kind).narrow_saving(op) > 0]
+    wide.sort(key=lambda op: (op.macs / ops.get(op.kind).narrow_saving(op), op.name))
     for op in wide:
         if need <= budget:
             break
-        saved = ops.get(op.kind).wide_weight_bytes(op)
+        saved = ops.get(op.kind).narrow_saving(op)
         ops.get(op.kind).narrow_weights(op, g)
         op.attrs["narrowed_for_flash"] = saved
         need -= saved
