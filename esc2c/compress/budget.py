@@ -3,7 +3,8 @@
 The cost of a (float, pruned) model is read from the compiler itself (:mod:`esc2c.compress.deploy_graph`):
 
   flash    the constants as the compiler stores them (int8 weights, or int16 for the fast convolution
-           kernel, int32 biases, per-channel multipliers and shifts) + FLASH_CODE_BYTES, the rest of the
+           kernel where they fit the flash limit less FLASH_CODE_BYTES -- the compiler's own per-layer
+           choice, passes/fit_flash.py --, int32 biases, per-channel multipliers and shifts) + FLASH_CODE_BYTES, the rest of the
            firmware image (runtime, CMSIS-NN kernels, start-up and board code), measured on STM32F746ZG
            builds of emitted models; the self-test vectors ``esc2c emit --vectors`` compiles in are not
            counted (each adds one input's bytes)
@@ -93,9 +94,11 @@ class Cost:
 
 
 def deployed_cost(model: ESCNet, in_shape, kernels: str = DEFAULT_KERNELS,
-                  calib: torch.Tensor | None = None) -> Cost:
-    """Flash, RAM and estimated latency of ``model`` once quantized and compiled (module docstring)."""
-    g = compile_float(model, in_shape, kernels, calib)
+                  calib: torch.Tensor | None = None, max_flash: int | None = None) -> Cost:
+    """Flash, RAM and estimated latency of ``model`` once quantized and compiled (module docstring); with
+    ``max_flash``, as compiled for that much flash (int8 weights for the fast convolutions that must)."""
+    g = compile_float(model, in_shape, kernels, calib,
+                      flash_budget=None if max_flash is None else max(0, max_flash - FLASH_CODE_BYTES))
     weights = g.weight_bytes() + flash_bytes_delta(g)
     est = costmodel.estimate(g)
     return Cost(weights + FLASH_CODE_BYTES, g.arena_size + RAM_BASE_BYTES, est.latency_ms, weights,
@@ -124,7 +127,7 @@ def prune_to_budget(model: ESCNet, in_shape, budget: Budget, widths: cup.Widths 
     costs: dict[int, Cost] = {}
 
     def fits(m: ESCNet) -> tuple[bool, str]:
-        c = deployed_cost(m, in_shape, budget.kernels, calib)
+        c = deployed_cost(m, in_shape, budget.kernels, calib, budget.max_flash)
         costs[id(m)] = c
         bad = over(c, budget)
         return not bad, "; ".join(bad)
@@ -133,5 +136,5 @@ def prune_to_budget(model: ESCNet, in_shape, budget: Budget, widths: cup.Widths 
         res = cup.prune_until(model, fits, widths, start=start, clustering=clustering)
     except Esc2cError as e:
         raise Esc2cError(f"budget {budget.describe()} cannot be met: {e}") from None
-    cost = costs.get(id(res.model)) or deployed_cost(res.model, in_shape, budget.kernels, calib)
+    cost = costs.get(id(res.model)) or deployed_cost(res.model, in_shape, budget.kernels, calib, budget.max_flash)
     return res, cost

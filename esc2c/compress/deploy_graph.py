@@ -10,7 +10,7 @@ import torch
 
 from esc2c.compiler.driver import compile_model
 from esc2c.compiler.ir import Graph
-from esc2c.compiler.options import DEFAULT_KERNELS
+from esc2c.compiler.options import DEFAULT_KERNELS, CompileOptions
 from esc2c.models.blocks import ESCNet
 from esc2c.quant import export, qat
 
@@ -33,9 +33,11 @@ def quantized_onnx(model: ESCNet, in_shape, path: str | Path, calib: torch.Tenso
 
 
 def compile_float(model: ESCNet, in_shape, kernels: str = DEFAULT_KERNELS, calib: torch.Tensor | None = None,
-                  fuse: str = "auto") -> Graph:
-    """The compiled IR (every pass applied: kernels chosen, arena planned) of a float ESCNet."""
+                  fuse: str = "auto", flash_budget: int | None = None) -> Graph:
+    """The compiled IR (every pass applied: kernels chosen, arena planned) of a float ESCNet; with
+    ``flash_budget`` (bytes for the constants) fast convolutions read int8 weights where their int16 ones
+    do not fit, as ``esc2c emit`` chooses for a board (passes/fit_flash.py)."""
     with tempfile.TemporaryDirectory(prefix="esc2c-deploy-") as tmp:
         p = quantized_onnx(model, in_shape, Path(tmp) / "model.onnx", calib)
-        return compile_model(p, kernels, fuse=fuse)
+        return compile_model(p, options=CompileOptions(kernels=kernels, fuse=fuse, flash_budget=flash_budget))
 

@@ -132,7 +132,7 @@ def test_budget_flash_ram_latency_met_and_impossible_refused():
     res, cost = budget.prune_to_budget(m, IN, b, w)
     assert not budget.over(cost, b)
     assert cost.flash <= b.max_flash and cost.ram <= b.max_ram and cost.latency_ms <= b.max_latency_ms
-    again = budget.deployed_cost(res.model, IN)    # the reported cost is the returned model's
+    again = budget.deployed_cost(res.model, IN, max_flash=b.max_flash)  # the reported cost is the returned model's
     assert (again.flash, again.ram, again.instructions) == (cost.flash, cost.ram, cost.instructions)
     _rule_holds(m, res.model, 4, 8)
     # the least pruning that fits: the last different width set before it on the merge order does not
@@ -140,7 +140,7 @@ def test_budget_flash_ram_latency_met_and_impossible_refused():
     counts = {n: len(k) for n, k in res.keep.items()}
     s = next(j for j in range(walk.steps + 1) if walk.counts(j) == counts)
     prev = next(j for j in range(s, -1, -1) if walk.counts(j) != counts)
-    assert budget.over(budget.deployed_cost(walk.result(walk.counts(prev), 0.0).model, IN), b)
+    assert budget.over(budget.deployed_cost(walk.result(walk.counts(prev), 0.0).model, IN, max_flash=b.max_flash), b)
     tight = budget.board_budget("stm32f746zg", max_latency_ms=0.001)
     with pytest.raises(Esc2cError, match=r"cannot be met: .*latency .* ms > 0.001 ms by"):
         budget.prune_to_budget(m, IN, tight, w)
@@ -156,10 +156,31 @@ def test_budget_starts_from_the_requested_size():
     loose = budget.board_budget("stm32f746zg")
     res, _ = budget.prune_to_budget(m, IN, loose, w, start=start)
     assert res is start
-    cost = budget.deployed_cost(start.model, IN)
-    b = budget.board_budget("stm32f746zg", max_flash=cost.flash - 2000)
+    narrow = budget.deployed_cost(start.model, IN, max_flash=1)   # every fast convolution on int8 weights
+    b = budget.board_budget("stm32f746zg", max_flash=narrow.flash - 2000)
     res, cost2 = budget.prune_to_budget(m, IN, b, w, start=start)
     assert cost2.flash <= b.max_flash and res.params_after < start.params_after
+
+
+def test_flash_budget_takes_int8_weights_before_pruning():
+    """A flash limit the int16 weights miss but int8 ones meet is met the way emit meets it, by int8 weights
+    in the layers that give the least speed per byte, not by pruning: the cost is the compiler's, latency
+    included (the widening's instructions)."""
+    from esc2c.compiler.ops.conv_fast import FAST_CONV_W8
+    from esc2c.compress.deploy_graph import compile_float
+
+    m = _model("vgg11", 2)
+    w = cup.Widths(4, 8)
+    start = cup.prune_to_ratio(m, 0.9, widths=w)
+    wide = budget.deployed_cost(start.model, IN)
+    narrow = budget.deployed_cost(start.model, IN, max_flash=1)
+    assert narrow.flash < wide.flash and narrow.instructions > wide.instructions
+    b = budget.board_budget("stm32f746zg", max_flash=(wide.flash + narrow.flash) // 2)
+    res, cost = budget.prune_to_budget(m, IN, b, w, start=start)
+    assert res is start and narrow.flash <= cost.flash <= b.max_flash < wide.flash
+    assert wide.instructions < cost.instructions <= narrow.instructions
+    g = compile_float(start.model, IN, flash_budget=b.max_flash - budget.FLASH_CODE_BYTES)
+    assert 0 < sum(op.kernel == FAST_CONV_W8 for op in g.ops)
 
 
 def test_config_fields_validated():
