@@ -178,13 +178,19 @@ def teacher_outputs(teacher: nn.Module, x: torch.Tensor, dev: torch.device, feat
     """The frozen teacher's outputs for every row of ``x``, kept on the CPU (features only if asked)."""
     logits, aux, feats = [], [], []
     for i in range(0, len(x), batch_size):
-        o = teacher.forward_all(x[i:i + batch_size].to(dev))
+        o = _teach(teacher, x[i:i + batch_size].to(dev), torch.arange(i, min(i + batch_size, len(x))))
         logits.append(o.logits.cpu())
         aux.append([a.cpu() for a in o.aux_logits])
         if features:
             feats.append([f.cpu() for f in o.features])
     cat = lambda rows: [torch.cat(col) for col in zip(*rows)] if rows and rows[0] else []   # noqa: E731
     return ModelOutput(torch.cat(logits), cat(aux), cat(feats))
+
+
+def _teach(teacher: nn.Module, xb: torch.Tensor, rows: torch.Tensor) -> ModelOutput:
+    """The teacher's outputs for a batch; a per-row teacher (esc2c.compress.crossfit) also gets the batch's
+    rows of the training set."""
+    return teacher.forward_all(xb, rows=rows) if getattr(teacher, "per_row", False) else teacher.forward_all(xb)
 
 
 def _rows(out: ModelOutput, idx: torch.Tensor, dev: torch.device) -> ModelOutput:
@@ -329,7 +335,7 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
                         t_out = _rows(t_cache, idx[lo:hi], dev)
                     elif teacher is not None and loss_fn.needs_teacher:
                         with torch.no_grad():
-                            t_out = teacher.forward_all(xb)
+                            t_out = _teach(teacher, xb, idx[lo:hi])
                     value, logits = step(xb, t_out, target)
                     if not torch.isfinite(value):
                         raise Esc2cError(f"training diverged: loss {loss_fn.name!r} is {value.item()} at epoch "

@@ -32,7 +32,8 @@ def recording_id(dataset: str, path: str) -> str:
     return stem
 
 
-def _take(fs: FeatureSet, mask: np.ndarray) -> FeatureSet:
+def take_rows(fs: FeatureSet, mask: np.ndarray) -> FeatureSet:
+    """The clips of ``fs`` where ``mask`` is true, in their order."""
     return FeatureSet(fs.x[mask], fs.y[mask], fs.folds[mask], list(fs.class_names),
                       [f for f, k in zip(fs.files, mask) if k], fs.spec)
 
@@ -55,4 +56,4 @@ def holdout_split(fs: FeatureSet, dataset: str, fraction: float, seed: int = 0) 
     if is_held.all():
         raise Esc2cError(f"holdout fraction {fraction} leaves no training clips ({len(fs)} clips, "
                          f"{len(np.unique(rec))} recordings)")
-    return _take(fs, ~is_held), _take(fs, is_held)
+    return take_rows(fs, ~is_held), take_rows(fs, is_held)
