@@ -273,8 +273,8 @@ __attribute__((noinline)) static void NAME(const uint32_t *cols, const void *wei
 ESC2C_DOT_PAIRS(dot_pairs, ESC2C_DOT_STEP, "", ESC2C_DOT_RUN)
 ESC2C_DOT_PAIRS(dot_pairs8, ESC2C_DOT_STEP8, "sub.w %[wa], %[wa], %[n], lsl #3\n\t", ESC2C_DOT_RUN8)
 #else
-/* Portable C, the same sums: weight k of channel c of the pair, for column word j's low (tap t) and high
- * (tap t + 2) halves, at wi(j, c, half) in the packed layout. */
+/* Portable C, the same sums: for column word j (taps t, t + 2 in its low and high halves), the pair's four
+ * weights sit at 4j..4j+3 of its block, ordered as the comment in the loop says for each width. */
 static inline int32_t w_at(const void *weights, int w8, int32_t i)
 {
     return w8 ? ((const int8_t *)weights)[i] : ((const int16_t *)weights)[i];
