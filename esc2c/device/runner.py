@@ -182,10 +182,10 @@ def _check_device(info: ModelInfo, dev, where: str) -> None:
 
 def run_qemu(out, vectors: int = 50, profile: bool = False, debug_layers: bool = False, timeout: float = 600.0,
              seed: int = 0, profile_dir: str | Path | None = None,
-             echo: Callable[[str], None] = print) -> RunReport:
+             echo: Callable[[str], None] = print, build_type: str = "Release") -> RunReport:
     out, host, info, test_in, expected, inputs, host_out, host_layers = _prepare(out, vectors, debug_layers, seed,
                                                                                  timeout)
-    fw = build_firmware(out, "mps2-an500")
+    fw = build_firmware(out, "mps2-an500", build_type=build_type)
     echo(f"firmware {fw.elf}: flash {fw.flash_bytes:,} / {fw.flash_limit:,} B, RAM {fw.ram_bytes:,} / "
          f"{fw.ram_limit:,} B")
     with tempfile.TemporaryDirectory(prefix="esc2c-qemu-") as tmp:

@@ -226,8 +226,15 @@ ESC2C_DOT_PAIRS_LONG(dot_pairs_long8, ESC2C_DOT_STEP8, "sub %[wa], %[wa], %[wb],
  * channel pairs; nw words per column. One call per step of 3 pixels. W8: int8 weights (one word per column
  * word j: c0 t, c1 t, c0 t+2, c1 t+2), else int16 (two words: c0's taps t, t+2, then c1's). */
 #if ESC2C_FAST_DSP
+/* At -Os GCC keeps the loop state in registers across the asm, which needs 14 of them: these two are
+ * compiled at -O2 whatever the build type (MinSizeRel builds too). */
+#if defined(__OPTIMIZE_SIZE__)
+#define ESC2C_DOT_PAIRS_OPT __attribute__((optimize("O2")))
+#else
+#define ESC2C_DOT_PAIRS_OPT
+#endif
 #define ESC2C_DOT_PAIRS(NAME, STEP, EXTRA, RUN) \
-__attribute__((noinline)) static void NAME(const uint32_t *cols, const void *weights, int32_t nw, \
+__attribute__((noinline)) ESC2C_DOT_PAIRS_OPT static void NAME(const uint32_t *cols, const void *weights, int32_t nw, \
                                            int32_t n_pairs, int32_t *acc) \
 { \
     const uint32_t *wp = (const uint32_t *)weights; \

@@ -160,11 +160,13 @@ def test_bad_arguments_are_refused(libs):
 
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("cmake", "arm-none-eabi-gcc", "qemu-system-arm")),
                     reason="needs cmake, gcc-arm-none-eabi and qemu-system-arm")
-@pytest.mark.parametrize("rounding,weights", [("double", "int16"), ("single", "int16"), ("double", "int8")])
-def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding, weights):
+@pytest.mark.parametrize("rounding,weights,build", [("double", "int16", "Release"), ("single", "int16", "Release"),
+                                                    ("double", "int8", "Release"), ("double", "int16", "MinSizeRel")])
+def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding, weights, build):
     """The DSP (SMLAD) path on QEMU's Cortex-M7 gives the host build's bits on every layer for a model with a 1-channel first conv, stride 2 and (2, 1), 1x3, 3x1, 1x1 kernels, odd channel counts
     and asymmetric padding, with int16 weights and (a flash limit no int16 layer fits) with int8 ones
-    (SXTB16); the host build itself equals the integer ONNX vectors (checked by run_qemu)."""
+    (SXTB16), and built for size (-Os, where the dot loops keep -O2 to have their registers); the host build
+    itself equals the integer ONNX vectors (checked by run_qemu)."""
     from _compiler_models import build
     from esc2c.compiler.emit import CODE_RESERVE, emit
     from esc2c.device.runner import run_qemu
@@ -175,7 +177,7 @@ def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding, weights):
     assert not any(op.kernel in conv_fast.KERNELS and op.kernel != fn for op in res.graph.ops)
     fast = [op for op in res.graph.ops if op.kernel == fn]
     assert len(fast) >= 5 and {op.attrs["kernel"] for op in fast} >= {(3, 3), (1, 3), (3, 1), (1, 1)}
-    report = run_qemu(res.out, vectors=20, debug_layers=True, echo=lambda s: None)
+    report = run_qemu(res.out, vectors=20, debug_layers=True, echo=lambda s: None, build_type=build)
     assert (report.identical, report.vectors, report.layers_checked) == (20, 20, True)
 
 
