@@ -10,7 +10,7 @@ taps padded with zeros to a multiple of 4 (Kp = KH * that), output channels in p
 Its int8-weight entry point (esc2c_conv_fast_s8_w8) reads the same values as int8, word j of a pair holding
 (channel 0 tap t, channel 1 tap t, channel 0 tap t + 2, channel 1 tap t + 2): two SXTB16 per step widen it,
 10 instructions per 12 MACs instead of 8, for half the flash. The fit_flash pass switches layers to it when
-the int16 weights do not fit the board (``narrow``).
+the int16 weights do not fit the board (``narrow_saving``: the bytes it saves).
 """
 from __future__ import annotations
 
