@@ -47,7 +47,7 @@ from esc2c.compress import budget, cup, pipeline  # noqa: E402
 from esc2c.compress.config import CompressConfig  # noqa: E402
 from esc2c.compress.crossfit import CrossFitTeacher, recording_parts  # noqa: E402
 from esc2c.compress.stages import load_model  # noqa: E402
-from esc2c.compress.train import TrainConfig, evaluate, train  # noqa: E402
+from esc2c.compress.train import TrainConfig, evaluate, teacher_outputs, train  # noqa: E402
 from esc2c.data.holdout import take_rows  # noqa: E402
 from esc2c.models.registry import build_from_config, build_model, model_config  # noqa: E402
 from esc2c.experiment import grid, stats  # noqa: E402
@@ -83,17 +83,24 @@ def parse_variant(name: str) -> tuple[str, dict, dict]:
     return base, BASE[base][1], settings
 
 
+def recipe_config(cfg: CompressConfig, spec, epochs: int, lr: float, **changes) -> TrainConfig:
+    """A TrainConfig under the cell's recipe (augmentation, schedule, epoch selection) as the pipeline builds
+    its stages'; ``changes`` replace fields."""
+    tc = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=lr, weight_decay=cfg.weight_decay,
+                     T=cfg.temperature, seed=cfg.seed, device="cpu", progress=False, augment=cfg.augment(spec),
+                     schedule=cfg.lr_schedule, warmup_epochs=cfg.warmup_epochs, select=cfg.epoch_selection)
+    return dataclasses.replace(tc, **changes)
+
+
 def train_config(cfg: CompressConfig, spec, base: str, settings: dict) -> TrainConfig:
     """The stage's TrainConfig as the pipeline builds it for the pruned students, with the variant's changes."""
-    aug = cfg.augment(spec)
+    changes = {"T": settings.get("T", cfg.temperature)}
     if "mixup" in settings:
-        aug = dataclasses.replace(aug, mixup_alpha=settings["mixup"])
-    sched = {"schedule": "cosine", "warmup_epochs": 1.0} if base.endswith("-cos") else \
-        {"schedule": cfg.lr_schedule, "warmup_epochs": cfg.warmup_epochs}
-    return TrainConfig(epochs=settings.get("epochs", cfg.epochs_prune), batch_size=cfg.batch_size,
-                       lr=cfg.lr * settings.get("lr", cfg.student_lr_factor), weight_decay=cfg.weight_decay,
-                       T=settings.get("T", cfg.temperature), seed=cfg.seed, device="cpu", progress=False,
-                       augment=aug, select=cfg.epoch_selection, **sched)
+        changes["augment"] = dataclasses.replace(cfg.augment(spec), mixup_alpha=settings["mixup"])
+    if base.endswith("-cos"):
+        changes.update(schedule="cosine", warmup_epochs=1.0)
+    return recipe_config(cfg, spec, settings.get("epochs", cfg.epochs_prune),
+                         cfg.lr * settings.get("lr", cfg.student_lr_factor), **changes)
 
 
 def teacher_stats(teacher, sets: dict, T: float) -> dict:
@@ -104,8 +111,7 @@ def teacher_stats(teacher, sets: dict, T: float) -> dict:
     out = {}
     teacher.eval()
     for name, d in sets.items():
-        with torch.no_grad():
-            logits = torch.cat([teacher(torch.as_tensor(d.x[i:i + 256])) for i in range(0, len(d.y), 256)])
+        logits = teacher_outputs(teacher, torch.as_tensor(d.x), torch.device("cpu"), features=False).logits
         y = torch.as_tensor(d.y).long()
         p = torch.softmax(logits / T, dim=1)
         out[name] = {"acc": 100 * float((logits.argmax(1) == y).float().mean()),
@@ -123,10 +129,7 @@ def crossfit_teacher(cfg: CompressConfig, spec, tr, sel, k: int, log) -> CrossFi
         rest, held = take_rows(tr, part != j), take_rows(tr, part == j)
         torch.manual_seed(cfg.seed * 1000 + j)
         m = build_model(cfg.arch, len(tr.class_names), cfg.width, tuple(tr.x.shape[1:]), aux=True)
-        tc = TrainConfig(epochs=cfg.epochs_teacher, batch_size=cfg.batch_size, lr=cfg.lr,
-                         weight_decay=cfg.weight_decay, seed=cfg.seed + j, device="cpu", progress=False,
-                         verbose=False, augment=cfg.augment(spec), schedule=cfg.lr_schedule,
-                         warmup_epochs=cfg.warmup_epochs, select=cfg.epoch_selection)
+        tc = recipe_config(cfg, spec, cfg.epochs_teacher, cfg.lr, seed=cfg.seed + j, verbose=False)
         t0 = time.time()
         res = train(m, rest, sel, "ce_aux", cfg=tc)
         acc = evaluate(res.model, held, torch.device("cpu"))["acc"]
@@ -134,7 +137,8 @@ def crossfit_teacher(cfg: CompressConfig, spec, tr, sel, k: int, log) -> CrossFi
         log(f"  cross-fit teacher {j + 1}/{k}: {len(rest.y)} clips, on its held-out part ({len(held.y)} clips) "
             f"{100 * acc:.1f} % ({time.time() - t0:.0f} s)")
         teachers.append(res.model.eval())
-    log(f"  out-of-fold accuracy of the cross-fitted teachers on the training clips: {100 * correct / len(tr.y):.1f} %")
+    log(f"  out-of-fold accuracy of the cross-fitted teachers on the training clips: "
+        f"{100 * correct / len(tr.y):.1f} %")
     return CrossFitTeacher(teachers, part)
 
 
@@ -171,7 +175,8 @@ def run_cell(cell: Path, variants: list[str], threads: int, prune_ratio: float |
         if "oof" in settings:
             k = settings["oof"]
             if k not in crossfit:
-                crossfit[k] = crossfit_teacher(cfg, spec, tr, sel, k, lambda s: print(f"{cell.name:14s}{s}", flush=True))
+                crossfit[k] = crossfit_teacher(cfg, spec, tr, sel, k,
+                                               lambda s: print(f"{cell.name:14s}{s}", flush=True))
             teach = crossfit[k]
         t0 = time.time()
         curve = []                               # test accuracy after every epoch (analysis only: the pipeline

@@ -236,7 +236,8 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
          max_flash: int | None = None) -> EmitResult:
     """``max_flash``: bytes of flash the firmware may take (default: the board's, if one is named); the
     model's constants get that less CODE_RESERVE, and the fast convolutions whose int16 weights do not fit
-    read int8 ones (passes/fit_flash.py; a note names them). ``frontend``: generate the log-mel front end (None: when the model carries its FeatureSpec);
+    read int8 ones (passes/fit_flash.py; a note names them). ``frontend``: generate the log-mel front end
+    (None: when the model carries its FeatureSpec);
     ``audio``: PCM test clips for it (esc2c/logmel/project_files.py); ``kernels``: "fast" runs plain
     convolutions on the project's kernel (runtime/src/esc2c_conv_s8_fast.c), "cmsis" on CMSIS-NN's;
     ``contract``: "tflite" or "onnxruntime" (None: from the model, :func:`model_arithmetic`);
@@ -249,7 +250,8 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
     onnx_path = Path(onnx_path)
     inputs = (onnx_path, *audio, *((cmsis_nn_path,) if cmsis_nn_path else ()))
     if max_flash is not None and max_flash <= CODE_RESERVE:
-        raise Esc2cError(f"max_flash must be more than the {CODE_RESERVE} B kept for code and stack, got {max_flash}")
+        raise Esc2cError(f"max_flash must be more than the {CODE_RESERVE} B kept for code and stack, "
+                         f"got {max_flash}")
     claim_output_dir(out, "emit", force, inputs, looks_like_project)
     if rounding is not None and rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
@@ -274,8 +276,9 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
                          f"onnxruntime gives with the session option session.x64quantprecision=1 (verify uses it)")
     narrowed = [op for op in g.ops if op.attrs.get("narrowed_for_flash")]
     if narrowed:
+        saved = sum(op.attrs["narrowed_for_flash"] for op in narrowed)
         notes.append(f"flash: {len(narrowed)} convolution(s) read int8 weights (esc2c_conv_fast_s8_w8, 2 more "
-                     f"instructions per 12 MACs) instead of the fast kernel's int16 ones, saving {sum(op.attrs['narrowed_for_flash'] for op in narrowed)} B to fit "
+                     f"instructions per 12 MACs) instead of the fast kernel's int16 ones, saving {saved} B to fit "
                      f"{board or 'the flash limit'} ({budget} B for constants): "
                      f"{', '.join(op.name for op in narrowed)}")
     fit = check_fit(g, board) if board else None

@@ -80,6 +80,3 @@ class CrossFitTeacher(nn.Module):
         if out is None:
             raise Esc2cError("an empty batch has no teacher outputs")
         return out
-
-    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_all(x, rows).logits

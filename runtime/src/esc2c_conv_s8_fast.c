@@ -275,7 +275,8 @@ __attribute__((noinline)) ESC2C_DOT_PAIRS_OPT static void NAME(const uint32_t *c
     } \
 }
 /* the int8 run is shorter: it only serves layers past ESC2C_DOT_LONG words, and int8 weights are chosen to
- * save flash (32 steps: 1.3 KB, ~2 % more instructions on such layers than 96) */
+ * save flash (32 steps: 1.4 KB of code instead of 3.9 KB; the entry computation and the loop test then come
+ * every 32 steps, 320 instructions, instead of every 96) */
 #define ESC2C_DOT_RUN8 32
 ESC2C_DOT_PAIRS(dot_pairs, ESC2C_DOT_STEP, "", ESC2C_DOT_RUN)
 ESC2C_DOT_PAIRS(dot_pairs8, ESC2C_DOT_STEP8, "sub.w %[wa], %[wa], %[n], lsl #3\n\t", ESC2C_DOT_RUN8)

@@ -40,13 +40,12 @@ def params_ready(op: Op) -> bool:
 
 
 def weight_arrays(op: Op, L: dict, array, weights: np.ndarray | None = None) -> None:
-    """The weights (int16, or int8, in the fast kernel's order when it runs the op, else int8; ``weights``: in the
-    layout the kernel reads, when it is not the IR's) and the int32 bias."""
+    """The weights (in the fast kernel's order, int16 or int8 by its entry point, when it runs the op, else
+    int8; ``weights``: in the layout the kernel reads, when it is not the IR's) and the int32 bias."""
     i = L["index"]
-    if op.kernel == conv_fast.FAST_CONV:
-        L["weights"] = array(f"esc2c_w{i}", "int16_t", conv_fast.pack_weights(op.weights))
-    elif op.kernel == conv_fast.FAST_CONV_W8:
-        L["weights"] = array(f"esc2c_w{i}", "int8_t", conv_fast.pack_weights(op.weights, w8=True))
+    if op.kernel in conv_fast.KERNELS:
+        w8 = op.kernel == conv_fast.FAST_CONV_W8
+        L["weights"] = array(f"esc2c_w{i}", "int8_t" if w8 else "int16_t", conv_fast.pack_weights(op.weights, w8))
     else:
         L["weights"] = array(f"esc2c_w{i}", "int8_t", op.weights if weights is None else weights)
     L["bias"] = array(f"esc2c_b{i}", "int32_t", op.bias)
