@@ -81,8 +81,14 @@ def _tree_differs(a: Path, b: Path) -> bool:
     return fa != fb or any((a / p).read_bytes() != (b / p).read_bytes() for p in fa)
 
 
+# CMake's configurations; any other name builds without optimisation and, for the kernels, without their DSP path
+BUILD_TYPES = ("Release", "MinSizeRel", "RelWithDebInfo", "Debug")
+
+
 def build_firmware(out: str | Path, board: str = "mps2-an500", build_type: str = "Release",
                    extra_args: tuple[str, ...] = ()) -> Firmware:
+    if build_type not in BUILD_TYPES:
+        raise Esc2cError(f"build type must be one of {', '.join(BUILD_TYPES)}, got {build_type!r}")
     out = check_project(out)
     require_tool("cmake", "cmake")
     require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")

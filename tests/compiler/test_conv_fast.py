@@ -160,15 +160,18 @@ def test_bad_arguments_are_refused(libs):
 
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("cmake", "arm-none-eabi-gcc", "qemu-system-arm")),
                     reason="needs cmake, gcc-arm-none-eabi and qemu-system-arm")
-@pytest.mark.parametrize("rounding,weights,build", [("double", "int16", "Release"), ("single", "int16", "Release"),
-                                                    ("double", "int8", "Release"), ("double", "int16", "MinSizeRel")])
-def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding, weights, build):
+@pytest.mark.parametrize("rounding,weights,build_type", [("double", "int16", "Release"), ("single", "int16", "Release"),
+                                                         ("double", "int8", "Release"),
+                                                         ("double", "int16", "MinSizeRel"),
+                                                         ("double", "int8", "MinSizeRel")])
+def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding, weights, build_type):
     """The DSP (SMLAD) path on QEMU's Cortex-M7 gives the host build's bits on every layer for a model with a 1-channel first conv, stride 2 and (2, 1), 1x3, 3x1, 1x1 kernels, odd channel counts
     and asymmetric padding, with int16 weights and (a flash limit no int16 layer fits) with int8 ones
     (SXTB16), and built for size (-Os, where the dot loops keep -O2 to have their registers); the host build
     itself equals the integer ONNX vectors (checked by run_qemu)."""
     from _compiler_models import build
     from esc2c.compiler.emit import CODE_RESERVE, emit
+    from esc2c.device.build import WORK, elf_symbol
     from esc2c.device.runner import run_qemu
 
     res = emit(build("vgg_asym", tmp_path), tmp_path / "out", board="stm32f746zg", n_vectors=4, kernels="fast",
@@ -177,8 +180,11 @@ def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding, weights, build
     assert not any(op.kernel in conv_fast.KERNELS and op.kernel != fn for op in res.graph.ops)
     fast = [op for op in res.graph.ops if op.kernel == fn]
     assert len(fast) >= 5 and {op.attrs["kernel"] for op in fast} >= {(3, 3), (1, 3), (3, 1), (1, 1)}
-    report = run_qemu(res.out, vectors=20, debug_layers=True, echo=lambda s: None, build_type=build)
+    report = run_qemu(res.out, vectors=20, debug_layers=True, echo=lambda s: None, build_type=build_type)
     assert (report.identical, report.vectors, report.layers_checked) == (20, 20, True)
+    # the firmware holds the DSP loop of its weight width (an unoptimised build would hold the portable C)
+    elf = res.out / WORK / "build-mps2-an500" / "firmware.elf"
+    assert elf_symbol(elf, "dot_pairs_long8" if weights == "int8" else "dot_pairs_long")
 
 
 class _Deep(torch.nn.Module):

@@ -148,3 +148,11 @@ def test_emulator_dying_mid_session_is_reported(project):
         with pytest.raises(P.LinkError, match="serial link lost"):
             runner.hello()
         port.close()
+
+
+def test_unknown_build_type_is_refused(tmp_path):
+    """A build type CMake does not know would build the firmware unoptimised, without the kernels' DSP paths:
+    refused before anything is configured."""
+    with pytest.raises(Esc2cError, match=r"build type must be one of Release, .*got 'Fast'"):
+        build_firmware(tmp_path, "mps2-an500", build_type="Fast")
+    assert not any(tmp_path.iterdir())
