@@ -4,7 +4,8 @@ its shapes and the C function :mod:`~esc2c.compiler.passes.kernel_select` chose,
 Each kernel's work is described by a few counts that follow its loop structure (runtime/src and CMSIS-NN):
 
   esc2c_conv_fast_s8      steps of 3 output pixels (S per call) x pairs of output channels x Kp padded taps
-                          (the SMLAD inner loop; again for the int8-weight entry point's widening), S x pairs (accumulator set-up/stores), S x 3 x Kp (im2col),
+                          (the SMLAD inner loop; again for the int8-weight entry point's widening, by run), S x pairs
+                          (accumulator set-up/stores), S x 3 x Kp (im2col),
                           pixels next to a padded left/right border x their row taps (the slow im2col path),
                           output values (requantization), S, calls x C_out (the per-channel table), calls
   esc2c_conv_small_s8     output (pooled) pixels x window pixels x C_out x words (the SMLAD dot products),
@@ -48,9 +49,11 @@ COEFFS: dict[str, float] = {
     "layer": 252.3,
     "fast.call": 0.0, "fast.col": 2.53, "fast.dot": 3.989, "fast.edge": 0.0, "fast.out": 12.06,
     "fast.pair": 75.85, "fast.step": 598.4, "fast.table": 47.94,
-    # int8 weights (esc2c_conv_fast_s8_w8): the step's LDRD becomes LDR + 2 SXTB16, +2 instructions per 2 taps
-    # of a channel pair and 3 pixels, i.e. +1 per fast.dot count; counted from the loop, not fitted
-    "fast8.dot": 1.0,
+    # int8 weights (esc2c_conv_fast_s8_w8), counted from the loops, not fitted: in the straight run two steps
+    # share one LDRD of weight words and each widens its word with 2 SXTB16, 19 instructions for 4 taps of a
+    # channel pair and 3 pixels where int16 weights take 16 (+0.75 per fast.dot count); the chunked run (more
+    # than DOT_LONG words per column) loads each word alone, 10 for 8 (+1)
+    "fast8.dot": 0.75, "fast8.chunk": 1.0,
     "small.call": 0.0, "small.col": 10.85, "small.dot": 3.14, "small.out": 0.0, "small.pix": 0.0,
     "small.setup": 132.3, "small.win": 0.0,
     "cmsis.call": 2409.0, "cmsis.col": 3.018, "cmsis.mac": 1.809, "cmsis.out": 40.09, "cmsis.pix": 566.7,

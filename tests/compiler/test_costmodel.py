@@ -37,9 +37,11 @@ def test_counts_follow_the_shapes():
 
 def test_int8_weights_cost_their_widening(tmp_path):
     """The same model with every fast convolution on int8 weights (a flash budget of 0) is estimated dearer by
-    exactly the widening's count x its coefficient: two SXTB16 per step of a channel pair, 3 pixels, 2 taps."""
+    exactly the widening's counts x their coefficients: per 2 taps of a channel pair and 3 pixels, 1.5 more
+    instructions in the straight run (two steps share an LDRD, each widens with 2 SXTB16), 2 in the chunked
+    run that columns longer than DOT_LONG words take."""
     from esc2c.compiler.driver import compile_model
-    from esc2c.compiler.ops.conv_fast import FAST_CONV, FAST_CONV_W8
+    from esc2c.compiler.ops.conv_fast import DOT_LONG, FAST_CONV, FAST_CONV_W8, padded_taps
     from esc2c.compiler.options import CompileOptions
 
     onnx_path = quantized_onnx(_pruned(ratio=0.4), IN, tmp_path / "m.onnx")
@@ -48,11 +50,25 @@ def test_int8_weights_cost_their_widening(tmp_path):
     assert any(op.kernel == FAST_CONV for op in wide.layer_ops())
     assert [op.kernel == FAST_CONV_W8 for op in narrow.layer_ops()] == [op.kernel == FAST_CONV
                                                                        for op in wide.layer_ops()]
-    extra = sum(costmodel.op_counts(op, narrow).get("fast8.dot", 0.0) for op in narrow.layer_ops())
+    counts = [costmodel.op_counts(op, narrow) for op in narrow.layer_ops()]
+    straight, chunked = (sum(c.get(k, 0.0) for c in counts) for k in ("fast8.dot", "fast8.chunk"))
     dots = sum(costmodel.op_counts(op, wide).get("fast.dot", 0.0) for op in wide.layer_ops())
-    assert extra == dots > 0 and costmodel.COEFFS["fast8.dot"] == 1.0
+    assert straight + chunked == dots > 0
+    assert (costmodel.COEFFS["fast8.dot"], costmodel.COEFFS["fast8.chunk"]) == (0.75, 1.0)
     diff = costmodel.estimate(narrow).instructions - costmodel.estimate(wide).instructions
-    assert abs(diff - extra) <= len(wide.layer_ops())  # per-layer rounding
+    assert abs(diff - (0.75 * straight + chunked)) <= len(wide.layer_ops())  # per-layer rounding
+    # which run a layer takes follows its column length
+    for op, c in zip(narrow.layer_ops(), counts):
+        if op.kernel == FAST_CONV_W8:
+            _, kh, kw, cin = op.weights.shape
+            long = padded_taps(cin, kh, kw) // 2 > DOT_LONG
+            assert (c.get("fast8.chunk", 0.0) > 0, c.get("fast8.dot", 0.0) > 0) == (long, not long)
+    from esc2c.compiler.ops.convlike import conv_counts
+    for cin, long in ((64, False), (72, True)):  # 288 and 324 words per column
+        f: dict = {}
+        conv_counts(f, FAST_CONV_W8, cin, 10, 3, 3, 7, [5], 1)
+        assert ("fast8.chunk" in f, "fast8.dot" in f) == (long, not long)
+        assert f.get("fast8.chunk", f.get("fast8.dot")) == f["fast.dot"]
 
 
 def test_fit_recovers_known_coefficients():

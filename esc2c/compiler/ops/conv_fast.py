@@ -9,7 +9,8 @@ taps padded with zeros to a multiple of 4 (Kp = KH * that), output channels in p
 
 Its int8-weight entry point (esc2c_conv_fast_s8_w8) reads the same values as int8, word j of a pair holding
 (channel 0 tap t, channel 1 tap t, channel 0 tap t + 2, channel 1 tap t + 2): two SXTB16 per step widen it,
-10 instructions per 12 MACs instead of 8, for half the flash. The fit_flash pass switches layers to it when
+and two steps share one LDRD of weight words: 19 instructions per 24 MACs instead of 16 (10 per 12 in the
+chunked loop of columns longer than DOT_LONG words), for half the flash. The fit_flash pass switches layers to it when
 the int16 weights do not fit the board (``narrow_saving``: the bytes it saves).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ FAST_CONV = "esc2c_conv_fast_s8"
 FAST_CONV_W8 = "esc2c_conv_fast_s8_w8"
 KERNELS = (FAST_CONV, FAST_CONV_W8)
 PIXELS = 3  # ESC2C_CONV_FAST_PIXELS: output pixels per step
+DOT_LONG = 288  # ESC2C_DOT_LONG: column words per channel that the straight dot loop covers; longer ones are chunked
 
 
 def padded_taps(c_in: int, kh: int, kw: int) -> int:

@@ -115,8 +115,8 @@ def conv_counts(f: dict, kernel: str, cin: int, cout: int, kh: int, kw: int, out
             p = r * out_w
             s = math.ceil(p / conv_fast.PIXELS)
             count(f, "fast.dot", s * pairs * kp)
-            if kernel == conv_fast.FAST_CONV_W8:
-                count(f, "fast8.dot", s * pairs * kp)
+            if kernel == conv_fast.FAST_CONV_W8:  # the straight run widens with paired loads, the chunked one not
+                count(f, "fast8.dot" if kp // 2 <= conv_fast.DOT_LONG else "fast8.chunk", s * pairs * kp)
             count(f, "fast.pair", s * pairs)
             count(f, "fast.col", s * conv_fast.PIXELS * kp)
             edge = r * min(out_w, 2 * math.ceil(pad_w / 1)) if pad_w else 0
