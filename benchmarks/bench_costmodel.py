@@ -65,9 +65,9 @@ def onnx_for(name: str, tmp: Path) -> tuple[Path, str]:
 
 def firmware_overhead(name: str, res) -> dict:
     """STM32F746ZG firmware of an emitted project: flash beside the model's constants and its one self-test
-    vector, RAM beside the arena (what esc2c.compress.budget adds as FLASH_CODE_BYTES / RAM_BASE_BYTES)."""
+    vector, RAM beside the arena (what esc2c/compiler/footprint.py counts as CODE_BYTES / RAM_BASE_BYTES)."""
     from esc2c.compiler.ops.conv_fast import flash_bytes_delta
-    from esc2c.compress import budget
+    from esc2c.compiler import footprint
     from esc2c.device.build import build_firmware
 
     fw = build_firmware(res.out, "stm32f746zg")
@@ -76,8 +76,8 @@ def firmware_overhead(name: str, res) -> dict:
     vector = g.input.size + g.output.size
     code, ram = fw.flash_bytes - consts - vector, fw.ram_bytes - g.arena_size
     print(f"{name}: STM32F746ZG firmware flash {fw.flash_bytes:,} B = constants {consts:,} + one vector {vector:,} + "
-          f"code {code:,} (budget uses {budget.FLASH_CODE_BYTES:,}); RAM {fw.ram_bytes:,} B = arena "
-          f"{g.arena_size:,} + {ram:,} (budget uses {budget.RAM_BASE_BYTES:,})")
+          f"code {code:,} (footprint uses {footprint.CODE_BYTES:,}); RAM {fw.ram_bytes:,} B = arena "
+          f"{g.arena_size:,} + {ram:,} (footprint uses {footprint.RAM_BASE_BYTES:,})")
     return {"code": code, "ram_base": ram}
 
 
@@ -88,10 +88,10 @@ def measure(name: str, tmp: Path, firmware: bool = False) -> dict:
     path, kernels = onnx_for(name, tmp)
     # the tflite contract for every model: the reference is onnxruntime-quantized, and under the onnxruntime
     # contract "--kernels cmsis" convolutions run the runtime's grouped conv instead of CMSIS-NN's
-    from esc2c.compiler.emit import CODE_RESERVE
+    from esc2c.compiler.footprint import CODE_BYTES
 
     res = emit(path, tmp / f"out_{name}", n_vectors=1, kernels=kernels, board="stm32f746zg" if firmware else None,
-               contract="tflite", max_flash=CODE_RESERVE + 1 if name.endswith("-int8") else None)
+               contract="tflite", max_flash=CODE_BYTES + 1 if name.endswith("-int8") else None)
     if firmware:
         firmware_overhead(name, res)
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@
     python benchmarks/bench_profile.py --reference       also build + profile the paper-size reference model
                                                          with both conv kernel choices (--kernels fast,cmsis;
                                                          fast-int8: the fast kernel reading int8 weights in every
-                                                         layer, as a flash limit at the code reserve makes emit
+                                                         layer, as a flash limit at the code size makes emit
                                                          choose; fast-max=N: under `emit --max-flash N`)
 
 The reference model (issue 6): input 1x64x128 int8, conv3x3 (same padding, ReLU) with 16, 32, 48, 48, 64,
@@ -130,12 +130,13 @@ def main(argv=None) -> int:
     for out in args.projects:
         profile_project(out, "project", args.vectors)
     if args.reference:
-        from esc2c.compiler.emit import CODE_RESERVE, emit
+        from esc2c.compiler.emit import emit
+        from esc2c.compiler.footprint import CODE_BYTES
 
         def max_flash(kind: str) -> int | None:
             """The emit --max-flash of a --kernels choice (None: the board's)."""
             if kind == "fast-int8":
-                return CODE_RESERVE + 1
+                return CODE_BYTES + 1
             return int(kind.partition("=")[2]) if kind.startswith("fast-max=") else None
 
         kinds = [k.strip() for k in args.kernels.split(",") if k.strip()]

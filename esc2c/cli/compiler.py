@@ -40,7 +40,7 @@ from esc2c.errors import Esc2cError
                    "arena gets smaller, all = every such pair, none = every op as in the model")
 @click.option("--max-flash", type=click.IntRange(min=1), default=None,
               help="bytes of flash the firmware may take [default: the board's]: fast convolutions read int8 "
-                   "weights (2 more instructions per 12 MACs) where their int16 ones do not fit, the least "
+                   "weights (1.5 more instructions per 12 MACs) where their int16 ones do not fit, the least "
                    "speed per byte first")
 @click.option("--force", is_flag=True, default=False,
               help="replace OUT even when another esc2c command wrote it (never a directory of other files)")
@@ -68,9 +68,9 @@ def emit_cmd(model, out, board, contract, rounding, n_vectors, cmsis_nn, fronten
                "`esc2c run --target qemu --profile` measures):")
     click.echo(est.table())
     if board:
-        f = check_fit(r.graph, board)
-        click.echo(f"{board}: flash {f['flash']} / {f['flash_limit']} B (estimate incl. code), "
-                   f"RAM {f['ram']} / {f['ram_limit']} B (arena + stack)")
+        f = check_fit(r.graph, board, n_vectors)
+        click.echo(f"{board}: flash {f['flash']} / {f['flash_limit']} B (estimate incl. code and {n_vectors} test "
+                   f"vectors), RAM {f['ram']} / {f['ram_limit']} B (arena + stack and runtime)")
 
 
 @click.command("verify")

@@ -22,6 +22,7 @@ import numpy as np
 from esc2c import __version__
 from esc2c.compiler import ops
 from esc2c.compiler.driver import compile_ir
+from esc2c.compiler.footprint import CODE_BYTES, RAM_BASE_BYTES, code_bytes, vector_bytes
 from esc2c.compiler.importer import load_ir
 from esc2c.compiler.ir import Graph
 from esc2c.compiler.lower_onnx import lower_to_onnx, run_int_onnx
@@ -41,10 +42,6 @@ from esc2c.templating import render
 
 RUNTIME = runtime_dir()
 BOARDS = boards_dir()
-# Budget reserved beside the model when checking a board before building: CMSIS-NN kernels, runtime,
-# startup and board code (measured ~30 KB at -O2 for Cortex-M7), and the main stack.
-CODE_RESERVE = 64 * 1024
-STACK_RESERVE = 16 * 1024
 
 
 @dataclass
@@ -95,17 +92,23 @@ def board_limits(board: str) -> tuple[int, int]:
     return vals["ESC2C_FLASH_LIMIT"], vals["ESC2C_RAM_LIMIT"]
 
 
-def check_fit(g: Graph, board: str) -> dict:
+def check_fit(g: Graph, board: str, n_vectors: int = 0) -> dict:
+    """Whether the firmware of ``g`` with ``n_vectors`` self-test vectors fits ``board``, counted before building
+    (footprint.py): the constants as stored (int16 weights for the fast kernel's int16 layers) + the vectors + the
+    code; the arena + the stack and runtime data."""
     flash_limit, ram_limit = board_limits(board)
-    flash = g.weight_bytes() + flash_bytes_delta(g) + CODE_RESERVE  # fast conv weights are int16
-    ram = g.arena_size + STACK_RESERVE
+    consts = g.weight_bytes() + flash_bytes_delta(g)
+    vec = vector_bytes(g.input.size, g.output.size, n_vectors)
+    code = code_bytes(g)
+    flash = consts + vec + code
+    ram = g.arena_size + RAM_BASE_BYTES
     problems = []
     if flash > flash_limit:
-        problems.append(f"flash needs {flash} B (weights {g.weight_bytes()} + code {CODE_RESERVE}) > "
-                        f"{flash_limit} B by {flash - flash_limit} B")
+        problems.append(f"flash needs {flash} B (constants {consts} + {n_vectors} test vectors {vec} + code "
+                        f"{code}) > {flash_limit} B by {flash - flash_limit} B")
     if ram > ram_limit:
-        problems.append(f"RAM needs {ram} B (arena {g.arena_size} + stack {STACK_RESERVE}) > {ram_limit} B "
-                        f"by {ram - ram_limit} B")
+        problems.append(f"RAM needs {ram} B (arena {g.arena_size} + stack and runtime {RAM_BASE_BYTES}) > "
+                        f"{ram_limit} B by {ram - ram_limit} B")
     if problems:
         raise Esc2cError(f"the model does not fit {board}: " + "; ".join(problems))
     return {"flash": flash, "flash_limit": flash_limit, "ram": ram, "ram_limit": ram_limit}
@@ -235,7 +238,8 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
          fuse: str = "auto", force: bool = False, contract: str | None = None,
          max_flash: int | None = None) -> EmitResult:
     """``max_flash``: bytes of flash the firmware may take (default: the board's, if one is named); the
-    model's constants get that less CODE_RESERVE, and the fast convolutions whose int16 weights do not fit
+    model's constants get that less the code and the test vectors (footprint.py), and the fast convolutions
+    whose int16 weights do not fit
     read int8 ones (passes/fit_flash.py; a note names them). ``frontend``: generate the log-mel front end
     (None: when the model carries its FeatureSpec);
     ``audio``: PCM test clips for it (esc2c/logmel/project_files.py); ``kernels``: "fast" runs plain
@@ -249,15 +253,16 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
     t0 = time.perf_counter()
     onnx_path = Path(onnx_path)
     inputs = (onnx_path, *audio, *((cmsis_nn_path,) if cmsis_nn_path else ()))
-    if max_flash is not None and max_flash <= CODE_RESERVE:
-        raise Esc2cError(f"max_flash must be more than the {CODE_RESERVE} B kept for code and stack, "
+    if max_flash is not None and max_flash <= CODE_BYTES:
+        raise Esc2cError(f"max_flash must be more than the {CODE_BYTES} B the firmware's code takes, "
                          f"got {max_flash}")
     claim_output_dir(out, "emit", force, inputs, looks_like_project)
     if rounding is not None and rounding not in ROUNDING_MODES:
         raise Esc2cError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
     limits = [x for x in (board_limits(board)[0] if board else None, max_flash) if x is not None]
-    budget = min(limits) - CODE_RESERVE if limits else None
     g = load_ir(onnx_path)
+    budget = (max(0, min(limits) - CODE_BYTES - vector_bytes(g.input.size, g.output.size, n_vectors))
+              if limits else None)
     rounding, rounding_source, note = model_arithmetic(onnx_path, g.metadata, contract, rounding)
     contract = contract_of(rounding)
     options = CompileOptions(kernels=kernels, fuse=fuse, flash_budget=budget, contract=contract)
@@ -277,11 +282,11 @@ def emit(onnx_path: str | Path, out: str | Path, board: str | None = None, round
     narrowed = [op for op in g.ops if op.attrs.get("narrowed_for_flash")]
     if narrowed:
         saved = sum(op.attrs["narrowed_for_flash"] for op in narrowed)
-        notes.append(f"flash: {len(narrowed)} convolution(s) read int8 weights (esc2c_conv_fast_s8_w8, 2 more "
+        notes.append(f"flash: {len(narrowed)} convolution(s) read int8 weights (esc2c_conv_fast_s8_w8, 1.5 more "
                      f"instructions per 12 MACs) instead of the fast kernel's int16 ones, saving {saved} B to fit "
                      f"{board or 'the flash limit'} ({budget} B for constants): "
                      f"{', '.join(op.name for op in narrowed)}")
-    fit = check_fit(g, board) if board else None
+    fit = check_fit(g, board, n_vectors) if board else None
     nn_path, core_path = cmsis_paths()
     if cmsis_nn_path is not None:
         nn_path = Path(cmsis_nn_path).resolve()

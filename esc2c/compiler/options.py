@@ -17,7 +17,7 @@ class CompileOptions:
     """``kernels``: "fast" runs plain convolutions on the project's kernel, "cmsis" on CMSIS-NN's;
     ``fuse``: which conv -> pool pairs run band-wise: "auto" (when the arena gets smaller), "all", "none";
     ``flash_budget``: bytes of flash the model's constants may take (emit --board: the board's flash less
-    the code reserve); layers whose kernel widens weights switch to int8 ones until they fit (fit_flash);
+    the code and the test vectors, footprint.py); layers whose kernel widens weights switch to int8 ones until they fit (fit_flash);
     ``contract``: the integer arithmetic the parameters and kernels follow (contract.CONTRACTS): "tflite"
     (TFLite / CMSIS-NN fixed point) or "onnxruntime" (onnxruntime's fused integer kernels, float32 scales;
     only the project's own kernels, never CMSIS-NN's requantizing ones)."""

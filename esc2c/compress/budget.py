@@ -3,13 +3,12 @@
 The cost of a (float, pruned) model is read from the compiler itself (:mod:`esc2c.compress.deploy_graph`):
 
   flash    the constants as the compiler stores them (int8 weights, or int16 for the fast convolution
-           kernel where they fit the flash limit less FLASH_CODE_BYTES -- the compiler's own per-layer
-           choice, passes/fit_flash.py --, int32 biases, per-channel multipliers and shifts) + FLASH_CODE_BYTES, the rest of the
-           firmware image (runtime, CMSIS-NN kernels, start-up and board code), measured on STM32F746ZG
-           builds of emitted models; the self-test vectors ``esc2c emit --vectors`` compiles in are not
-           counted (each adds one input's bytes)
-  RAM      the arena of the compiler's memory planner + RAM_BASE_BYTES (stack, runtime data), measured
-           on the same builds
+           kernel where they fit the flash limit less the code -- the compiler's own per-layer choice,
+           passes/fit_flash.py --, int32 biases, per-channel multipliers and shifts) + the rest of the firmware
+           image (runtime, kernels, start-up and board code: esc2c/compiler/footprint.py, which emit counts
+           with too); the self-test vectors ``esc2c emit --vectors`` compiles in are not counted (each adds
+           one input's and one output's bytes, and emit's own fit check adds them)
+  RAM      the arena of the compiler's memory planner + the stack and runtime data (footprint.py)
   latency  the compiler's instruction cost model (:mod:`esc2c.compiler.costmodel`) at 216 MHz
 
 :func:`prune_to_budget` finds the least pruning (by bisection on the CUP threshold, with the width rule)
@@ -23,6 +22,7 @@ import torch
 
 from esc2c.compiler import costmodel
 from esc2c.compiler.emit import board_limits
+from esc2c.compiler.footprint import CODE_BYTES, RAM_BASE_BYTES, code_bytes
 from esc2c.compiler.ops.conv_fast import flash_bytes_delta
 from esc2c.compiler.options import DEFAULT_KERNELS
 from esc2c.compress import cup
@@ -30,12 +30,6 @@ from esc2c.compress.deploy_graph import calibration_inputs, compile_float
 from esc2c.errors import Esc2cError
 from esc2c.models.blocks import ESCNet
 
-# Measured on STM32F746ZG firmware (arm-none-eabi-gcc 12.2, Release) of emitted models with one self-test
-# vector: flash minus the constants and that vector was 26.8 KB (small CNN), 27.8 KB (pruned VGG-11) and
-# 30.9 KB (pruned ResNet-18, which adds the residual-add kernel); RAM minus the arena 23.4-23.6 KB (main
-# stack, runtime and board data); benchmarks/bench_costmodel.py --firmware prints them. Rounded up:
-FLASH_CODE_BYTES = 32 * 1024
-RAM_BASE_BYTES = 24 * 1024
 # kernel-friendly widths used when a board is named and the options are not given
 BOARD_CHANNEL_MULTIPLE = 4
 BOARD_MIN_CHANNELS = 8
@@ -98,10 +92,10 @@ def deployed_cost(model: ESCNet, in_shape, kernels: str = DEFAULT_KERNELS,
     """Flash, RAM and estimated latency of ``model`` once quantized and compiled (module docstring); with
     ``max_flash``, as compiled for that much flash (int8 weights for the fast convolutions that must)."""
     g = compile_float(model, in_shape, kernels, calib,
-                      flash_budget=None if max_flash is None else max(0, max_flash - FLASH_CODE_BYTES))
+                      flash_budget=None if max_flash is None else max(0, max_flash - CODE_BYTES))
     weights = g.weight_bytes() + flash_bytes_delta(g)
     est = costmodel.estimate(g)
-    return Cost(weights + FLASH_CODE_BYTES, g.arena_size + RAM_BASE_BYTES, est.latency_ms, weights,
+    return Cost(weights + code_bytes(g), g.arena_size + RAM_BASE_BYTES, est.latency_ms, weights,
                 g.arena_size, est.instructions)
 
 

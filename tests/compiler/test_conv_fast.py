@@ -170,12 +170,13 @@ def test_fast_kernel_on_cortex_m7_every_layer(tmp_path, rounding, weights, build
     (SXTB16), and built for size (-Os, where the dot loops keep -O2 to have their registers); the host build
     itself equals the integer ONNX vectors (checked by run_qemu)."""
     from _compiler_models import build
-    from esc2c.compiler.emit import CODE_RESERVE, emit
+    from esc2c.compiler.emit import emit
+    from esc2c.compiler.footprint import CODE_BYTES
     from esc2c.device.build import WORK, elf_symbol
     from esc2c.device.runner import run_qemu
 
     res = emit(build("vgg_asym", tmp_path), tmp_path / "out", board="stm32f746zg", n_vectors=4, kernels="fast",
-               rounding=rounding, max_flash=CODE_RESERVE + 1 if weights == "int8" else None)
+               rounding=rounding, max_flash=CODE_BYTES + 1 if weights == "int8" else None)
     fn = conv_fast.FAST_CONV if weights == "int16" else conv_fast.FAST_CONV_W8
     assert not any(op.kernel in conv_fast.KERNELS and op.kernel != fn for op in res.graph.ops)
     fast = [op for op in res.graph.ops if op.kernel == fn]
@@ -209,14 +210,15 @@ def test_long_columns_on_cortex_m7(tmp_path, weights):
     """Columns longer than the straight run take the chunked loop on the DSP path: every layer's bits on
     QEMU's Cortex-M7 equal the host build's (and the host's the integer ONNX vectors)."""
     from _compiler_models import export_float, quantize
-    from esc2c.compiler.emit import CODE_RESERVE, emit
+    from esc2c.compiler.emit import emit
+    from esc2c.compiler.footprint import CODE_BYTES
     from esc2c.device.runner import run_qemu
 
     torch.manual_seed(0)
     shape = (1, 1, 5, 7)
     q = quantize(export_float(_Deep().eval(), shape, tmp_path / "f.onnx"), tmp_path / "q.onnx", shape, n_cal=4)
     res = emit(q, tmp_path / "out", board="stm32f746zg", n_vectors=2, kernels="fast",
-               max_flash=CODE_RESERVE + 1 if weights == "int8" else None)
+               max_flash=CODE_BYTES + 1 if weights == "int8" else None)
     fn = conv_fast.FAST_CONV if weights == "int16" else conv_fast.FAST_CONV_W8
     long_ops = [op for op in res.graph.ops if op.kernel == fn and op.weights.shape[3] == 72]
     assert len(long_ops) == 1 and conv_fast.padded_taps(72, 3, 3) // 2 == 324

@@ -11,7 +11,9 @@ import torch
 from _compiler_models import build, export_float, quantize
 from esc2c.compiler import ops
 from esc2c.compiler.driver import compile_model
-from esc2c.compiler.emit import CODE_RESERVE, board_limits, check_fit, emit
+from esc2c.compiler.emit import board_limits, check_fit, emit
+from esc2c.compiler import footprint
+from esc2c.compiler.footprint import BOTH_WIDTHS_CODE_BYTES, CODE_BYTES, extra_code_bytes, vector_bytes
 from esc2c.compiler.ops.conv_fast import FAST_CONV, FAST_CONV_W8, narrow_saving, packed_bytes
 from esc2c.compiler.options import CompileOptions
 from esc2c.compiler.passes.fit_flash import constant_bytes
@@ -40,7 +42,9 @@ def test_no_budget_or_room_enough_changes_nothing(vgg):
     assert not any("narrowed_for_flash" in op.attrs for op in roomy.ops)
 
 
-def test_narrows_the_least_speed_per_byte_first_until_it_fits(vgg):
+def test_narrows_the_least_speed_per_byte_first_until_it_fits(vgg, monkeypatch):
+    # the order alone: mixing widths costs no code here (test_mixing_widths_must_pay_for_its_code)
+    monkeypatch.setattr(footprint, "BOTH_WIDTHS_CODE_BYTES", 0)
     fast = compile_model(vgg, fuse="none")
     wide = sorted((op for op in fast.ops if _saving(op)), key=lambda op: (op.macs / _saving(op), op.name))
     assert len(wide) >= 3
@@ -55,6 +59,18 @@ def test_narrows_the_least_speed_per_byte_first_until_it_fits(vgg):
     assert all(by_name[n].kernel == FAST_CONV_W8 and narrow_saving(by_name[n]) == 0 for n in narrowed)
     assert sum(op.kernel == FAST_CONV for op in g.ops) == len(wide) - 2
     assert sum(by_name[n].attrs["narrowed_for_flash"] for n in narrowed) == _saving(wide[0]) + _saving(wide[1])
+
+
+def test_mixing_widths_must_pay_for_its_code(vgg):
+    """A budget one byte short of the int16 constants: one layer on int8 weights would fit the constants, but
+    mixing widths links the second dot loops (more code than this small model's layers save), so every layer
+    narrows, and the firmware links the int8 loops alone."""
+    fast = compile_model(vgg, fuse="none")
+    wide = [op for op in fast.ops if _saving(op)]
+    assert sum(_saving(op) for op in wide) < BOTH_WIDTHS_CODE_BYTES  # the premise
+    g = compile_model(vgg, options=CompileOptions(fuse="none", flash_budget=constant_bytes(fast) - 1))
+    assert sum(op.kernel == FAST_CONV_W8 for op in g.ops) == len(wide) and extra_code_bytes(g) == 0
+    assert constant_bytes(g) <= constant_bytes(fast) - 1
 
 
 def test_impossible_budget_narrows_every_layer(vgg):
@@ -89,7 +105,7 @@ def test_emit_for_a_board_narrows_layers_and_says_so(tmp_path):
     torch.manual_seed(0)
     q = quantize(export_float(_Wide(), (1, 1, 6, 6), tmp_path / "f.onnx"), tmp_path / "q.onnx", (1, 1, 6, 6), n_cal=4)
     all_fast = compile_model(q)
-    budget = board_limits("stm32f746zg")[0] - CODE_RESERVE
+    budget = board_limits("stm32f746zg")[0] - CODE_BYTES - vector_bytes(all_fast.input.size, all_fast.output.size, 1)
     assert all_fast.weight_bytes() <= budget < constant_bytes(all_fast)  # the premise
     with pytest.raises(Esc2cError, match="does not fit stm32f746zg: flash needs"):
         check_fit(all_fast, "stm32f746zg")  # what emit --board refused before
@@ -106,17 +122,20 @@ def test_emit_for_a_board_narrows_layers_and_says_so(tmp_path):
     if shutil.which("arm-none-eabi-gcc") and shutil.which("cmake"):  # the firmware really fits the board
         fw = build_firmware(r.out, "stm32f746zg")
         assert fw.flash_bytes <= fw.flash_limit
+        # and emit's pre-build count (footprint.py) is an upper bound of the built image, not far above it
+        assert fit["flash"] - 8 * 1024 <= fw.flash_bytes <= fit["flash"] and fw.ram_bytes <= fit["ram"]
 
 
-def test_max_flash_narrows_for_emit_and_is_checked(vgg, tmp_path):
-    """`emit --max-flash` gives the constants that flash less the code reserve; a limit inside the reserve is
-    refused before anything is written."""
+def test_max_flash_narrows_for_emit_and_is_checked(vgg, tmp_path, monkeypatch):
+    """`emit --max-flash` gives the constants that flash less the code and the test vectors; a limit inside the
+    code is refused before anything is written."""
+    monkeypatch.setattr(footprint, "BOTH_WIDTHS_CODE_BYTES", 0)  # so one layer is enough for this small model
     fast = compile_model(vgg, fuse="none")
     wide = sorted((op for op in fast.ops if _saving(op)), key=lambda op: (op.macs / _saving(op), op.name))
-    limit = constant_bytes(fast) + CODE_RESERVE - 1  # one byte short: the first layer in the order narrows
+    limit = constant_bytes(fast) + CODE_BYTES + vector_bytes(fast.input.size, fast.output.size, 1) - 1  # one byte short: the first layer in the order narrows
     r = emit(vgg, tmp_path / "out", n_vectors=1, max_flash=limit, contract=TFLITE)  # compile_model's contract
     assert [op.name for op in r.graph.ops if op.attrs.get("narrowed_for_flash")] == [wide[0].name]
     assert any("the flash limit" in n for n in r.notes)
     with pytest.raises(Esc2cError, match="max_flash must be more than"):
-        emit(vgg, tmp_path / "bad", max_flash=CODE_RESERVE)
+        emit(vgg, tmp_path / "bad", max_flash=CODE_BYTES)
     assert not (tmp_path / "bad").exists()

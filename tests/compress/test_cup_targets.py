@@ -125,7 +125,7 @@ def test_budget_flash_ram_latency_met_and_impossible_refused():
     m = _model("vgg11", 0)
     w = cup.Widths(4, 8)
     full = budget.deployed_cost(m, IN)
-    b = budget.board_budget("stm32f746zg", max_flash=budget.FLASH_CODE_BYTES + full.weight_bytes // 5,
+    b = budget.board_budget("stm32f746zg", max_flash=budget.CODE_BYTES + full.weight_bytes // 5,
                             max_ram=budget.RAM_BASE_BYTES + int(full.arena_bytes * 0.6),
                             max_latency_ms=full.latency_ms / 3)
     assert budget.over(full, b)                     # the unpruned model does not fit
@@ -179,7 +179,7 @@ def test_flash_budget_takes_int8_weights_before_pruning():
     res, cost = budget.prune_to_budget(m, IN, b, w, start=start)
     assert res is start and narrow.flash <= cost.flash <= b.max_flash < wide.flash
     assert wide.instructions < cost.instructions <= narrow.instructions
-    g = compile_float(start.model, IN, flash_budget=b.max_flash - budget.FLASH_CODE_BYTES)
+    g = compile_float(start.model, IN, flash_budget=b.max_flash - budget.CODE_BYTES)
     assert 0 < sum(op.kernel == FAST_CONV_W8 for op in g.ops)
 
 

@@ -1,7 +1,7 @@
 """Per-layer weight width against the board's flash (after kernel_select, before fuse_conv_pool).
 
 The project's fast convolution reads int16 weights (2 bytes per weight in flash), its fastest form; its
-int8-weight entry point (esc2c_conv_fast_s8_w8) reads half the bytes for 2 more instructions per 12 MACs
+int8-weight entry point (esc2c_conv_fast_s8_w8) reads half the bytes for 1.5 more instructions per 12 MACs
 (SXTB16 widening). When the model's constants with the widened weights exceed ``budget`` bytes, layers
 switch to int8 weights one at a time, those giving the fewest MACs per byte saved first (the least speed
 per byte of flash), until the constants fit or no layer is left to narrow. Each narrowed op records the
@@ -10,7 +10,7 @@ A model that does not fit even with int8 weights everywhere is left for emit's b
 """
 from __future__ import annotations
 
-from esc2c.compiler import ops
+from esc2c.compiler import footprint, ops
 from esc2c.compiler.ir import Graph
 
 
@@ -20,13 +20,16 @@ def constant_bytes(g: Graph) -> int:
 
 
 def fit_flash(g: Graph, budget: int | None) -> Graph:
+    """``budget``: flash for the constants and any code beyond footprint.CODE_BYTES that the kernel choice
+    links (footprint.extra_code_bytes: mixing weight widths links both dot loops, so the first layers
+    narrowed must save more than that code costs, or more layers narrow)."""
     if budget is None:
         return g
     need = constant_bytes(g)
     wide = [op for op in g.ops if ops.get(op.kind).narrow_saving(op) > 0]
     wide.sort(key=lambda op: (op.macs / ops.get(op.kind).narrow_saving(op), op.name))
     for op in wide:
-        if need <= budget:
+        if need + footprint.extra_code_bytes(g) <= budget:
             break
         saved = ops.get(op.kind).narrow_saving(op)
         ops.get(op.kind).narrow_weights(op, g)
