@@ -4,6 +4,7 @@ Prints a Table-2/3-style table: M_Ori, M_Pru, M_PoKD, M_Qua (PTQ and QAT-CE), Di
 compression ratio, parameters and int8 size, plus the wall time and the configuration used.
 
     .venv/bin/python benchmarks/bench_compress.py [-o runs/bench_us8k] [--arch small --width 0.5 --prune-ratio 0.9]
+        [--board stm32f746zg]
 
 Stages resume from the output directory, so an interrupted run continues where it stopped.
 """
@@ -38,6 +39,9 @@ def main() -> None:
     ap.add_argument("--preset", default=None, help="training recipe (default: the dataset's, robust)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--board", default=None,
+                    help="prune for this board (e.g. stm32f746zg): its kept-width rule (channels in multiples of 4, "
+                         "at least 8) and its flash/RAM")
     args = ap.parse_args()
     e = [int(v) for v in args.epochs.split(",")]
     overrides = {
@@ -47,7 +51,7 @@ def main() -> None:
         "features": {"n_mels": args.n_mels, "clip_seconds": 4.0, "n_fft": args.hop, "win_length": args.hop,
                      "hop_length": args.hop},
         "ratio_sweep": [0.5, 0.7, 0.85, 0.9, 0.95], "holdout": args.holdout, "qat_ta_lr": args.qat_ta_lr,
-        "threads": args.threads, "seed": args.seed, "preset": args.preset,
+        "threads": args.threads, "seed": args.seed, "preset": args.preset, "board": args.board,
     }
     cfg = load_config(None, overrides)
     t0 = time.time()

@@ -124,52 +124,35 @@ static inline __attribute__((always_inline)) void im2col_pixel(const geom_t *g, 
     }
 }
 
-/* One step: 2 weight words x 3 column words, 12 MACs in 8 instructions of 4 bytes each (32 bytes). */
-#define ESC2C_DOT_STEP                                 \
-    "ldmia.w %[xp]!, {%[x0], %[x1], %[x2]}\n\t"        \
-    "ldrd %[wa], %[wb], [%[wp]], #8\n\t"               \
+/* The six products of a step: channel c0's weight pair (wa) and c1's (wb) with the 3 pixels' column words. */
+#define ESC2C_SMLAD6                                   \
     "smlad %[a00], %[wa], %[x0], %[a00]\n\t"           \
     "smlad %[a01], %[wa], %[x1], %[a01]\n\t"           \
     "smlad %[a02], %[wa], %[x2], %[a02]\n\t"           \
     "smlad %[a10], %[wb], %[x0], %[a10]\n\t"           \
     "smlad %[a11], %[wb], %[x1], %[a11]\n\t"           \
     "smlad %[a12], %[wb], %[x2], %[a12]\n\t"
+#define ESC2C_LOAD_X "ldmia.w %[xp]!, {%[x0], %[x1], %[x2]}\n\t"
+/* One step: 2 weight words x 3 column words, 12 MACs in 8 instructions of 4 bytes each (32 bytes). */
+#define ESC2C_DOT_STEP ESC2C_LOAD_X "ldrd %[wa], %[wb], [%[wp]], #8\n\t" ESC2C_SMLAD6
 /* The int8-weight step: one word holds both channels' taps (c0 t, c1 t, c0 t+2, c1 t+2); SXTB16 takes bytes 0
  * and 2 (channel c0's pair), SXTB16 ROR 8 bytes 1 and 3 (c1's). 12 MACs in 10 instructions (40 bytes). */
 #define ESC2C_DOT_STEP8                                \
-    "ldmia.w %[xp]!, {%[x0], %[x1], %[x2]}\n\t"        \
+    ESC2C_LOAD_X                                       \
     "ldr.w %[wb], [%[wp]], #4\n\t"                     \
     "sxtb16 %[wa], %[wb]\n\t"                          \
-    "sxtb16 %[wb], %[wb], ror #8\n\t"                  \
-    "smlad %[a00], %[wa], %[x0], %[a00]\n\t"           \
-    "smlad %[a01], %[wa], %[x1], %[a01]\n\t"           \
-    "smlad %[a02], %[wa], %[x2], %[a02]\n\t"           \
-    "smlad %[a10], %[wb], %[x0], %[a10]\n\t"           \
-    "smlad %[a11], %[wb], %[x1], %[a11]\n\t"           \
-    "smlad %[a12], %[wb], %[x2], %[a12]\n\t"
+    "sxtb16 %[wb], %[wb], ror #8\n\t" ESC2C_SMLAD6
 /* Two int8-weight steps with one LDRD for both weight words (the second waits in lr): 24 MACs in 19
  * instructions (76 bytes) instead of 20. Column words per channel always come in pairs (padded_taps is a
  * multiple of 4), so a run of these units covers every column. */
 #define ESC2C_DOT_STEP8X2                              \
-    "ldmia.w %[xp]!, {%[x0], %[x1], %[x2]}\n\t"        \
-    "ldrd %[wb], lr, [%[wp]], #8\n\t"                 \
+    ESC2C_LOAD_X                                       \
+    "ldrd %[wb], lr, [%[wp]], #8\n\t"                  \
     "sxtb16 %[wa], %[wb]\n\t"                          \
-    "sxtb16 %[wb], %[wb], ror #8\n\t"                  \
-    "smlad %[a00], %[wa], %[x0], %[a00]\n\t"           \
-    "smlad %[a01], %[wa], %[x1], %[a01]\n\t"           \
-    "smlad %[a02], %[wa], %[x2], %[a02]\n\t"           \
-    "smlad %[a10], %[wb], %[x0], %[a10]\n\t"           \
-    "smlad %[a11], %[wb], %[x1], %[a11]\n\t"           \
-    "smlad %[a12], %[wb], %[x2], %[a12]\n\t"           \
-    "ldmia.w %[xp]!, {%[x0], %[x1], %[x2]}\n\t"        \
+    "sxtb16 %[wb], %[wb], ror #8\n\t" ESC2C_SMLAD6     \
+    ESC2C_LOAD_X                                       \
     "sxtb16 %[wa], lr\n\t"                             \
-    "sxtb16 %[wb], lr, ror #8\n\t"                     \
-    "smlad %[a00], %[wa], %[x0], %[a00]\n\t"           \
-    "smlad %[a01], %[wa], %[x1], %[a01]\n\t"           \
-    "smlad %[a02], %[wa], %[x2], %[a02]\n\t"           \
-    "smlad %[a10], %[wb], %[x0], %[a10]\n\t"           \
-    "smlad %[a11], %[wb], %[x1], %[a11]\n\t"           \
-    "smlad %[a12], %[wb], %[x2], %[a12]\n\t"
+    "sxtb16 %[wb], lr, ror #8\n\t" ESC2C_SMLAD6
 /* Steps unrolled in one straight run (one copy: not inlined, so all 14 registers are free for the asm); a
  * call with n <= ESC2C_DOT_RUN steps jumps to the n-th step from the
  * end (no loop counter, no compare and branch per step). 96 steps = 3 KB of code, reachable by ADR.W. */
