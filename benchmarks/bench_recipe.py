@@ -60,7 +60,7 @@ def cell(args, recipe: str, seed: int, test_fold: int, model_path: Path) -> dict
     t0 = time.time()
     tc = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                      seed=seed, progress=False, verbose=False, augment=cfg.augment(spec), schedule=cfg.lr_schedule,
-                     warmup_epochs=cfg.warmup_epochs, select=cfg.epoch_selection)
+                     warmup_epochs=cfg.warmup_epochs, select=cfg.epoch_selection, ema_decay=cfg.ema_decay)
     res = train(m, tr, sel, "ce_aux", cfg=tc)
     r = {"recipe": recipe, "seed": seed, "test_fold": test_fold, "train_folds": folds,
             "test_acc": evaluate(res.model, te)["acc"], "select_acc": res.best_val_acc,

@@ -47,9 +47,10 @@ def job(out_dir=None) -> dict:
     res = train(student, tr, va, "pokd", teacher=teacher, cfg=cfg, checkpoint=ck)
     hook.remove()
     q = qakd.qakd(res.model, qakd.quantize_calibrated(teacher, tr, cfg, 2), tr, va, cfg, calib_batches=2)
-    torch.manual_seed(6)                 # CE only: the aux heads (with BatchNorm) get no gradient
-    ce = train(build_model("small", 4, width=0.25, in_shape=IN), tr, None, "ce",
-               cfg=TrainConfig(epochs=1, batch_size=BATCH, seed=7, progress=False, verbose=False, augment=aug))
+    torch.manual_seed(6)                 # CE only: the aux heads (with BatchNorm) get no gradient; the weights'
+    ce = train(build_model("small", 4, width=0.25, in_shape=IN), tr, None, "ce",      # moving average kept
+               cfg=TrainConfig(epochs=1, batch_size=BATCH, seed=7, progress=False, verbose=False, augment=aug,
+                               select="last", ema_decay=0.5))
     return {"ce": {k: v.clone() for k, v in ce.model.state_dict().items()},"float": {k: v.clone() for k, v in res.model.state_dict().items()}, "float_history": res.history,
             "qat": {k: v.clone() for k, v in q.model.state_dict().items()}, "qat_history": q.history,
             "inputs": seen, "bn_classes": sorted({type(m).__name__ for m in res.model.modules()})}

@@ -46,6 +46,9 @@ from esc2c.contract import ROUNDING_MODES
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=None)
 @click.option("--epoch-selection", type=click.Choice(SELECT), default=None,
               help="Each stage keeps its best epoch on the selection set (best) or its last epoch (last).")
+@click.option("--ema-decay", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="Score and keep an exponential moving average of each stage's weights, updated every step "
+                   "with this decay (e.g. 0.995); 0 turns it off.")
 @click.option("--device", default=None, help="cpu or cuda.")
 @click.option("--seed", type=int, default=None)
 @click.option("-o", "--output", required=True, type=click.Path(),
@@ -67,8 +70,8 @@ from esc2c.contract import ROUNDING_MODES
               help="Use OUTPUT even when another esc2c command wrote it (never a directory of other files).")
 def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width, prune_ratio, epochs_teacher,
              epochs_prune, epochs_qat_ta, epochs_qakd, batch_size, qat_ta_lr, holdout, rounding, no_baselines, preset,
-             no_augment, mixup_alpha, label_smoothing, lr_schedule, epoch_selection, device, seed, output,
-             target_params, board,
+             no_augment, mixup_alpha, label_smoothing, lr_schedule, epoch_selection, ema_decay, device, seed,
+             output, target_params, board,
              max_flash, max_ram, max_latency_ms, channel_multiple, min_channels, force):
     """Run the whole compression framework and write OUTPUT/model.onnx, report.json and report.md."""
 
@@ -79,7 +82,7 @@ def compress(config_path, dataset, data_dir, train_folds, val_folds, arch, width
                  "holdout": holdout, "rounding": rounding,
                  "baselines": False if no_baselines else None, "device": device, "seed": seed,
                  "preset": preset, "mixup_alpha": mixup_alpha, "label_smoothing": label_smoothing,
-                 "lr_schedule": lr_schedule, "epoch_selection": epoch_selection}
+                 "lr_schedule": lr_schedule, "epoch_selection": epoch_selection, "ema_decay": ema_decay}
     if no_augment:
         overrides.update(NO_INPUT_AUGMENT)
     overrides.update({"target_params": target_params, "board": board, "max_flash": max_flash, "max_ram": max_ram,

@@ -111,6 +111,7 @@ class CompressConfig:
     lr_schedule: str = "constant"  # "cosine" (linear warm-up, then cosine) or "constant"
     warmup_epochs: float = 0.0
     epoch_selection: str = "best"  # each stage keeps its "best" epoch on the selection set, or its "last"
+    ema_decay: float = 0.0         # > 0: every stage scores and keeps an exponential moving average of its weights
     # outputs and extras
     baselines: bool = True         # M_Qua (QAT with CE only) and DirectKD (M_Qua distilled from M_Ori)
     ratio_sweep: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9, 0.95])
@@ -200,6 +201,8 @@ class CompressConfig:
             bad("epoch_selection", f"must be one of {', '.join(SELECT)} (got {self.epoch_selection!r})")
         if float(self.warmup_epochs) < 0:
             bad("warmup_epochs", f"must be >= 0 (got {self.warmup_epochs})")
+        if not 0.0 <= float(self.ema_decay) < 1.0:
+            bad("ema_decay", f"must be in [0, 1) (0: off) (got {self.ema_decay})")
         self.augment()
         self.feature_spec()
         for name in ("target_params", "max_flash", "max_ram", "channel_multiple", "min_channels"):

@@ -146,7 +146,7 @@ class _Driver:
         return TrainConfig(epochs=epochs, batch_size=c.batch_size, lr=lr or c.lr, weight_decay=c.weight_decay,
                            T=c.temperature, seed=c.seed, device=str(self.dev), progress=self.progress,
                            augment=self.augment, schedule=c.lr_schedule, warmup_epochs=c.warmup_epochs,
-                           select=c.epoch_selection)
+                           select=c.epoch_selection, ema_decay=c.ema_decay)
 
     def acc(self, model) -> float:
         return evaluate(model.to(self.dev), self.va, self.dev)["acc"]
@@ -292,7 +292,8 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
 
     augment = cfg.augment(spec)
     log(f"recipe: {cfg.preset}; augmentation {augment.to_dict()}; lr schedule {cfg.lr_schedule} "
-        f"(warm-up {cfg.warmup_epochs:g} epochs); each stage keeps its {cfg.epoch_selection} epoch")
+        f"(warm-up {cfg.warmup_epochs:g} epochs); each stage keeps its {cfg.epoch_selection} epoch"
+        + (f" of its weights' moving average (decay {cfg.ema_decay:g})" if cfg.ema_decay else ""))
 
     common = {"arch": cfg.arch, "width": cfg.width, "seed": cfg.seed, "batch_size": cfg.batch_size,
               "lr": cfg.lr, "weight_decay": cfg.weight_decay, "temperature": cfg.temperature,
@@ -305,6 +306,8 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
                             "warmup_epochs": cfg.warmup_epochs}
     if cfg.epoch_selection != "best":            # (absent for "best", so earlier runs still resume)
         common["epoch_selection"] = cfg.epoch_selection
+    if cfg.ema_decay:                            # (absent when off, likewise)
+        common["ema_decay"] = cfg.ema_decay
     qcommon = {**common, "calib_batches": cfg.calib_batches}
     if cfg.student_lr_factor != 1.0:             # (absent at 1, so runs from before the option still resume)
         common["student_lr_factor"] = cfg.student_lr_factor

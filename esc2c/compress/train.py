@@ -49,6 +49,7 @@ from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel
 
 from esc2c.compress import distributed
+from esc2c.compress.averaging import weight_average
 from esc2c.compress.augment import AugmentConfig, augment_batch, targets
 from esc2c.compress.losses import Loss, make_loss
 from esc2c.compress.schedule import SELECT, make_scheduler
@@ -74,6 +75,8 @@ class TrainConfig:
     schedule: str = "constant"     # learning-rate schedule (esc2c.compress.schedule.SCHEDULES)
     warmup_epochs: float = 0.0     # linear warm-up length of the "cosine" schedule
     select: str = "best"           # the state returned: "best" validation accuracy, or the "last" epoch's
+    ema_decay: float = 0.0         # > 0: evaluate, select and return an exponential moving average of the
+                                   # weights (esc2c.compress.averaging), updated after every step
 
 
 @dataclass
@@ -252,9 +255,10 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
     cfg = cfg or TrainConfig()
     if cfg.select not in SELECT:
         raise Esc2cError(f"epoch selection must be one of {', '.join(SELECT)} (got {cfg.select!r})")
-    if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.weight_decay < 0:
+    if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.weight_decay < 0 \
+            or not 0.0 <= cfg.ema_decay < 1.0:
         raise Esc2cError(f"bad training settings: epochs {cfg.epochs}, batch {cfg.batch_size}, lr {cfg.lr}, "
-                         f"weight decay {cfg.weight_decay}")
+                         f"weight decay {cfg.weight_decay}, weight-average decay {cfg.ema_decay}")
     dev = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     x, y = _tensors(train_data)
@@ -276,12 +280,20 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
     world, rank = distributed.world_size(), distributed.rank()
     main = rank == 0
 
+    # the model each epoch is scored on and kept: the student itself, or the average of its weights
+    ema = weight_average(student, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    kept = ema.module if ema is not None else student
+
     start, best_acc, best_epoch, best_state, history = 0, -1.0, 0, None, []
     ckpt = Path(checkpoint) if checkpoint is not None else None
     st = _load_checkpoint(ckpt)
     if st is not None:
         try:
+            if (ema is None) != (st.get("ema_state") is None):
+                raise ValueError("it was written with a different weight-average setting (ema_decay)")
             student.load_state_dict(st["state_dict"])
+            if ema is not None:
+                ema.load_state_dict(st["ema_state"])
             loss_fn.load_state_dict(st["loss_state"])
             opt.load_state_dict(st["optimizer"])
             if "scheduler" in st:
@@ -344,6 +356,8 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
                     (value * ((hi - lo) * world / b) if world > 1 else value).backward()
                     opt.step()
                     sched.step()
+                    if ema is not None:
+                        ema.update_parameters(student)
                     tot_loss += value.item() * (hi - lo)
                     tot_correct += int((logits.detach().argmax(1) == yb).sum())
                     seen += hi - lo
@@ -355,12 +369,12 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
                     tot_correct, seen = int(round(tot_correct)), int(round(seen))
                 row = {"epoch": epoch + 1, "train_loss": tot_loss / seen, "train_acc": tot_correct / seen}
                 if val_data is not None:
-                    v = evaluate_sharded(student, val_data, dev) if world > 1 else evaluate(student, val_data, dev)
+                    v = evaluate_sharded(kept, val_data, dev) if world > 1 else evaluate(kept, val_data, dev)
                     row.update(val_acc=v["acc"], val_loss=v["loss"])
                 score = row.get("val_acc", row["train_acc"])
                 if score > best_acc:                 # (select "last" keeps no copy of the best state)
                     best_acc, best_epoch = score, epoch + 1
-                    best_state = _state_cpu(student) if cfg.select == "best" else None
+                    best_state = _state_cpu(kept) if cfg.select == "best" else None
                 history.append(row)
                 if cfg.verbose and main:
                     tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} "
@@ -371,12 +385,14 @@ def train(student: nn.Module, train_data, val_data=None, loss: str | Loss = "ce_
                                  "loss_state": _state_cpu(loss_fn), "optimizer": opt.state_dict(),
                                  "scheduler": sched.state_dict(), "best_val_acc": best_acc,
                                  "best_epoch": best_epoch, "best_state": best_state, "history": history,
-                                 **extra}, ckpt)
+                                 "ema_state": _state_cpu(ema) if ema is not None else None, **extra}, ckpt)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, row)
     finally:
         distributed.revert_batchnorm(synced_bn)
     if cfg.select == "last" and history:         # the final state is the one in the model: report it
+        if ema is not None:
+            student.load_state_dict(ema.module.state_dict())
         best_epoch = len(history)
         best_acc = history[-1].get("val_acc", history[-1]["train_acc"])
     elif best_state is not None:

@@ -177,7 +177,9 @@ def test_dataset_feature_defaults_and_presets(tmp_path):
     assert d.epoch_selection == "best" and load_config(None, {"epoch_selection": "last"}).epoch_selection == "last"
     with pytest.raises(Esc2cError, match="config field 'epoch_selection': must be one of best, last"):
         load_config(None, {"epoch_selection": "first"})
-
+    assert d.ema_decay == 0.0 and load_config(None, {"ema_decay": 0.995}).ema_decay == 0.995
+    with pytest.raises(Esc2cError, match="config field 'ema_decay': must be in"):
+        load_config(None, {"ema_decay": 1.0})
 
 
 RECIPE = dict(augment=AugmentConfig(time_shift=0.2, freq_masks=1, freq_mask=0.1, time_masks=1, time_mask=0.1,

@@ -87,6 +87,56 @@ def test_resume_continues_at_next_epoch(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)           # same weights as the uninterrupted run
 
 
+def test_weight_average_is_the_warmed_up_ema_of_the_trained_weights(tmp_path):
+    """ema_decay: the model scored each epoch and returned is the moving average of the weights after every
+    step (first step copied, then keep min(decay, (1 + n) / (10 + n)) of the average), BatchNorm statistics
+    averaged too; training itself is unchanged. One step per epoch, so the epoch ends give every step."""
+    from esc2c.compress.averaging import ema_factor
+    tr, va = Bands(64, 0), Bands(32, 1)
+    cfg = {**CFG, "batch_size": 64}
+    raw = []
+    m = _model()
+    res = train(m, tr, va, "ce_aux", cfg=TrainConfig(epochs=6, select="last", ema_decay=0.3, **cfg),
+                on_epoch_end=lambda e, row: raw.append({k: v.clone() for k, v in m.state_dict().items()}))
+    plain = train(_model(), tr, va, "ce_aux", cfg=TrainConfig(epochs=6, select="last", **cfg)).model.state_dict()
+    assert all(torch.equal(raw[-1][k], plain[k]) for k in plain)      # averaging does not change training
+    avg = {k: v.clone().double() for k, v in raw[0].items()}
+    for n, w in enumerate(raw[1:], start=1):
+        keep = ema_factor(n, 0.3)
+        avg = {k: (keep * a + (1 - keep) * w[k].double()) if w[k].is_floating_point() else w[k].double()
+               for k, a in avg.items()}
+    assert [ema_factor(n, 0.3) for n in (1, 2, 3, 9)] == pytest.approx([2 / 11, 0.25, 0.3, 0.3])
+    out = res.model.state_dict()
+    for k, v in out.items():
+        if v.is_floating_point():
+            assert torch.allclose(v.double(), avg[k], rtol=1e-5, atol=1e-6), k
+        else:
+            assert torch.equal(v, raw[-1][k]), k                     # batch counters are copied
+    moved = [k for k, v in out.items() if v.is_floating_point() and not torch.allclose(v, plain[k])]
+    assert any("running_mean" in k for k in moved) and any(k.endswith("weight") for k in moved)
+    assert evaluate(res.model, va)["acc"] == pytest.approx(res.history[-1]["val_acc"])   # scored = returned
+
+    # best epoch: the average's best state; resume continues the average bit for bit
+    ck = tmp_path / "ema.pt"
+    tc = TrainConfig(epochs=3, ema_decay=0.3, **cfg)
+    ref = train(_model(), tr, va, "ce_aux", cfg=tc)
+
+    def kill_after_1(epoch, row):
+        if epoch == 1:
+            raise Kill
+    with pytest.raises(Kill):
+        train(_model(), tr, va, "ce_aux", cfg=tc, checkpoint=ck, on_epoch_end=kill_after_1)
+    with pytest.raises(Esc2cError, match="different weight-average setting"):
+        train(_model(), tr, va, "ce_aux", cfg=TrainConfig(epochs=3, **cfg), checkpoint=ck)
+    res = train(_model(seed=9), tr, va, "ce_aux", cfg=tc, checkpoint=ck)
+    a, b = ref.model.state_dict(), res.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert evaluate(ref.model, va)["acc"] == pytest.approx(ref.best_val_acc)
+    for bad in (1.0, -0.1):
+        with pytest.raises(Esc2cError, match="weight-average decay"):
+            train(_model(), tr, va, "ce", cfg=TrainConfig(epochs=1, ema_decay=bad, **CFG))
+
+
 def test_student_with_frozen_teacher():
     tr = Bands(64, 0)
     teacher = _model(seed=3)
