@@ -56,7 +56,7 @@ def cell(args, recipe: str, seed: int, test_fold: int, model_path: Path) -> dict
     torch.set_num_threads(args.threads)
     tr, sel, te, spec = load_data(cfg, log=lambda s: None)
     torch.manual_seed(seed)
-    m = build_model(cfg.arch, len(tr.class_names), cfg.width, tuple(tr.x.shape[1:]), aux=True)
+    m = build_model(cfg.arch, len(tr.class_names), cfg.width, tuple(tr.x.shape[1:]), aux=True, dropout=cfg.dropout)
     t0 = time.time()
     tc = TrainConfig(epochs=args.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                      seed=seed, progress=False, verbose=False, augment=cfg.augment(spec), schedule=cfg.lr_schedule,

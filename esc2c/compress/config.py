@@ -78,6 +78,8 @@ class CompressConfig:
     # model
     arch: str = "small"
     width: float = 1.0
+    dropout: float = 0.0           # dropout after each hidden layer of the teacher's head (VGG-11); its students
+                                   # inherit it with the head (the INT8 models run without it)
     # schedule (epochs per stage)
     epochs_teacher: int = 10
     epochs_prune: int = 30         # PoKD fine-tuning of the pruned model (M_PoKD)
@@ -180,6 +182,10 @@ class CompressConfig:
             bad("prune_ratio", f"must be in [0, 1) (got {self.prune_ratio})")
         if float(self.width) <= 0:
             bad("width", f"must be > 0 (got {self.width})")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            bad("dropout", f"must be in [0, 1) (got {self.dropout})")
+        if self.dropout and self.arch != "vgg11":
+            bad("dropout", f"the {self.arch} head has no hidden layers to drop from (vgg11 has two)")
         for name in ("lr", "qat_ta_lr", "temperature", "student_lr_factor"):
             if float(getattr(self, name)) <= 0:
                 bad(name, f"must be > 0 (got {getattr(self, name)})")

@@ -179,7 +179,8 @@ class _Driver:
         if st.student == "quantize":
             return self.train_quantized(st, teacher, tc, ctx)
         if st.student == "build":
-            m = build_model(self.cfg.arch, self.n_cls, self.cfg.width, self.in_shape, aux=True)
+            m = build_model(self.cfg.arch, self.n_cls, self.cfg.width, self.in_shape, aux=True,
+                            dropout=self.cfg.dropout)
         elif st.student == "copy":
             src = self.R[st.source].model
             m = build_from_config(model_config(src))
@@ -308,6 +309,8 @@ def _run(cfg: CompressConfig, out: Path, log: Callable[[str], None], progress: b
         common["epoch_selection"] = cfg.epoch_selection
     if cfg.ema_decay:                            # (absent when off, likewise)
         common["ema_decay"] = cfg.ema_decay
+    if cfg.dropout:                              # (likewise)
+        common["dropout"] = cfg.dropout
     qcommon = {**common, "calib_batches": cfg.calib_batches}
     if cfg.student_lr_factor != 1.0:             # (absent at 1, so runs from before the option still resume)
         common["student_lr_factor"] = cfg.student_lr_factor

@@ -38,8 +38,9 @@ def _pair(v) -> list[int]:
 
 
 def build_model(arch: str, num_classes: int, width: float = 1.0, in_shape=(1, 64, 128),
-                aux: bool = True) -> ESCNet:
-    """A fresh model of architecture ``arch`` ("vgg11", "resnet18" or "small") for input [B, *in_shape]."""
+                aux: bool = True, dropout: float = 0.0) -> ESCNet:
+    """A fresh model of architecture ``arch`` ("vgg11", "resnet18" or "small") for input [B, *in_shape];
+    ``dropout`` > 0 drops that fraction after each hidden layer of the head (VGG-11's two)."""
     if arch not in ARCHS:
         raise Esc2cError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if width <= 0:
@@ -48,7 +49,13 @@ def build_model(arch: str, num_classes: int, width: float = 1.0, in_shape=(1, 64
         raise Esc2cError(f"num_classes must be >= 2 (got {num_classes})")
     if len(in_shape) != 3 or in_shape[0] != 1 or min(in_shape) < 1:
         raise Esc2cError(f"model input shape must be (1, n_mels, frames) (got {tuple(in_shape)})")
+    if not 0.0 <= dropout < 1.0:
+        raise Esc2cError(f"dropout must be in [0, 1) (got {dropout})")
     cfg = ARCH_CONFIGS[arch](num_classes, width, tuple(int(v) for v in in_shape))
+    if dropout > 0:
+        if not cfg["head"]["hidden"]:
+            raise Esc2cError(f"dropout: the {arch} head has no hidden layers to drop from (vgg11 has two)")
+        cfg["head"]["dropout"] = float(dropout)
     if not aux:
         cfg["aux_taps"], cfg["aux"] = [], []
     return build_from_config(cfg)

@@ -180,6 +180,9 @@ def test_dataset_feature_defaults_and_presets(tmp_path):
     assert d.ema_decay == 0.0 and load_config(None, {"ema_decay": 0.995}).ema_decay == 0.995
     with pytest.raises(Esc2cError, match="config field 'ema_decay': must be in"):
         load_config(None, {"ema_decay": 1.0})
+    assert load_config(None, {"arch": "vgg11", "dropout": 0.5}).dropout == 0.5
+    with pytest.raises(Esc2cError, match="config field 'dropout': the small head has no hidden layers"):
+        load_config(None, {"dropout": 0.5})
 
 
 RECIPE = dict(augment=AugmentConfig(time_shift=0.2, freq_masks=1, freq_mask=0.1, time_masks=1, time_mask=0.1,

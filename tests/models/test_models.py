@@ -1,6 +1,7 @@
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -132,3 +133,33 @@ def test_registry_has_one_builder_per_architecture_and_no_import_cycle():
     def reaches(a, b, seen=()):
         return any(d == b or (d not in seen and reaches(d, b, seen + (d,))) for d in deps.get(a, ()))
     assert not [m for m in deps if reaches(m, m)]
+
+
+def test_head_dropout_trains_only_and_survives_pruning_and_quantization():
+    """dropout: VGG-11's two hidden head layers drop in training only; the pruned model keeps it, the INT8
+    program has no trace of it (same integer outputs as the model without it), and a head without hidden
+    layers is refused by name."""
+    from esc2c.compress.cup import prune_to_ratio
+    from esc2c.quant import qat
+    torch.manual_seed(0)
+    m = build_model("vgg11", 4, width=0.25, in_shape=IN, dropout=0.5)
+    torch.manual_seed(0)
+    plain = build_model("vgg11", 4, width=0.25, in_shape=IN)
+    assert model_config(m)["head"]["dropout"] == 0.5 and model_config(plain)["head"]["dropout"] == 0.0
+    x = torch.randn(8, *IN, generator=torch.Generator().manual_seed(1))
+    m.eval(), plain.eval()
+    assert torch.equal(m(x), plain(x))                              # the same weights, identity in eval
+    m.train()
+    assert not torch.equal(m(x), m(x))                               # a fresh mask per call in training
+    m.eval()
+    plain.load_state_dict(m.state_dict())                            # (training-mode calls moved BN statistics)
+    pruned = prune_to_ratio(m, 0.5).model
+    assert model_config(pruned)["head"]["dropout"] == 0.5
+    q, qp = (qat.calibrate(qat.quantize_model(n), [x]).eval() for n in (m, plain))
+    xi = qat.quantize_input(q, x)
+    assert np.array_equal(q.integer_forward(xi, "double")["logits"], qp.integer_forward(xi, "double")["logits"])
+    for arch in ("small", "resnet18"):
+        with pytest.raises(Esc2cError, match=f"dropout: the {arch} head has no hidden layers"):
+            build_model(arch, 4, in_shape=IN, dropout=0.3)
+    with pytest.raises(Esc2cError, match="dropout must be in"):
+        build_model("vgg11", 4, in_shape=IN, dropout=1.0)
