@@ -174,3 +174,17 @@ def test_teacher_assistant_trains_at_qat_ta_lr(tiny_config, tmp_path, monkeypatc
     assert CompressConfig().qat_ta_lr < CompressConfig().lr
     with pytest.raises(Esc2cError, match="'qat_ta_lr'"):
         load_config(None, {"qat_ta_lr": 0.0})
+
+
+def test_weight_average_runs_every_stage_and_exports_what_it_kept(tiny_config, tmp_path, capsys):
+    """--ema-decay: every stage (float and QAT) scores and keeps its weights' moving average; the exported
+    model is the kept M_QaKD (onnxruntime and the integer program agree on it) and the run says so; the
+    setting is part of each stage's record, so the run does not resume without it."""
+    out = tmp_path / "ema"
+    assert main(["compress", "--config", str(tiny_config), "--no-baselines", "-o", str(out),
+                 "--ema-decay", "0.9"]) == 0
+    assert "of its weights' moving average (decay 0.9)" in capsys.readouterr().out
+    d = json.loads((out / "report.json").read_text())["deployed"]
+    assert abs(d["onnx_val_acc"] - d["int_val_acc"]) <= 0.05
+    assert main(["compress", "--config", str(tiny_config), "--no-baselines", "-o", str(out)]) == 1
+    assert "different stage_config" in capsys.readouterr().err
