@@ -51,6 +51,7 @@ typedef struct
     int64_t round;
 #else
     int32_t left, right, mask, half;
+    int32_t add; /* the lean path's 2^(right - 1) + (out_offset << right), see chan_setup_lean */
 #endif
 } chan_t;
 
@@ -92,6 +93,81 @@ static inline int32_t chan_requant(const chan_t *c, int32_t acc)
     const int32_t threshold = c->half + (int32_t)((uint32_t)high >> 31);
     return res + ((high & c->mask) > threshold);
 #endif
+}
+
+/* The largest |accumulator| a layer can produce before its bias: taps * max|x + in_offset| * 128. */
+static inline int64_t acc_bound(int32_t taps, int32_t in_offset)
+{
+    const int64_t lo = in_offset - 128 < 0 ? 128 - (int64_t)in_offset : (int64_t)in_offset - 128;
+    const int64_t hi = in_offset + 127 < 0 ? -127 - (int64_t)in_offset : (int64_t)in_offset + 127;
+    return (int64_t)taps * (lo > hi ? lo : hi) * 128;
+}
+
+/* The lean requantization, double rounding only, for a channel set up by chan_setup: with shift <= -1
+ * (left = 0, right >= 1) and v = 2 * (acc + bias) exact,
+ *   high = (v * mult + 2^31) >> 32                  (SMMULR: one instruction for the doubling high multiply)
+ *   out  = (high + add - (high < 0)) >> right       (add = 2^(right - 1) + (out_offset << right))
+ * equals arm_nn_requantize(acc + bias) + out_offset: the divide by 2^right rounds half away from zero, and
+ * out_offset << right passes the shift unchanged. Exact as long as nothing wraps in 32 bits, which holds for
+ * every |acc| <= bound when 2 * (bound + |bias|) < 2^31 and |high| + 2^(right - 1) + |out_offset| * 2^right + 2
+ * < 2^31 (|high| <= bound + |bias| + 1). Returns 1 when the channel may take the lean path; 0 keeps it on
+ * chan_requant (the other rounding modes always do). */
+static inline int chan_setup_lean(chan_t *c, int32_t out_offset, int64_t bound)
+{
+#if defined(ESC2C_REQUANT_FLOAT) || defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+    (void)c;
+    (void)out_offset;
+    (void)bound;
+    return 0;
+#else
+    if (c->left != 0 || c->right < 1 || c->right > 30)
+    {
+        return 0;
+    }
+    const int64_t b = bound + (c->bias < 0 ? -(int64_t)c->bias : (int64_t)c->bias);
+    const int64_t off = out_offset < 0 ? -(int64_t)out_offset : (int64_t)out_offset;
+    const int64_t half = (int64_t)1 << (c->right - 1);
+    if (2 * b >= ((int64_t)1 << 31) || b + 1 + half + (off << c->right) + 2 >= ((int64_t)1 << 31))
+    {
+        return 0;
+    }
+    c->add = (int32_t)(half + (int64_t)out_offset * ((int64_t)1 << c->right));
+    return 1;
+#endif
+}
+
+#if !defined(ESC2C_REQUANT_FLOAT) && !defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+#define ESC2C_LEAN 1
+/* arm_nn_requantize(acc + bias) + out_offset for a channel chan_setup_lean accepted (not yet clamped) */
+static inline int32_t chan_lean(const chan_t *c, int32_t acc)
+{
+    const int32_t v = (int32_t)((uint32_t)(acc + c->bias) << 1);
+#if defined(__ARM_FEATURE_DSP)
+    int32_t high;
+    __asm__("smmulr %0, %1, %2" : "=r"(high) : "r"(v), "r"(c->mult));
+#else
+    const int32_t high = (int32_t)(((int64_t)v * (int64_t)c->mult + ((int64_t)1 << 31)) >> 32);
+#endif
+    return (high + c->add + (high >> 31)) >> c->right;
+}
+#else
+#define ESC2C_LEAN 0
+#endif
+
+/* Saturated to int8, then (unless sat_only: the clamp is the int8 range) clamped to [act_min, act_max]. */
+static inline int8_t sat_clamp8(int32_t v, int32_t act_min, int32_t act_max, const int sat_only)
+{
+#if defined(__ARM_FEATURE_DSP)
+    __asm__("ssat %0, #8, %1" : "=r"(v) : "r"(v));
+#else
+    v = v > 127 ? 127 : (v < -128 ? -128 : v);
+#endif
+    if (!sat_only)
+    {
+        v = v < act_min ? act_min : v;
+        v = v > act_max ? act_max : v;
+    }
+    return (int8_t)v;
 }
 
 /* + out_offset, clamped to [act_min, act_max]; hi127: act_max is 127 (one saturation instruction). */

@@ -5,7 +5,9 @@
  *      taps (tap 4q+s, tap 4q+s+2), the 3 pixels' words interleaved so one load fetches all three;
  *   2. for every pair of output channels, 6 dot products over NW words (SMLAD: 2 MACs per instruction);
  *      esc2c_conv_fast_s8_w8 reads int8 weights instead, one word per step, widened by two SXTB16;
- *   3. requantization of the 6 accumulators (arm_nn_requantize arithmetic, both rounding modes).
+ *   3. requantization of the 6 accumulators (arm_nn_requantize arithmetic, both rounding modes): with double
+ *      rounding and every channel's shift <= -1 (checked once per call against the layer's largest
+ *      accumulator, esc2c_conv_common.h: chan_setup_lean), the lean form, ~10 instructions per output.
  */
 #include "esc2c_conv_fast.h"
 #include "esc2c_conv_common.h"
@@ -346,10 +348,11 @@ typedef struct
 } out_t;
 
 /* All output channels of one step: the columns are in place, dst is the first pixel's output. Everything
- * the requantization reads is copied to locals first: the int8 stores could alias any memory. */
+ * the requantization reads is copied to locals first: the int8 stores could alias any memory. lean: every
+ * channel of the table takes chan_lean (sat_only: the clamp is the int8 range, one SSAT). */
 static inline __attribute__((always_inline)) void step_channels(const out_t *o, const uint32_t *cols, int8_t *dst,
-                                                                int32_t n, const int full, const int hi127,
-                                                                const int w8)
+                                                                int32_t n, const int full, const int lean,
+                                                                const int sat_only, const int w8)
 {
     int32_t *const acc = o->acc;
     const int32_t n_ch = o->n_ch, out_c = o->out_c, out_offset = o->out_offset;
@@ -366,15 +369,37 @@ static inline __attribute__((always_inline)) void step_channels(const out_t *o, 
         (w8 ? dot_pairs8 : dot_pairs)(cols, o->weights, o->nw, (n_ch + 1) / 2, acc);
     }
     const int32_t *a = acc;
+#if ESC2C_LEAN
+    if (lean)
+    {
+        for (int32_t ch = 0; ch < n_ch; ch++)
+        {
+            const chan_t cc = *c++;
+            const int32_t a0 = a[0], a1 = a[1], a2 = a[2];
+            const int8_t r0 = sat_clamp8(chan_lean(&cc, a0), act_min, act_max, sat_only);
+            const int8_t r1 = sat_clamp8(chan_lean(&cc, a1), act_min, act_max, sat_only);
+            const int8_t r2 = sat_clamp8(chan_lean(&cc, a2), act_min, act_max, sat_only);
+            dst[0] = r0;
+            dst[out_c] = r1;
+            dst[2 * out_c] = r2;
+            a += NPIX;
+            dst++;
+        }
+        return;
+    }
+#else
+    (void)lean;
+    (void)sat_only;
+#endif
     for (int32_t ch = 0; ch < n_ch; ch++)
     {
         const chan_t cc = *c++;
         if (full)
         {
             const int32_t a0 = a[0], a1 = a[1], a2 = a[2];
-            const int8_t r0 = clamp_out(chan_requant(&cc, a0), out_offset, act_min, act_max, hi127);
-            const int8_t r1 = clamp_out(chan_requant(&cc, a1), out_offset, act_min, act_max, hi127);
-            const int8_t r2 = clamp_out(chan_requant(&cc, a2), out_offset, act_min, act_max, hi127);
+            const int8_t r0 = clamp_out(chan_requant(&cc, a0), out_offset, act_min, act_max, 0);
+            const int8_t r1 = clamp_out(chan_requant(&cc, a1), out_offset, act_min, act_max, 0);
+            const int8_t r2 = clamp_out(chan_requant(&cc, a2), out_offset, act_min, act_max, 0);
             dst[0] = r0;
             dst[out_c] = r1;
             dst[2 * out_c] = r2;
@@ -383,7 +408,7 @@ static inline __attribute__((always_inline)) void step_channels(const out_t *o, 
         {
             for (int32_t i = 0; i < n; i++)
             {
-                dst[i * out_c] = clamp_out(chan_requant(&cc, a[i]), out_offset, act_min, act_max, hi127);
+                dst[i * out_c] = clamp_out(chan_requant(&cc, a[i]), out_offset, act_min, act_max, 0);
             }
         }
         a += NPIX;
@@ -393,21 +418,30 @@ static inline __attribute__((always_inline)) void step_channels(const out_t *o, 
 
 /* The steps in their own functions: small stack frames (the table and the accumulators live in the
  * caller's), so spilled values are one load away. One set per weight width, so a firmware links only the
- * dot loops of the widths its layers use. */
-#define ESC2C_STEPS(SUFFIX, W8)                                                                          \
-    __attribute__((noinline)) static void step_full_hi127##SUFFIX(const out_t *o, const uint32_t *cols, \
-                                                                  int8_t *dst)                          \
+ * dot loops of the widths its layers use. The lean steps exist with the double-rounding contract only. */
+#if ESC2C_LEAN
+#define ESC2C_LEAN_STEPS(SUFFIX, W8)                                                                     \
+    __attribute__((noinline)) static void step_lean_sat##SUFFIX(const out_t *o, const uint32_t *cols,   \
+                                                                int8_t *dst)                            \
     {                                                                                                    \
-        step_channels(o, cols, dst, NPIX, 1, 1, W8);                                                     \
+        step_channels(o, cols, dst, NPIX, 1, 1, 1, W8);                                                  \
     }                                                                                                    \
+    __attribute__((noinline)) static void step_lean##SUFFIX(const out_t *o, const uint32_t *cols, int8_t *dst) \
+    {                                                                                                    \
+        step_channels(o, cols, dst, NPIX, 1, 1, 0, W8);                                                  \
+    }
+ESC2C_LEAN_STEPS(16, 0)
+ESC2C_LEAN_STEPS(8, 1)
+#endif
+#define ESC2C_STEPS(SUFFIX, W8)                                                                          \
     __attribute__((noinline)) static void step_full##SUFFIX(const out_t *o, const uint32_t *cols, int8_t *dst) \
     {                                                                                                    \
-        step_channels(o, cols, dst, NPIX, 1, 0, W8);                                                     \
+        step_channels(o, cols, dst, NPIX, 1, 0, 0, W8);                                                  \
     }                                                                                                    \
     __attribute__((noinline)) static void step_part##SUFFIX(const out_t *o, const uint32_t *cols, int8_t *dst, \
                                                             int32_t n)                                  \
     {                                                                                                    \
-        step_channels(o, cols, dst, n, 0, 0, W8);                                                        \
+        step_channels(o, cols, dst, n, 0, 0, 0, W8);                                                     \
     }
 ESC2C_STEPS(16, 0)
 ESC2C_STEPS(8, 1)
@@ -417,14 +451,18 @@ int32_t esc2c_conv_fast_s8_buffer_size(int32_t in_c, int32_t kernel_h, int32_t k
     return ESC2C_CONV_FAST_BUFFER_SIZE(in_c, kernel_h, kernel_w);
 }
 
-/* Table for channels [c0, c0 + n) */
-static void fill_table(chan_t *tab, int32_t c0, int32_t n, const int32_t *bias, const esc2c_mult_t *mult,
-                       const int32_t *shift)
+/* Table for channels [c0, c0 + n). Returns 1 when every channel may take the lean requantization for
+ * accumulators within bound (see chan_setup_lean). */
+static int fill_table(chan_t *tab, int32_t c0, int32_t n, const int32_t *bias, const esc2c_mult_t *mult,
+                      const int32_t *shift, int32_t out_offset, int64_t bound)
 {
+    int lean = 1;
     for (int32_t o = 0; o < n; o++)
     {
         chan_setup(&tab[o], bias != NULL ? bias[c0 + o] : 0, mult[c0 + o], shift[c0 + o]);
+        lean &= chan_setup_lean(&tab[o], out_offset, bound);
     }
+    return lean;
 }
 
 int32_t esc2c_conv_fast_s8_weights_len(int32_t in_c, int32_t out_c, int32_t kernel_h, int32_t kernel_w)
@@ -463,9 +501,11 @@ static inline __attribute__((always_inline)) int conv_fast(
     chan_t table[ESC2C_FAST_TABLE];
     int32_t acc[(ESC2C_FAST_TABLE + 1) * NPIX];
     const int one_table = out_c <= ESC2C_FAST_TABLE;
+    const int64_t bound = acc_bound(in_c * kernel_h * kernel_w, in_offset);
+    int lean = 0;
     if (one_table)
     {
-        fill_table(table, 0, out_c, bias, mult, shift);
+        lean = fill_table(table, 0, out_c, bias, mult, shift, out_offset, bound);
     }
     out_t oc;
     oc.weights = weights;
@@ -477,7 +517,11 @@ static inline __attribute__((always_inline)) int conv_fast(
     oc.out_offset = out_offset;
     oc.act_min = act_min;
     oc.act_max = act_max;
-    const int hi127 = act_max == 127;
+    const int sat_only = act_min == -128 && act_max == 127;
+#if !ESC2C_LEAN
+    (void)lean;
+    (void)sat_only;
+#endif
     const int32_t n_pix = out_h * out_w;
 
     int32_t oy = 0, ox = 0; /* position of the step's first pixel */
@@ -512,7 +556,7 @@ static inline __attribute__((always_inline)) int conv_fast(
                 ob.n_ch = out_c - c0 < ESC2C_FAST_TABLE ? out_c - c0 : ESC2C_FAST_TABLE;
                 /* pair c0 / 2 starts 4 * nw weights in (int16 or int8 values) */
                 ob.weights = (const int8_t *)weights + (size_t)(c0 / 2) * 4 * nw * (w8 ? 1 : 2);
-                fill_table(table, c0, ob.n_ch, bias, mult, shift);
+                (void)fill_table(table, c0, ob.n_ch, bias, mult, shift, out_offset, bound);
                 (w8 ? step_part8 : step_part16)(&ob, cols, dst + c0, n);
             }
         }
@@ -520,10 +564,16 @@ static inline __attribute__((always_inline)) int conv_fast(
         {
             (w8 ? step_part8 : step_part16)(&oc, cols, dst, n);
         }
-        else if (hi127)
+#if ESC2C_LEAN
+        else if (lean && sat_only)
         {
-            (w8 ? step_full_hi1278 : step_full_hi12716)(&oc, cols, dst);
+            (w8 ? step_lean_sat8 : step_lean_sat16)(&oc, cols, dst);
         }
+        else if (lean)
+        {
+            (w8 ? step_lean8 : step_lean16)(&oc, cols, dst);
+        }
+#endif
         else
         {
             (w8 ? step_full8 : step_full16)(&oc, cols, dst);

@@ -6,7 +6,8 @@
  *      (tap 4q, tap 4q + 2), (tap 4q + 1, tap 4q + 3), 4 input bytes per SXTAB16 pair;
  *   2. per output channel, its weight words in registers: a dot product with every column (SMLAD, 2 MACs per
  *      instruction), the largest kept;
- *   3. one requantization of that accumulator, + out_offset, clamped, stored.
+ *   3. one requantization of that accumulator, + out_offset, clamped, stored (the lean form when the
+ *      layer allows it, as in the fast kernel).
  * The loops are compiled for 2x2 windows at 6, 12 and 18 words per channel, so those dot products are
  * straight-line code, and once for any layer.
  */
@@ -34,6 +35,7 @@ typedef struct
     int8_t *rowbuf;       /* a pooled output row (NULL without pooling) */
     int8_t *out;
     const chan_t *tab;
+    int lean; /* every channel takes chan_lean */
 } small_t;
 
 static inline int32_t smlad(uint32_t w, uint32_t x, int32_t acc)
@@ -164,20 +166,35 @@ static void max_dots_w6_p4(const uint32_t *w, const uint32_t *cols, int32_t n, i
 #define ESC2C_SMALL_ASM_W6_P4 0
 #endif
 
-/* Saturated to int8, then (unless full: the clamp is the int8 range) clamped to [act_min, act_max]. */
-static inline int8_t clamp8(int32_t v, int32_t act_min, int32_t act_max, int full)
+/* One output pixel's channels from their largest accumulators: requantized, + out_offset, clamped, stored
+ * (the maximum commutes with the requantization, which never decreases). */
+static inline __attribute__((always_inline)) void requant_row(const small_t *k, const int32_t *best, int8_t *dst)
 {
-#if defined(__ARM_FEATURE_DSP)
-    __asm__("ssat %0, #8, %1" : "=r"(v) : "r"(v));
-#else
-    v = v > 127 ? 127 : (v < -128 ? -128 : v);
-#endif
-    if (!full)
+    const chan_t *c = k->tab;
+    const int32_t out_c = k->out_c, out_offset = k->out_offset, act_min = k->act_min, act_max = k->act_max;
+    const int sat_only = act_min == -128 && act_max == 127;
+#if ESC2C_LEAN
+    if (k->lean && sat_only)
     {
-        v = v < act_min ? act_min : v;
-        v = v > act_max ? act_max : v;
+        for (int32_t ch = 0; ch < out_c; ch++)
+        {
+            dst[ch] = sat_clamp8(chan_lean(&c[ch], best[ch]), act_min, act_max, 1);
+        }
+        return;
     }
-    return (int8_t)v;
+    if (k->lean)
+    {
+        for (int32_t ch = 0; ch < out_c; ch++)
+        {
+            dst[ch] = sat_clamp8(chan_lean(&c[ch], best[ch]), act_min, act_max, 0);
+        }
+        return;
+    }
+#endif
+    for (int32_t ch = 0; ch < out_c; ch++)
+    {
+        dst[ch] = sat_clamp8(chan_requant(&c[ch], best[ch]) + out_offset, act_min, act_max, sat_only);
+    }
 }
 
 /* The columns of one output (pooled) pixel: the window's pixels in raster order, nw words each. */
@@ -248,8 +265,6 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
 {
     const int32_t nw = nw_c != 0 ? nw_c : k->nw;
     const int32_t out_c = k->out_c, n_pool = np != 0 ? np : k->n_pool, row_bytes = k->out_w * out_c;
-    const int32_t out_offset = k->out_offset, act_min = k->act_min, act_max = k->act_max;
-    const int full = act_min == -128 && act_max == 127;
     for (int32_t py = 0; py < k->out_h; py++)
     {
         int8_t *const orow = k->out + py * row_bytes;
@@ -258,7 +273,6 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
         {
             columns(k, py, px, nw);
             const uint32_t *w = k->wide;
-            const chan_t *c = k->tab;
             if (ESC2C_SMALL_ASM_W6_P4 && nw_c == 6 && np == 4)
             {
                 /* the dot products and the maximum in one asm loop, then the requantizations */
@@ -266,14 +280,11 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
 #if ESC2C_SMALL_ASM_W6_P4
                 max_dots_w6_p4(w, k->cols, out_c, best);
 #endif
-                for (int32_t ch = 0; ch < out_c; ch++)
-                {
-                    const chan_t cc = *c++;
-                    dst[ch] = clamp8(chan_requant(&cc, best[ch]) + out_offset, act_min, act_max, full);
-                }
+                requant_row(k, best, dst);
                 dst += out_c;
                 continue;
             }
+            int32_t best_c[ESC2C_CONV_SMALL_MAX_OUT];
             for (int32_t ch = 0; ch < out_c; ch++)
             {
                 /* a constant count: the channel's words copied to locals (registers); else read in place */
@@ -295,10 +306,10 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
                     const int32_t a = dot(wr, x, nw);
                     best = a > best ? a : best;
                 }
-                const chan_t cc = *c++;
-                dst[ch] = clamp8(chan_requant(&cc, best) + out_offset, act_min, act_max, full);
+                best_c[ch] = best;
                 w += nw;
             }
+            requant_row(k, best_c, dst);
             dst += out_c;
         }
         if (k->rowbuf != NULL)
@@ -363,9 +374,12 @@ __attribute__((noinline)) static int32_t setup(small_t *k, chan_t *tab, ESC2C_CO
             }
         }
     }
+    const int64_t bound = acc_bound(in_c * kernel_h * kernel_w, in_offset);
+    k->lean = 1;
     for (int32_t ch = 0; ch < out_c; ch++)
     {
         chan_setup(&tab[ch], bias != NULL ? bias[ch] : 0, mult[ch], shift[ch]);
+        k->lean &= chan_setup_lean(&tab[ch], out_offset, bound);
     }
     k->tab = tab;
     return nw;
