@@ -50,10 +50,11 @@ typedef struct
     int32_t shift; /* -shift - 1 when high_only, else the shift */
     int64_t round;
 #else
-    int32_t left, right, mask, half;
+    int32_t right;
     int32_t add; /* the lean path's 2^(right - 1) + (out_offset << right), see chan_setup_lean */
+    int32_t left, mask, half;
 #endif
-} chan_t;
+} chan_t; /* the lean path reads the first four fields, two LDRDs */
 
 static inline void chan_setup(chan_t *c, int32_t bias, esc2c_mult_t mult, int32_t shift)
 {

@@ -126,6 +126,30 @@ static inline __attribute__((always_inline)) void im2col_pixel(const geom_t *g, 
     }
 }
 
+/* The columns of a whole step when its three pixels lie side by side in one output row with every window
+ * inside the input (p: the first window's origin; pstep: bytes between the windows): per kernel row, quad q
+ * of the three windows is read together and widened into the six consecutive column words of that quad
+ * (even words of pixels 0-2, then odd words), one loop for the three pixels. */
+static inline __attribute__((always_inline)) void im2col_step3(const geom_t *g, uint32_t *col, const int8_t *p,
+                                                               int32_t pstep)
+{
+    const int32_t rq = g->row_quads, row_stride = g->in_w * g->in_c, off = g->off;
+    const uint32_t off2 = g->off2;
+    for (int32_t dy = 0; dy < g->kh; dy++)
+    {
+        const int8_t *r = p;
+        for (int32_t q = 0; q < rq; q++)
+        {
+            widen4(r, off2, off, &col[0], &col[NPIX]);
+            widen4(r + pstep, off2, off, &col[1], &col[NPIX + 1]);
+            widen4(r + 2 * pstep, off2, off, &col[2], &col[NPIX + 2]);
+            r += 4;
+            col += 2 * NPIX;
+        }
+        p += row_stride;
+    }
+}
+
 /* The six products of a step: channel c0's weight pair (wa) and c1's (wb) with the 3 pixels' column words. */
 #define ESC2C_SMLAD6                                   \
     "smlad %[a00], %[wa], %[x0], %[a00]\n\t"           \
@@ -524,26 +548,46 @@ static inline __attribute__((always_inline)) int conv_fast(
 #endif
     const int32_t n_pix = out_h * out_w;
 
+    /* bytes the last window's 4-byte row reads span from its first tap, less those to the tensor's end from
+     * the window's origin (in_c * ((in_h - y0) * in_w - x0)): <= 0 when the reads stay inside */
+    const int32_t last_quads = ((kernel_h - 1) * in_w + (NPIX - 1) * stride_w) * in_c + 4 * g.row_quads;
     int32_t oy = 0, ox = 0; /* position of the step's first pixel */
     for (int32_t p0 = 0; p0 < n_pix; p0 += NPIX)
     {
         const int32_t n = n_pix - p0 < NPIX ? n_pix - p0 : NPIX;
-        for (int32_t i = 0; i < NPIX; i++)
+        const int32_t y0 = oy * stride_h - pad_h, x0 = ox * stride_w - pad_w;
+        if (n == NPIX && ox + NPIX <= out_w && y0 >= 0 && y0 + kernel_h <= in_h && x0 >= 0 &&
+            x0 + (NPIX - 1) * stride_w + kernel_w <= in_w &&
+            last_quads - in_c * ((in_h - y0) * in_w - x0) <= 0)
         {
-            if (i < n)
+            /* one output row, every window inside: the three pixels' columns together */
+            im2col_step3(&g, cols, in + (y0 * in_w + x0) * in_c, stride_w * in_c);
+            ox += NPIX;
+            if (ox == out_w)
             {
-                im2col_pixel(&g, cols + i, oy * stride_h - pad_h, ox * stride_w - pad_w);
-                if (++ox == out_w)
-                {
-                    ox = 0;
-                    oy++;
-                }
+                ox = 0;
+                oy++;
             }
-            else
+        }
+        else
+        {
+            for (int32_t i = 0; i < NPIX; i++)
             {
-                for (int32_t j = 0; j < nw; j++)
+                if (i < n)
                 {
-                    cols[NPIX * j + i] = 0;
+                    im2col_pixel(&g, cols + i, oy * stride_h - pad_h, ox * stride_w - pad_w);
+                    if (++ox == out_w)
+                    {
+                        ox = 0;
+                        oy++;
+                    }
+                }
+                else
+                {
+                    for (int32_t j = 0; j < nw; j++)
+                    {
+                        cols[NPIX * j + i] = 0;
+                    }
                 }
             }
         }

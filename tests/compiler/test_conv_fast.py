@@ -89,6 +89,8 @@ SHAPES = [
     (5, 6, 8, 4, 3, 3, (2, 2), (0, 0), (3, 3)),         # asymmetric padding: trailing pad only
     (1, 11, 4, 10, 1, 5, (1, 1), (0, 2), (1, 11)),      # height 1
     (3, 4, 4, 131, 1, 1, (1, 1), (0, 0), (3, 4)),       # more channels than one requantization table (128)
+    (5, 13, 4, 6, 3, 3, (2, 2), (1, 1), (3, 7)),        # stride 2: whole steps inside a row (the 3-pixel im2col)
+    (4, 12, 3, 5, 3, 3, (1, 1), (0, 0), (2, 10)),       # C_in 3: the last step's 4-byte reads near the tensor end
 ]
 
 
