@@ -51,10 +51,11 @@ typedef struct
     int64_t round;
 #else
     int32_t right;
-    int32_t add; /* the lean path's 2^(right - 1) + (out_offset << right), see chan_setup_lean */
+    int32_t add;   /* the lean path's 2^(right - 1) + (out_offset << right), see chan_setup_lean */
+    int32_t bias2; /* the lean path's 2 * bias */
     int32_t left, mask, half;
 #endif
-} chan_t; /* the lean path reads the first four fields, two LDRDs */
+} chan_t;
 
 static inline void chan_setup(chan_t *c, int32_t bias, esc2c_mult_t mult, int32_t shift)
 {
@@ -105,7 +106,7 @@ static inline int64_t acc_bound(int32_t taps, int32_t in_offset)
 }
 
 /* The lean requantization, double rounding only, for a channel set up by chan_setup: with shift <= -1
- * (left = 0, right >= 1) and v = 2 * (acc + bias) exact,
+ * (left = 0, right >= 1) and v = 2 * (acc + bias) = 2 * acc + bias2 exact,
  *   high = (v * mult + 2^31) >> 32                  (SMMULR: one instruction for the doubling high multiply)
  *   out  = (high + add - (high < 0)) >> right       (add = 2^(right - 1) + (out_offset << right))
  * equals arm_nn_requantize(acc + bias) + out_offset: the divide by 2^right rounds half away from zero, and
@@ -133,6 +134,7 @@ static inline int chan_setup_lean(chan_t *c, int32_t out_offset, int64_t bound)
         return 0;
     }
     c->add = (int32_t)(half + (int64_t)out_offset * ((int64_t)1 << c->right));
+    c->bias2 = 2 * c->bias;
     return 1;
 #endif
 }
@@ -142,7 +144,7 @@ static inline int chan_setup_lean(chan_t *c, int32_t out_offset, int64_t bound)
 /* arm_nn_requantize(acc + bias) + out_offset for a channel chan_setup_lean accepted (not yet clamped) */
 static inline int32_t chan_lean(const chan_t *c, int32_t acc)
 {
-    const int32_t v = (int32_t)((uint32_t)(acc + c->bias) << 1);
+    const int32_t v = (int32_t)(((uint32_t)acc << 1) + (uint32_t)c->bias2); /* one ADD with LSL #1 */
 #if defined(__ARM_FEATURE_DSP)
     int32_t high;
     __asm__("smmulr %0, %1, %2" : "=r"(high) : "r"(v), "r"(c->mult));

@@ -159,12 +159,143 @@ static void max_dots_w6_p4(const uint32_t *w, const uint32_t *cols, int32_t n, i
                      :
                      : "r0", "r1", "r2", "r3", "r4", "r5", "cc", "memory");
 }
+/* The same for a window whose four columns share their widened rows (window_rows): pixel (i, j)'s six words
+ * start at word 8j + 2i, read in place (no pointer steps: 49 instructions for 4 x 12 taps). */
+#define ESC2C_SMALL_PIXEL_AT(FIRST_ACC, O0, O1, O2)                                                           \
+    "ldrd %[c0], %[c1], [%[x], #" #O0 "]\n\t"                                                               \
+    "smuad " FIRST_ACC ", r0, %[c0]\n\t"                                                                     \
+    "smlad " FIRST_ACC ", r1, %[c1], " FIRST_ACC "\n\t"                                                      \
+    "ldrd %[c0], %[c1], [%[x], #" #O1 "]\n\t"                                                               \
+    "smlad " FIRST_ACC ", r2, %[c0], " FIRST_ACC "\n\t"                                                      \
+    "smlad " FIRST_ACC ", r3, %[c1], " FIRST_ACC "\n\t"                                                      \
+    "ldrd %[c0], %[c1], [%[x], #" #O2 "]\n\t"                                                               \
+    "smlad " FIRST_ACC ", r4, %[c0], " FIRST_ACC "\n\t"                                                      \
+    "smlad " FIRST_ACC ", r5, %[c1], " FIRST_ACC "\n\t"
+static void max_dots_w6_p4_shared(const uint32_t *w, const uint32_t *rows, int32_t n, int32_t *best_out)
+{
+    int32_t acc, best;
+    uint32_t c0, c1;
+    __asm__ volatile("1:\n\t"
+                     "ldm %[w]!, {r0, r1, r2, r3, r4, r5}\n\t"
+                     ESC2C_SMALL_PIXEL_AT("%[best]", 0, 8, 16)
+                     ESC2C_SMALL_PIXEL_AT("%[acc]", 8, 16, 24) ESC2C_SMALL_MAX
+                     ESC2C_SMALL_PIXEL_AT("%[acc]", 32, 40, 48) ESC2C_SMALL_MAX
+                     ESC2C_SMALL_PIXEL_AT("%[acc]", 40, 48, 56) ESC2C_SMALL_MAX
+                     "str %[best], [%[out]], #4\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b\n\t"
+                     : [w] "+r"(w), [n] "+r"(n), [out] "+r"(best_out), [acc] "=&r"(acc), [best] "=&r"(best),
+                       [c0] "=&r"(c0), [c1] "=&r"(c1)
+                     : [x] "r"(rows)
+                     : "r0", "r1", "r2", "r3", "r4", "r5", "cc", "memory");
+}
+/* The same window for one input channel and a 3x3 kernel, from the rows at position 0 alone: row r's words
+ * are A = (t0, t2) and B = (t1, t3) (taps x0 .. x0 + 3) and the channel's kernel row k holds W_A = (w0, w2),
+ * W_B = (w1, 0), so pixel x0 takes SMLAD(W_A, A) + SMLAD(W_B, B) and pixel x0 + 1 (taps t1, t2, t3) takes
+ * SMLAD(W_A, B) + SMLABT(W_B, A) (w1 * t2): the two horizontal pixels share each row's load. Top pair (rows
+ * 0-2), its maximum, then the bottom pair (rows 1-3): 44 instructions for 4 x 9 taps. */
+#define ESC2C_K3C1_ROW(ACC0, ACC1, WA, WB, OFF, FIRST)                                                      \
+    "ldrd %[c0], %[c1], [%[x], #" #OFF "]\n\t"                                                              \
+    FIRST                                                                                                  \
+    "smlad " ACC0 ", " WB ", %[c1], " ACC0 "\n\t"                                                           \
+    "smlabt " ACC1 ", " WB ", %[c0], " ACC1 "\n\t"
+#define ESC2C_K3C1_FIRST(ACC0, ACC1, WA) "smuad " ACC0 ", " WA ", %[c0]\n\tsmuad " ACC1 ", " WA ", %[c1]\n\t"
+#define ESC2C_K3C1_NEXT(ACC0, ACC1, WA)                                                                      \
+    "smlad " ACC0 ", " WA ", %[c0], " ACC0 "\n\tsmlad " ACC1 ", " WA ", %[c1], " ACC1 "\n\t"
+#define ESC2C_K3C1_PAIR(ACC0, ACC1, O0, O1, O2)                                                             \
+    ESC2C_K3C1_ROW(ACC0, ACC1, "r0", "r1", O0, ESC2C_K3C1_FIRST(ACC0, ACC1, "r0"))                          \
+    ESC2C_K3C1_ROW(ACC0, ACC1, "r2", "r3", O1, ESC2C_K3C1_NEXT(ACC0, ACC1, "r2"))                           \
+    ESC2C_K3C1_ROW(ACC0, ACC1, "r4", "r5", O2, ESC2C_K3C1_NEXT(ACC0, ACC1, "r4"))
+static void max_dots_k3c1_p4(const uint32_t *w, const uint32_t *rows, int32_t n, int32_t *best_out)
+{
+    int32_t acc, acc2, best;
+    uint32_t c0, c1;
+    const int32_t *const end = best_out + n;
+    __asm__ volatile("1:\n\t"
+                     "ldm %[w]!, {r0, r1, r2, r3, r4, r5}\n\t"
+                     ESC2C_K3C1_PAIR("%[best]", "%[acc]", 0, 8, 16) ESC2C_SMALL_MAX
+                     ESC2C_K3C1_PAIR("%[acc]", "%[acc2]", 8, 16, 24) ESC2C_SMALL_MAX
+                     "cmp %[acc2], %[best]\n\tit gt\n\tmovgt %[best], %[acc2]\n\t"
+                     "str %[best], [%[out]], #4\n\t"
+                     "ldr %[c1], %[end]\n\t"
+                     "cmp %[out], %[c1]\n\t"
+                     "bne 1b\n\t"
+                     : [w] "+r"(w), [out] "+r"(best_out), [acc] "=&r"(acc), [acc2] "=&r"(acc2), [best] "=&r"(best),
+                       [c0] "=&r"(c0), [c1] "=&r"(c1)
+                     : [x] "r"(rows), [end] "m"(end)
+                     : "r0", "r1", "r2", "r3", "r4", "r5", "cc", "memory");
+}
+#undef ESC2C_K3C1_PAIR
+#undef ESC2C_K3C1_NEXT
+#undef ESC2C_K3C1_FIRST
+#undef ESC2C_K3C1_ROW
+#undef ESC2C_SMALL_PIXEL_AT
 #undef ESC2C_SMALL_PIXEL
 #undef ESC2C_SMALL_MAX
 #define ESC2C_SMALL_ASM_W6_P4 1
 #else
 #define ESC2C_SMALL_ASM_W6_P4 0
+/* Portable C, the same maxima as the asm above (the shared-load pairing of max_dots_k3c1_p4 written out) */
+static void max_dots_k3c1_p4(const uint32_t *w, const uint32_t *rows, int32_t n, int32_t *best_out)
+{
+    for (int32_t ch = 0; ch < n; ch++)
+    {
+        int32_t best = INT32_MIN;
+        for (int32_t i = 0; i < 2; i++)
+        {
+            int32_t a0 = 0, a1 = 0;
+            for (int32_t kr = 0; kr < 3; kr++)
+            {
+                const uint32_t A = rows[2 * (i + kr)], B = rows[2 * (i + kr) + 1];
+                const uint32_t wa = w[2 * kr], wb = w[2 * kr + 1];
+                a0 = smlad(wb, B, smlad(wa, A, a0));
+                a1 = smlad(wa, B, a1) + (int16_t)(wb & 0xFFFFu) * (int16_t)(A >> 16);
+            }
+            best = a0 > best ? a0 : best;
+            best = a1 > best ? a1 : best;
+        }
+        best_out[ch] = best;
+        w += 6;
+    }
+}
+
+static void max_dots_w6_p4_shared(const uint32_t *w, const uint32_t *rows, int32_t n, int32_t *best_out)
+{
+    static const int32_t at[4] = {0, 2, 8, 10};
+    for (int32_t ch = 0; ch < n; ch++)
+    {
+        int32_t best = dot(w, rows, 6);
+        for (int32_t p = 1; p < 4; p++)
+        {
+            const int32_t a = dot(w, rows + at[p], 6);
+            best = a > best ? a : best;
+        }
+        best_out[ch] = best;
+        w += 6;
+    }
+}
 #endif
+
+/* A 2x2 window of a stride-1 conv with 3 kernel rows of one quad each (kernel_w * in_c <= 4), wholly inside
+ * the input (p: its top-left pixel's first byte): its four columns use 4 input rows at 2 positions, each
+ * widened once into rows[8j + 2r], rows[8j + 2r + 1] (position j, row r), so pixel (i, j)'s column is the six
+ * words from 8j + 2i. 8 loads instead of 12, 16 words written instead of 24; positions = 1: position 0 only
+ * (one input channel, 3x3: max_dots_k3c1_p4). */
+static inline __attribute__((always_inline)) void window_rows(const small_t *k, uint32_t *rows, const int8_t *p,
+                                                              const int32_t positions)
+{
+    const int32_t rs = k->in_w * k->in_c, c = k->in_c, off = k->off;
+    const uint32_t off2 = k->off2;
+    for (int32_t r = 0; r < 4; r++)
+    {
+        widen4(p, off2, off, &rows[2 * r], &rows[2 * r + 1]);
+        if (positions == 2)
+        {
+            widen4(p + c, off2, off, &rows[8 + 2 * r], &rows[8 + 2 * r + 1]);
+        }
+        p += rs;
+    }
+}
 
 /* One output pixel's channels from their largest accumulators: requantized, + out_offset, clamped, stored
  * (the maximum commutes with the requantization, which never decreases). */
@@ -176,6 +307,9 @@ static inline __attribute__((always_inline)) void requant_row(const small_t *k, 
 #if ESC2C_LEAN
     if (k->lean && sat_only)
     {
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 4
+#endif
         for (int32_t ch = 0; ch < out_c; ch++)
         {
             dst[ch] = sat_clamp8(chan_lean(&c[ch], best[ch]), act_min, act_max, 1);
@@ -265,12 +399,44 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
 {
     const int32_t nw = nw_c != 0 ? nw_c : k->nw;
     const int32_t out_c = k->out_c, n_pool = np != 0 ? np : k->n_pool, row_bytes = k->out_w * out_c;
+    /* windows whose columns share their rows (window_rows): 2x2 pool of a stride-1 conv with 3 kernel rows of
+     * one quad; inside the input from x = px * pool_stride_w - pad_w >= 0 to x + 1 + kernel_w <= in_w */
+    const int shared = nw_c == 6 && np == 4 && k->kh == 3 && k->rq == 1 && k->sh == 1 && k->sw == 1 &&
+                       k->pool_h == 2 && k->pool_w == 2;
+    const int k3c1 = shared && k->in_c == 1 && k->kw == 3; /* rows at position 0 serve both columns */
+    const int32_t px_lo = (k->pad_w + k->psw - 1) / k->psw;
+    const int32_t px_hi = k->in_w - 1 - k->kw + k->pad_w >= 0 ? (k->in_w - 1 - k->kw + k->pad_w) / k->psw + 1 : 0;
+    const int32_t last_read = (3 * k->in_w + 1) * k->in_c + 4; /* bytes from p to the last 4-byte read's end */
     for (int32_t py = 0; py < k->out_h; py++)
     {
         int8_t *const orow = k->out + py * row_bytes;
         int8_t *dst = k->rowbuf != NULL ? k->rowbuf : orow;
+        /* the shared-rows windows of this row: [px_lo, px_hi) */
+        const int32_t y0 = py * k->psh - k->pad_h;
+        const int shared_row = shared && y0 >= 0 && y0 + 4 <= k->in_h;
         for (int32_t px = 0; px < k->out_w; px++)
         {
+            if (nw_c == 6 && np == 4 && shared_row && px >= px_lo && px < px_hi)
+            {
+                const int8_t *const p = k->in + (y0 * k->in_w + px * k->psw - k->pad_w) * k->in_c;
+                if (p + last_read <= k->in + k->in_size)
+                {
+                    int32_t best[ESC2C_CONV_SMALL_MAX_OUT];
+                    if (k3c1)
+                    {
+                        window_rows(k, k->cols, p, 1);
+                        max_dots_k3c1_p4(k->wide, k->cols, out_c, best);
+                    }
+                    else
+                    {
+                        window_rows(k, k->cols, p, 2);
+                        max_dots_w6_p4_shared(k->wide, k->cols, out_c, best);
+                    }
+                    requant_row(k, best, dst);
+                    dst += out_c;
+                    continue;
+                }
+            }
             columns(k, py, px, nw);
             const uint32_t *w = k->wide;
             if (ESC2C_SMALL_ASM_W6_P4 && nw_c == 6 && np == 4)

@@ -165,6 +165,9 @@ def _stem_model(case: str):
         # asm copy), then a thin 4-channel layer (18 words, the C copy)
         shape, stem = (1, 1, 18, 27), [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    elif case == "p4x":   # 4 channels, 3x1, 2x2 max pool: one quad per kernel row, the window's columns sharing
+        # their widened rows at two positions (max_dots_w6_p4_shared)
+        shape, stem = (1, 4, 12, 15), [nn.Conv2d(4, 6, (3, 1), padding=(1, 0)), nn.ReLU(), nn.MaxPool2d(2)]
     elif case == "pn":    # 2 channels, 5x1, 3x3 max pool in the epilogue (the copy for any layer)
         shape, stem = (1, 2, 16, 20), [nn.Conv2d(2, 6, (5, 1), padding=(2, 0)), nn.ReLU(), nn.MaxPool2d(3)]
     elif case == "p1":    # 1 channel, 3x3 stride 2, no pool
@@ -178,8 +181,8 @@ def _stem_model(case: str):
 
 
 # case -> (contract, rounding): each copy on the Cortex-M7 under one of the three arithmetics
-QEMU_CASES = {"p4": ("tflite", "double"), "pn": ("onnxruntime", None), "p1": ("tflite", "single"),
-              "band": ("onnxruntime", None)}
+QEMU_CASES = {"p4": ("tflite", "double"), "p4x": ("tflite", "double"), "pn": ("onnxruntime", None),
+              "p1": ("tflite", "single"), "band": ("onnxruntime", None)}
 
 
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("cmake", "arm-none-eabi-gcc", "qemu-system-arm")),
@@ -201,10 +204,10 @@ def test_small_kernel_on_cortex_m7_every_layer(tmp_path, case):
                fuse="all")
     stem = res.graph.ops[0]
     assert stem.kernel == conv_small.SMALL_CONV
-    assert bool(stem.attrs.get("pool_in_kernel")) == (case in ("p4", "pn"))
+    assert bool(stem.attrs.get("pool_in_kernel")) == (case in ("p4", "p4x", "pn"))
     assert (stem.kind == "conv_pool") == (case != "p1")
     text = (res.out / "model.c").read_text()
-    assert f"{conv_small.SMALL_CONV}_" + ("w6_p4" if case == "p4" else "any") in text
+    assert f"{conv_small.SMALL_CONV}_" + ("w6_p4" if case in ("p4", "p4x") else "any") in text
     if case == "p4":
         assert res.graph.ops[1].kernel == conv_small.SMALL_CONV and f"{conv_small.SMALL_CONV}_w18_p4" in text
     report = run_qemu(res.out, vectors=12, debug_layers=True, echo=lambda s: None)
