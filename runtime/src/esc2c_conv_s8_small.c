@@ -35,7 +35,8 @@ typedef struct
     int8_t *rowbuf;       /* a pooled output row (NULL without pooling) */
     int8_t *out;
     const chan_t *tab;
-    int lean; /* every channel takes chan_lean */
+    int lean;     /* every channel takes chan_lean */
+    int lean_sat; /* and the clamp is the int8 range */
 } small_t;
 
 static inline int32_t smlad(uint32_t w, uint32_t x, int32_t acc)
@@ -298,29 +299,19 @@ static inline __attribute__((always_inline)) void window_rows(const small_t *k, 
 }
 
 /* One output pixel's channels from their largest accumulators: requantized, + out_offset, clamped, stored
- * (the maximum commutes with the requantization, which never decreases). */
-static inline __attribute__((always_inline)) void requant_row(const small_t *k, const int32_t *best, int8_t *dst)
+ * (the maximum commutes with the requantization, which never decreases). requant_row inlines the common case
+ * (lean, the clamp the int8 range); this one copy does the others. */
+__attribute__((noinline)) static void requant_row_other(const small_t *k, const int32_t *best, int8_t *dst)
 {
     const chan_t *c = k->tab;
     const int32_t out_c = k->out_c, out_offset = k->out_offset, act_min = k->act_min, act_max = k->act_max;
     const int sat_only = act_min == -128 && act_max == 127;
 #if ESC2C_LEAN
-    if (k->lean && sat_only)
-    {
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 4
-#endif
-        for (int32_t ch = 0; ch < out_c; ch++)
-        {
-            dst[ch] = sat_clamp8(chan_lean(&c[ch], best[ch]), act_min, act_max, 1);
-        }
-        return;
-    }
     if (k->lean)
     {
         for (int32_t ch = 0; ch < out_c; ch++)
         {
-            dst[ch] = sat_clamp8(chan_lean(&c[ch], best[ch]), act_min, act_max, 0);
+            dst[ch] = sat_clamp8(chan_lean(&c[ch], best[ch]), act_min, act_max, sat_only);
         }
         return;
     }
@@ -329,6 +320,23 @@ static inline __attribute__((always_inline)) void requant_row(const small_t *k, 
     {
         dst[ch] = sat_clamp8(chan_requant(&c[ch], best[ch]) + out_offset, act_min, act_max, sat_only);
     }
+}
+
+static inline __attribute__((always_inline)) void requant_row(const small_t *k, const int32_t *best, int8_t *dst)
+{
+#if ESC2C_LEAN
+    if (k->lean_sat)
+    {
+        const chan_t *c = k->tab;
+        const int32_t out_c = k->out_c;
+        for (int32_t ch = 0; ch < out_c; ch++)
+        {
+            dst[ch] = sat_clamp8(chan_lean(&c[ch], best[ch]), -128, 127, 1);
+        }
+        return;
+    }
+#endif
+    requant_row_other(k, best, dst);
 }
 
 /* The columns of one output (pooled) pixel: the window's pixels in raster order, nw words each. */
@@ -416,66 +424,62 @@ static inline __attribute__((always_inline)) void layer(const small_t *k, const 
         const int shared_row = shared && y0 >= 0 && y0 + 4 <= k->in_h;
         for (int32_t px = 0; px < k->out_w; px++)
         {
-            if (nw_c == 6 && np == 4 && shared_row && px >= px_lo && px < px_hi)
+            int32_t best[ESC2C_CONV_SMALL_MAX_OUT];
+            const int in_shared = nw_c == 6 && np == 4 && shared_row && px >= px_lo && px < px_hi;
+            /* the window's first byte, and the last 4-byte read still inside the tensor */
+            const int32_t p_at = (y0 * k->in_w + px * k->psw - k->pad_w) * k->in_c;
+            if (in_shared && p_at + last_read <= k->in_size)
             {
-                const int8_t *const p = k->in + (y0 * k->in_w + px * k->psw - k->pad_w) * k->in_c;
-                if (p + last_read <= k->in + k->in_size)
+                const int8_t *const p = k->in + p_at;
+                if (k3c1)
                 {
-                    int32_t best[ESC2C_CONV_SMALL_MAX_OUT];
-                    if (k3c1)
-                    {
-                        window_rows(k, k->cols, p, 1);
-                        max_dots_k3c1_p4(k->wide, k->cols, out_c, best);
-                    }
-                    else
-                    {
-                        window_rows(k, k->cols, p, 2);
-                        max_dots_w6_p4_shared(k->wide, k->cols, out_c, best);
-                    }
-                    requant_row(k, best, dst);
-                    dst += out_c;
-                    continue;
+                    window_rows(k, k->cols, p, 1);
+                    max_dots_k3c1_p4(k->wide, k->cols, out_c, best);
+                }
+                else
+                {
+                    window_rows(k, k->cols, p, 2);
+                    max_dots_w6_p4_shared(k->wide, k->cols, out_c, best);
                 }
             }
-            columns(k, py, px, nw);
-            const uint32_t *w = k->wide;
-            if (ESC2C_SMALL_ASM_W6_P4 && nw_c == 6 && np == 4)
+            else if (ESC2C_SMALL_ASM_W6_P4 && nw_c == 6 && np == 4)
             {
-                /* the dot products and the maximum in one asm loop, then the requantizations */
-                int32_t best[ESC2C_CONV_SMALL_MAX_OUT];
+                /* the dot products and the maximum in one asm loop */
+                columns(k, py, px, nw);
 #if ESC2C_SMALL_ASM_W6_P4
-                max_dots_w6_p4(w, k->cols, out_c, best);
+                max_dots_w6_p4(k->wide, k->cols, out_c, best);
 #endif
-                requant_row(k, best, dst);
-                dst += out_c;
-                continue;
             }
-            int32_t best_c[ESC2C_CONV_SMALL_MAX_OUT];
-            for (int32_t ch = 0; ch < out_c; ch++)
+            else
             {
-                /* a constant count: the channel's words copied to locals (registers); else read in place */
-                uint32_t wr_words[ESC2C_CONV_SMALL_MAX_WORDS];
-                const uint32_t *wr = w;
-                if (nw_c != 0)
+                columns(k, py, px, nw);
+                const uint32_t *w = k->wide;
+                for (int32_t ch = 0; ch < out_c; ch++)
                 {
-                    for (int32_t j = 0; j < nw_c; j++)
+                    /* a constant count: the channel's words copied to locals (registers); else read in place */
+                    uint32_t wr_words[ESC2C_CONV_SMALL_MAX_WORDS];
+                    const uint32_t *wr = w;
+                    if (nw_c != 0)
                     {
-                        wr_words[j] = w[j];
+                        for (int32_t j = 0; j < nw_c; j++)
+                        {
+                            wr_words[j] = w[j];
+                        }
+                        wr = wr_words;
                     }
-                    wr = wr_words;
+                    const uint32_t *x = k->cols;
+                    int32_t b = dot(wr, x, nw);
+                    for (int32_t q = 1; q < n_pool; q++)
+                    {
+                        x += nw;
+                        const int32_t a = dot(wr, x, nw);
+                        b = a > b ? a : b;
+                    }
+                    best[ch] = b;
+                    w += nw;
                 }
-                const uint32_t *x = k->cols;
-                int32_t best = dot(wr, x, nw);
-                for (int32_t p = 1; p < n_pool; p++)
-                {
-                    x += nw;
-                    const int32_t a = dot(wr, x, nw);
-                    best = a > best ? a : best;
-                }
-                best_c[ch] = best;
-                w += nw;
             }
-            requant_row(k, best_c, dst);
+            requant_row(k, best, dst);
             dst += out_c;
         }
         if (k->rowbuf != NULL)
@@ -547,6 +551,7 @@ __attribute__((noinline)) static int32_t setup(small_t *k, chan_t *tab, ESC2C_CO
         chan_setup(&tab[ch], bias != NULL ? bias[ch] : 0, mult[ch], shift[ch]);
         k->lean &= chan_setup_lean(&tab[ch], out_offset, bound);
     }
+    k->lean_sat = k->lean && act_min == -128 && act_max == 127;
     k->tab = tab;
     return nw;
 }
