@@ -10,7 +10,10 @@ Each kernel's work is described by a few counts that follow its loop structure (
                           output values (requantization), S, calls x C_out (the per-channel table), calls
   esc2c_conv_small_s8     output (pooled) pixels x window pixels x C_out x words (the SMLAD dot products),
                           the same without words (the max and the loop), pixels x window x words (im2col),
-                          output values (requantization), output pixels, C_out x words (the widened weights), calls
+                          output values (requantization), output pixels, C_out x words (the widened weights), calls;
+                          2x2 windows of a stride-1 conv with 3 kernel rows of one quad (shared input rows) count
+                          windows x C_out (k3c1: one input channel, 3x3; shared: the others) and windows instead
+                          of the dot products, the max and im2col
   arm_convolve_wrapper_s8 MACs, output pixels x taps (im2col), output values, output pixels, calls
                           (also per-channel fully connected layers, run as 1x1 convolutions)
   arm_fully_connected_s8  MACs, output values
@@ -43,23 +46,25 @@ CLOCK_HZ = 216_000_000
 ESTIMATE_NOTE = "estimate: cost model esc2c/compiler/costmodel.py, 1 instruction/cycle"
 
 # instructions per count, fitted by benchmarks/bench_costmodel.py --fit on its seven models (whole-inference
-# error -0.5 % to +0.6 % on each; 7 of their layers run the small-tap kernel: first layers and a thin
-# 4-channel one). Counts a fit cannot tell apart (a 2x2 max pool's window and output) share one.
+# error -0.7 % to +0.7 % on each; 7 of their layers run the small-tap kernel: first layers and a thin
+# 4-channel one, too few to tell its per-channel window loops from its per-output requantization and per-pixel
+# work, so the fit puts their cost there and leaves the window-loop counts at 0). Counts a fit cannot tell
+# apart (a 2x2 max pool's window and output) share one.
 COEFFS: dict[str, float] = {
     "layer": 252.3,
-    "fast.call": 0.0, "fast.col": 2.53, "fast.dot": 3.989, "fast.edge": 0.0, "fast.out": 12.06,
-    "fast.pair": 75.85, "fast.step": 598.4, "fast.table": 47.94,
+    "fast.call": 3547.0, "fast.col": 2.042, "fast.dot": 3.967, "fast.edge": 4.51, "fast.out": 7.086,
+    "fast.pair": 35.14, "fast.step": 144.6, "fast.table": 6.767,
     # int8 weights (esc2c_conv_fast_s8_w8), counted from the loops, not fitted: in the straight run two steps
     # share one LDRD of weight words and each widens its word with 2 SXTB16, 19 instructions for 4 taps of a
     # channel pair and 3 pixels where int16 weights take 16 (+0.75 per fast.dot count); the chunked run (more
     # than DOT_LONG words per column) loads each word alone, 10 for 8 (+1)
     "fast8.dot": 0.75, "fast8.chunk": 1.0,
-    "small.call": 0.0, "small.col": 10.85, "small.dot": 3.14, "small.out": 0.0, "small.pix": 0.0,
-    "small.setup": 132.3, "small.win": 0.0,
+    "small.call": 6147.0, "small.col": 10.52, "small.dot": 2.46, "small.out": 59.31, "small.pix": 153.5,
+    "small.setup": 0.0, "small.win": 0.0, "small.k3c1": 0.0, "small.shared": 0.0, "small.swin": 0.0,
     "cmsis.call": 2409.0, "cmsis.col": 3.018, "cmsis.mac": 1.809, "cmsis.out": 40.09, "cmsis.pix": 566.7,
     "fc.mac": 1.905, "fc.out": 46.28,
     "pool.call": 0.0, "pool.out": 31.0, "pool.win": 0.0,
-    "pool2.call": 679.2, "pool2.out": 2.701, "pool2.win": 0.0,
+    "pool2.call": 827.1, "pool2.out": 0.0, "pool2.win": 0.0,
     "avg.call": 0.0, "avg.out": 1.935, "avg.win": 7.234,
     "eltwise.elem": 109.2,
 }

@@ -149,7 +149,7 @@ class ConvPool(OpKind):
         p = op.attrs["pool"]
         ph, pw, pc = hwc(g.tensors[op.output].shape)
         if op.attrs.get("pool_in_kernel"):  # one call; the pool is in the epilogue
-            convlike.small_counts(f, cin, pc, kh, kw, ph * pw, tuple(p["kernel"]))
+            convlike.small_counts(f, cin, pc, kh, kw, ph * pw, tuple(p["kernel"]), tuple(op.attrs["stride"]))
             return
         rows = [hi - lo + 1 for lo, hi in schedule(windows(p, mid_h, ph)) if hi >= lo]
         convlike.conv_counts(f, op.kernel, cin, int(op.weights.shape[0]), kh, kw, mid_w, rows, pad_w)

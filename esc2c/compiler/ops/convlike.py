@@ -107,7 +107,7 @@ def conv_counts(f: dict, kernel: str, cin: int, cout: int, kh: int, kw: int, out
     """Cost-model counts of a convolution computed as one call per entry of ``rows`` (output rows of that
     call), on the fast kernel or CMSIS-NN's (costmodel.py's module doc)."""
     if kernel == conv_small.SMALL_CONV:
-        small_counts(f, cin, cout, kh, kw, sum(rows) * out_w, (1, 1))
+        small_counts(f, cin, cout, kh, kw, sum(rows) * out_w, (1, 1))  # no pool: never the shared path
     elif kernel in conv_fast.KERNELS:
         kp = conv_fast.padded_taps(cin, kh, kw)
         pairs = (cout + 1) // 2
@@ -136,14 +136,22 @@ def conv_counts(f: dict, kernel: str, cin: int, cout: int, kh: int, kw: int, out
             count(f, "cmsis.call", 1)
 
 
-def small_counts(f: dict, cin: int, cout: int, kh: int, kw: int, n_out: int, pool: tuple[int, int]) -> None:
+def small_counts(f: dict, cin: int, cout: int, kh: int, kw: int, n_out: int, pool: tuple[int, int],
+                 stride: tuple[int, int] = (1, 1)) -> None:
     """Cost-model counts of one call of the small-tap kernel: n_out output (pooled) pixels, each a window of
-    pool[0] x pool[1] conv pixels (costmodel.py's module doc)."""
+    pool[0] x pool[1] conv pixels (costmodel.py's module doc). A 2x2 window of a stride-1 conv with 3 kernel
+    rows of one quad each widens its shared input rows once and runs one asm loop per channel (the runtime's
+    window_rows, max_dots_w6_p4_shared, and max_dots_k3c1_p4 for one input channel and a 3x3 kernel): those
+    layers count windows x channels and windows instead (all their windows: the border ones are few)."""
     nw = conv_small.words(cin, kh, kw)
     win = pool[0] * pool[1]
-    count(f, "small.dot", n_out * win * cout * nw)
-    count(f, "small.win", n_out * win * cout)
-    count(f, "small.col", n_out * win * nw)
+    if tuple(pool) == (2, 2) and tuple(stride) == (1, 1) and kh == 3 and nw == 6:
+        count(f, "small.k3c1" if (cin, kw) == (1, 3) else "small.shared", n_out * cout)
+        count(f, "small.swin", n_out)
+    else:
+        count(f, "small.dot", n_out * win * cout * nw)
+        count(f, "small.win", n_out * win * cout)
+        count(f, "small.col", n_out * win * nw)
     count(f, "small.out", n_out * cout)
     count(f, "small.pix", n_out)
     count(f, "small.setup", cout * nw)
