@@ -3,6 +3,7 @@ report, and on QEMU mps2-an500 (CMSIS-NN's DSP path) the model gives the host bu
 and on every layer; the instruction profile adds up and repeats exactly."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -27,6 +28,9 @@ def resnet_project(tmp_path_factory):
 def test_stm32_firmware_from_emitted_project(resnet_project):
     fw = build_firmware(resnet_project, "stm32f746zg")
     assert 0 < fw.flash_bytes <= fw.flash_limit and 0 < fw.ram_bytes <= fw.ram_limit
+    # emit's pre-build count (esc2c/compiler/footprint.py: code, stack, vectors) bounds the built image
+    fit = json.loads((resnet_project / "esc2c.json").read_text())["fit"]
+    assert fw.flash_bytes <= fit["flash"] and fw.ram_bytes <= fit["ram"]
     assert (fw.build_dir / "firmware.hex").is_file() and (fw.build_dir / "firmware.bin").is_file()
     # CMSIS-NN took its DSP (SIMD) path for the Cortex-M7
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(fw.elf)], capture_output=True, text=True, check=True).stdout
