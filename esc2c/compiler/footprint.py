@@ -3,12 +3,12 @@ and flash budget (emit.py, passes/fit_flash.py) and ``esc2c compress``'s board b
 (esc2c/compress/budget.py) all count with it.
 
 Measured by ``benchmarks/bench_costmodel.py --firmware`` (arm-none-eabi-gcc 12.2, Release, one self-test
-vector), flash beside the constants and that vector: 34.4 KB (VGG-11 pruned 97 %), 35.2 KB (ResNet-18 pruned
-80 %, which adds the residual-add kernel), 36.8-36.9 KB (the paper-size reference model, fast convolutions all
-on int16 or all on int8 weights): the runtime, the kernels (the small-tap first-layer kernel's window variants
-included), start-up and board code. A firmware whose fast convolutions read both widths links both sets of
-dot loops: 50.6 KB (tests/compiler/test_fit_flash.py's board model), 13.8 KB more. RAM beside the arena
-23.5-24.7 KB: the main stack, runtime and board data.
+vector), flash beside the constants and that vector: 34,354 B (VGG-11 pruned 97 %), 35,164 B (ResNet-18 pruned
+80 %, which adds the residual-add kernel), 36,786-36,850 B (the paper-size reference model, fast convolutions
+all on int8 or all on int16 weights): the runtime, the kernels (the small-tap first-layer kernel's window
+variants included), start-up and board code. A firmware whose fast convolutions read both widths links both
+sets of dot loops: 50,600 B (tests/compiler/test_fit_flash.py's board model), 13,750 B more. RAM beside the
+arena 23,468-24,716 B: the main stack, runtime and board data.
 Rounded up:
 """
 from __future__ import annotations

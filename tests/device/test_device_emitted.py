@@ -28,7 +28,8 @@ def resnet_project(tmp_path_factory):
 def test_stm32_firmware_from_emitted_project(resnet_project):
     fw = build_firmware(resnet_project, "stm32f746zg")
     assert 0 < fw.flash_bytes <= fw.flash_limit and 0 < fw.ram_bytes <= fw.ram_limit
-    # emit's pre-build count (esc2c/compiler/footprint.py: code, stack, vectors) bounds the built image
+    # emit's pre-build count (esc2c/compiler/footprint.py: code, stack, vectors) bounds the built image; a
+    # loose bound here (this model links ~10 KB less code than the reserve): test_fit_flash holds the tight one
     fit = json.loads((resnet_project / "esc2c.json").read_text())["fit"]
     assert fw.flash_bytes <= fit["flash"] and fw.ram_bytes <= fit["ram"]
     assert (fw.build_dir / "firmware.hex").is_file() and (fw.build_dir / "firmware.bin").is_file()
