@@ -15,7 +15,13 @@ normalised log-mel ``x [B, 1, n_mels, frames]``:
 3. SpecAugment (Park et al. 2019, without time warping): ``freq_masks`` bands of up to ``freq_mask`` of the mel
    bins and ``time_masks`` spans of up to ``time_mask`` of the frames are set to 0, the training mean of the
    normalised features.
-4. mixup (Zhang et al. 2018): the batch is mixed with a shuffled copy of itself, ``lam ~ Beta(alpha, alpha)``
+4. pitch and tempo (Salamon & Bello 2017's pitch shifting and time stretching, done on the log-mel): each
+   clip is moved along the mel axis by a random fraction of a bin of up to ``freq_shift`` of the mel bins
+   either way (the mel scale is close to logarithmic above ~1 kHz, so a shift there is a pitch change), and
+   resampled along time at a random rate in ``[1 - time_stretch, 1 + time_stretch]`` (out[t] = x[rate * t],
+   from the clip's start), both by linear interpolation with the edge bin / last frame repeated past the
+   ends.
+5. mixup (Zhang et al. 2018): the batch is mixed with a shuffled copy of itself, ``lam ~ Beta(alpha, alpha)``
    per batch (``lam >= 0.5``, so the first clip dominates), inputs and targets alike.
 
 Targets become class distributions: one-hot labels smoothed by ``label_smoothing`` (``1 - eps`` on the class,
@@ -50,10 +56,12 @@ class AugmentConfig:
     gain_db: float = 0.0         # random level change per clip, up to this many dB either way (0 = off)
     eq_db: float = 0.0           # random smooth equaliser per clip, up to this many dB either way (0 = off)
     eq_points: int = 3           # the equaliser's random inner control points along the mel axis
+    freq_shift: float = 0.0      # max shift along the mel axis, as a fraction of the mel bins (0 = off)
+    time_stretch: float = 0.0    # max deviation of the time resampling rate from 1 (0 = off)
     db_scale: float = 1.0        # normalised feature units per dB (1 / the feature spec's std)
 
     def __post_init__(self):
-        for name in ("time_shift", "freq_mask", "time_mask"):
+        for name in ("time_shift", "freq_mask", "time_mask", "freq_shift"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise Esc2cError(f"augmentation field {name!r} must be a fraction in [0, 1] (got {v})")
@@ -67,6 +75,8 @@ class AugmentConfig:
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 40.0:
                 raise Esc2cError(f"augmentation field {name!r} must be in [0, 40] dB (got {v})")
+        if not 0.0 <= float(self.time_stretch) <= 0.5:
+            raise Esc2cError(f"augmentation field 'time_stretch' must be in [0, 0.5] (got {self.time_stretch})")
         if not isinstance(self.eq_points, int) or isinstance(self.eq_points, bool) or not 0 <= self.eq_points <= 16:
             raise Esc2cError(f"augmentation field 'eq_points' must be an integer in [0, 16] (got {self.eq_points!r})")
         if not (math.isfinite(float(self.db_scale)) and float(self.db_scale) > 0):
@@ -79,7 +89,7 @@ class AugmentConfig:
         """True when the inputs change (then a teacher must see each augmented batch, not a cache)."""
         return bool(self.time_shift > 0 or (self.freq_masks and self.freq_mask > 0)
                     or (self.time_masks and self.time_mask > 0) or self.mixup_alpha > 0
-                    or self.gain_db > 0 or self.eq_db > 0)
+                    or self.gain_db > 0 or self.eq_db > 0 or self.freq_shift > 0 or self.time_stretch > 0)
 
     @property
     def soft_targets(self) -> bool:
@@ -137,6 +147,38 @@ def _level(x: torch.Tensor, gain: float, eq: float, points: int, scale: float,
     return x + (off * scale).view(n, 1, mels, 1).to(x.dtype)
 
 
+def _resample(x: torch.Tensor, dim: int, src: torch.Tensor) -> torch.Tensor:
+    """x read along ``dim`` (2 = mel, 3 = time) at per-clip fractional positions ``src [n, size]``, by linear
+    interpolation between the two nearest bins; positions outside the axis take its edge bin."""
+    n, size = x.shape[0], x.shape[dim]
+    src = src.clamp(0, size - 1)
+    lo = src.floor().long().clamp(max=size - 2) if size > 1 else src.floor().long()
+    hi = (lo + 1).clamp(max=size - 1)
+    w = (src - lo.to(src.dtype)).to(x.dtype)
+    shape = [n, 1, 1, 1]
+    shape[dim] = size
+    other = list(x.shape)
+    other[dim] = size
+
+    def take(idx):
+        return torch.gather(x, dim, idx.view(shape).expand(other))
+
+    return torch.lerp(take(lo), take(hi), w.view(shape).expand(other))
+
+
+def _pitch_tempo(x: torch.Tensor, shift: float, stretch: float, gen: torch.Generator) -> torch.Tensor:
+    """x moved along the mel axis by up to ``shift`` of its bins either way, then resampled along time at a rate
+    in ``[1 - stretch, 1 + stretch]`` (see the module docstring, step 4)."""
+    n, mels, frames = x.shape[0], x.shape[2], x.shape[3]
+    if shift > 0 and mels > 1:
+        s = (torch.rand(n, 1, generator=gen) * 2 - 1) * shift * mels                  # out[m] = x[m - s]
+        x = _resample(x, 2, torch.arange(mels, dtype=torch.float32).view(1, mels) - s)
+    if stretch > 0 and frames > 1:
+        rate = 1 + (torch.rand(n, 1, generator=gen) * 2 - 1) * stretch                 # out[t] = x[rate * t]
+        x = _resample(x, 3, torch.arange(frames, dtype=torch.float32).view(1, frames) * rate)
+    return x
+
+
 def soft_labels(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     t = F.one_hot(y, num_classes).float()
     return t * (1.0 - smoothing) + smoothing / num_classes
@@ -155,6 +197,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
         x = _roll(x, cfg.time_shift, gen)
     if cfg.gain_db > 0 or cfg.eq_db > 0:
         x = _level(x, cfg.gain_db, cfg.eq_db, cfg.eq_points, cfg.db_scale, gen)
+    if cfg.freq_shift > 0 or cfg.time_stretch > 0:
+        x = _pitch_tempo(x, cfg.freq_shift, cfg.time_stretch, gen)
     x = _masks(x, 2, cfg.freq_masks, cfg.freq_mask, gen)
     x = _masks(x, 3, cfg.time_masks, cfg.time_mask, gen)
     if cfg.mixup_alpha <= 0 or len(x) < 2:

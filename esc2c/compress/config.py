@@ -60,7 +60,7 @@ DATASET_PRESETS = {"synthetic": "esc2c", "urbansound8k": "robust", "esc50": "rob
 
 # What ``--no-augment`` sets: every change to the training inputs off (label smoothing and the schedule stay).
 NO_INPUT_AUGMENT = {"time_shift": 0.0, "freq_masks": 0, "time_masks": 0, "mixup_alpha": 0.0, "gain_db": 0.0,
-                    "eq_db": 0.0}
+                    "eq_db": 0.0, "freq_shift": 0.0, "time_stretch": 0.0}
 
 
 @dataclass
@@ -110,6 +110,8 @@ class CompressConfig:
     gain_db: float = 0.0           # random level change per clip, up to this many dB either way
     eq_db: float = 0.0             # random smooth equaliser per clip (FilterAugment), up to this many dB either way
     eq_points: int = 3             # the equaliser's random inner control points along the mel axis
+    freq_shift: float = 0.0        # random shift of each clip along the mel axis, up to this fraction of the mels
+    time_stretch: float = 0.0      # random time resampling of each clip at a rate within 1 +- this
     lr_schedule: str = "constant"  # "cosine" (linear warm-up, then cosine) or "constant"
     warmup_epochs: float = 0.0
     epoch_selection: str = "best"  # each stage keeps its "best" epoch on the selection set, or its "last"
@@ -148,7 +150,8 @@ class CompressConfig:
         return AugmentConfig(time_shift=self.time_shift, freq_masks=self.freq_masks, freq_mask=self.freq_mask,
                              time_masks=self.time_masks, time_mask=self.time_mask, mixup_alpha=self.mixup_alpha,
                              label_smoothing=self.label_smoothing, gain_db=self.gain_db, eq_db=self.eq_db,
-                             eq_points=self.eq_points, db_scale=1.0 / spec.std if spec is not None else 1.0)
+                             eq_points=self.eq_points, freq_shift=self.freq_shift,
+                             time_stretch=self.time_stretch, db_scale=1.0 / spec.std if spec is not None else 1.0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -116,9 +116,65 @@ def test_mixup_and_label_smoothing_targets():
     assert torch.equal(xa, xb) and mix2.lam == mix.lam
 
 
+def _ramp(n, dim):
+    """n clips of shape IN whose value is the bin index along ``dim`` (2 = mel, 3 = time)."""
+    size = IN[dim - 1]
+    shape = [1, 1, 1, 1]
+    shape[dim] = size
+    return torch.arange(size, dtype=torch.float32).view(shape).expand(n, *IN).contiguous()
+
+
+def test_pitch_shift_moves_each_clip_along_the_mels_by_a_bounded_amount():
+    x = _ramp(64, 2)                                             # x[m] = m
+    mels = IN[1]
+    xa, _ = augment_batch(x, AugmentConfig(freq_shift=0.25), torch.Generator().manual_seed(6))
+    assert torch.equal(xa, xa[..., :1].expand_as(xa))            # the same shift in every frame
+    col = xa[:, 0, :, 0]                                         # [clips, mels]
+    shifts = []
+    for c in col:
+        s = -(c - torch.arange(mels))                            # out[m] = x[m - s] = m - s away from the edges
+        inner = (torch.arange(mels) - s > 0) & (torch.arange(mels) - s < mels - 1)
+        torch.testing.assert_close(s[inner], s[inner][:1].expand(int(inner.sum())))  # one shift per clip
+        assert c.min() >= 0 and c.max() <= mels - 1              # the edge bins repeat past the ends
+        shifts.append(float(s[inner][0]))
+    assert max(abs(v) for v in shifts) <= 0.25 * mels + 1e-4
+    assert min(shifts) < -1 and max(shifts) > 1 and len({round(v, 4) for v in shifts}) == 64
+    # an integer shift is an exact move of whole bins
+    from esc2c.compress.augment import _resample
+    y = _x(2)
+    moved = _resample(y, 2, torch.arange(float(mels)).view(1, mels).expand(2, -1) - 2)
+    assert torch.equal(moved[:, :, 2:], y[:, :, :-2]) and torch.equal(moved[:, :, 1], y[:, :, 0])
+
+
+def test_time_stretch_resamples_each_clip_from_its_start_at_a_bounded_rate():
+    x = _ramp(64, 3)                                             # x[t] = t
+    frames = IN[2]
+    xa, _ = augment_batch(x, AugmentConfig(time_stretch=0.2), torch.Generator().manual_seed(7))
+    assert torch.equal(xa, xa[:, :, :1].expand_as(xa))           # the same rate in every mel bin
+    row = xa[:, 0, 0, :]                                         # [clips, frames]
+    assert torch.equal(row[:, 0], torch.zeros(64))               # the clip's start stays put
+    t = torch.arange(1, frames, dtype=torch.float32)
+    rates = []
+    for r in row:
+        inner = r[1:] < frames - 1                               # past the end: the last frame repeats
+        rate = r[1:][inner] / t[inner]
+        torch.testing.assert_close(rate, rate[:1].expand_as(rate))
+        assert torch.equal(r[1:][~inner], torch.full((int((~inner).sum()),), float(frames - 1)))
+        rates.append(float(rate[0]))
+    assert 0.8 - 1e-5 <= min(rates) < 0.95 and 1.05 < max(rates) <= 1.2 + 1e-5
+
+
+def test_pitch_and_tempo_count_as_input_changes():
+    assert AugmentConfig(freq_shift=0.05).active and AugmentConfig(time_stretch=0.1).active
+    off = load_config(None, {"freq_shift": 0.05, "time_stretch": 0.2, **NO_INPUT_AUGMENT}).augment()
+    assert not off.active
+    on = load_config(None, {"freq_shift": 0.05, "time_stretch": 0.2}).augment()
+    assert (on.freq_shift, on.time_stretch) == (0.05, 0.2)
+
+
 @pytest.mark.parametrize("field, value", [("time_shift", 1.5), ("freq_masks", -1), ("mixup_alpha", -0.1),
                                           ("label_smoothing", 1.0), ("gain_db", -1.0), ("eq_db", 50.0),
-                                          ("eq_points", 17)])
+                                          ("eq_points", 17), ("freq_shift", 1.5), ("time_stretch", 0.6)])
 def test_bad_augmentation_is_named(field, value):
     with pytest.raises(Esc2cError, match=field):
         AugmentConfig(**{field: value})
