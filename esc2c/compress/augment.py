@@ -12,15 +12,15 @@ normalised log-mel ``x [B, 1, n_mels, frames]``:
    ``eq_db`` dB either way (the microphone's and the room's response, after FilterAugment, Nam et al. 2022):
    gains drawn at ``eq_points`` random mel positions plus both edges, linearly interpolated between them.
    dB become normalised units through ``db_scale`` (``1 / spec.std``, set from the feature spec).
-3. SpecAugment (Park et al. 2019, without time warping): ``freq_masks`` bands of up to ``freq_mask`` of the mel
-   bins and ``time_masks`` spans of up to ``time_mask`` of the frames are set to 0, the training mean of the
-   normalised features.
-4. pitch and tempo (Salamon & Bello 2017's pitch shifting and time stretching, done on the log-mel): each
+3. pitch and tempo (Salamon & Bello 2017's pitch shifting and time stretching, done on the log-mel): each
    clip is moved along the mel axis by a random fraction of a bin of up to ``freq_shift`` of the mel bins
    either way (the mel scale is close to logarithmic above ~1 kHz, so a shift there is a pitch change), and
    resampled along time at a random rate in ``[1 - time_stretch, 1 + time_stretch]`` (out[t] = x[rate * t],
    from the clip's start), both by linear interpolation with the edge bin / last frame repeated past the
    ends.
+4. SpecAugment (Park et al. 2019, without time warping): ``freq_masks`` bands of up to ``freq_mask`` of the mel
+   bins and ``time_masks`` spans of up to ``time_mask`` of the frames are set to 0, the training mean of the
+   normalised features.
 5. mixup (Zhang et al. 2018): the batch is mixed with a shuffled copy of itself, ``lam ~ Beta(alpha, alpha)``
    per batch (``lam >= 0.5``, so the first clip dominates), inputs and targets alike.
 
@@ -168,7 +168,7 @@ def _resample(x: torch.Tensor, dim: int, src: torch.Tensor) -> torch.Tensor:
 
 def _pitch_tempo(x: torch.Tensor, shift: float, stretch: float, gen: torch.Generator) -> torch.Tensor:
     """x moved along the mel axis by up to ``shift`` of its bins either way, then resampled along time at a rate
-    in ``[1 - stretch, 1 + stretch]`` (see the module docstring, step 4)."""
+    in ``[1 - stretch, 1 + stretch]`` (see the module docstring, step 3)."""
     n, mels, frames = x.shape[0], x.shape[2], x.shape[3]
     if shift > 0 and mels > 1:
         s = (torch.rand(n, 1, generator=gen) * 2 - 1) * shift * mels                  # out[m] = x[m - s]
