@@ -13,8 +13,8 @@ normalised log-mel ``x [B, 1, n_mels, frames]``:
    gains drawn at ``eq_points`` random mel positions plus both edges, linearly interpolated between them.
    dB become normalised units through ``db_scale`` (``1 / spec.std``, set from the feature spec).
 3. pitch and tempo (Salamon & Bello 2017's pitch shifting and time stretching, done on the log-mel): each
-   clip is moved along the mel axis by a random fraction of a bin of up to ``freq_shift`` of the mel bins
-   either way (the mel scale is close to logarithmic above ~1 kHz, so a shift there is a pitch change), and
+   clip is moved along the mel axis by a random, fractional number of bins, up to ``freq_shift`` of the mel
+   bins either way (the mel scale is close to logarithmic above ~1 kHz, so a shift there is a pitch change), and
    resampled along time at a random rate in ``[1 - time_stretch, 1 + time_stretch]`` (out[t] = x[rate * t],
    from the clip's start), both by linear interpolation with the edge bin / last frame repeated past the
    ends.
