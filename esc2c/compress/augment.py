@@ -149,11 +149,11 @@ def _level(x: torch.Tensor, gain: float, eq: float, points: int, scale: float,
 
 def _resample(x: torch.Tensor, dim: int, src: torch.Tensor) -> torch.Tensor:
     """x read along ``dim`` (2 = mel, 3 = time) at per-clip fractional positions ``src [n, size]``, by linear
-    interpolation between the two nearest bins; positions outside the axis take its edge bin."""
+    interpolation between the two nearest bins; positions outside the axis take its edge bin (size >= 2)."""
     n, size = x.shape[0], x.shape[dim]
     src = src.clamp(0, size - 1)
-    lo = src.floor().long().clamp(max=size - 2) if size > 1 else src.floor().long()
-    hi = (lo + 1).clamp(max=size - 1)
+    lo = src.floor().long().clamp(max=size - 2)                  # the last bin is reached with weight 1
+    hi = lo + 1
     w = (src - lo.to(src.dtype)).to(x.dtype)
     shape = [n, 1, 1, 1]
     shape[dim] = size
