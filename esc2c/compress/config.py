@@ -28,7 +28,7 @@ from esc2c.compress.augment import AugmentConfig
 from esc2c.compress.schedule import SCHEDULES, SELECT
 from esc2c.errors import Esc2cError
 from esc2c.features import FeatureSpec
-from esc2c.contract import ROUNDING_MODES
+from esc2c.contract import ARCHS, ROUNDING_MODES
 
 DATASET_CHOICES = ("synthetic", "esc50", "urbansound8k")
 
@@ -171,6 +171,8 @@ class CompressConfig:
             v = getattr(self, name)
             if not isinstance(v, list) or not v or not all(isinstance(f, int) and f >= 1 for f in v):
                 bad(name, f"must be a non-empty list of fold numbers >= 1 (got {v!r})")
+        if self.arch not in ARCHS:
+            bad("arch", f"unknown architecture {self.arch!r} (choose {', '.join(ARCHS)})")
         if set(self.train_folds) & set(self.val_folds):
             bad("val_folds", f"folds {sorted(set(self.train_folds) & set(self.val_folds))} are also training folds")
         for name in ("epochs_teacher", "epochs_prune", "epochs_qat_ta", "epochs_qakd", "calib_batches"):

@@ -58,6 +58,7 @@ def test_config_file_and_overrides(tmp_path):
     ("archh: small\n", "unknown config field 'archh'"),
     ("epochs_qakd: five\n", "field 'epochs_qakd' has the wrong type"),
     ("prune_ratio: 1.5\n", "'prune_ratio': must be in"),
+    ("arch: vgg12\n", "'arch': unknown architecture 'vgg12'"),
     ("train_folds: [1, 2]\nval_folds: [2]\n", "also training folds"),
     ("dataset: esc50\n", "needs --data-dir"),
     ("rounding: nearest\n", "'rounding'"),

@@ -93,6 +93,8 @@ def test_bad_experiment_input_is_named(tiny, tmp_path, capsys, args, message):
 def test_bad_experiment_configs(tiny, tmp_path, capsys):
     assert main(["experiment", tiny(holdout=0.0), "-o", str(tmp_path / "e")]) == 1
     assert "'holdout': an experiment needs holdout > 0" in capsys.readouterr().err
+    assert main(["experiment", tiny(arch="vgg12"), "-o", str(tmp_path / "a")]) == 1     # before any cell starts
+    assert "'arch': unknown architecture 'vgg12'" in capsys.readouterr().err and not (tmp_path / "a").exists()
     for change, message in (({"cv_folds": [2]}, "'cv_folds'"), ({"kd_baselines": ["hinton"]}, "'kd_baselines'")):
         with pytest.raises(Esc2cError, match=message):
             load_config(tiny(**change))
